@@ -1,0 +1,1 @@
+"""Reward plugins for GRPO (see rewards/README.md)."""

@@ -1,0 +1,110 @@
+"""Command line: ``python -m rlkit COMMAND ...`` (``run.sh`` calls this)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("rlkit")
+
+
+def _pair(kind):
+    def parse(s: str):
+        parts = s.replace(",", " ").split()
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f"expected two values 'A,B', got {s!r}")
+        return tuple(kind(p) for p in parts)
+    return parse
+
+
+def cmd_data_synth(a) -> None:
+    from rlkit.synth import CameraRange, generate_split
+
+    cam = CameraRange(width=a.width, hfov_deg=a.hfov)
+    for family in a.families:
+        for split, n in (("train", a.train_images), ("eval", a.eval_images)):
+            if n > 0:
+                path = generate_split(a.out, family, split, n, seed=a.seed, points_per_image=a.points, camera=cam)
+                print(path)
+
+
+def cmd_data_preview(a) -> None:
+    import numpy as np
+
+    from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, TrainStream, EvalSet, load_source
+    from rlkit.markers import MarkerStyle
+    from rlkit.preview import save_preview
+
+    sources = [load_source(DatasetSpec(p)) for p in a.data]
+    cam = CameraOptions(strategy=a.strategy, f_uni=a.f_uni, crop_width=a.crop_width, crop_height=a.crop_height)
+    prompt = PromptOptions(template=a.template, reference=a.reference,
+                           marker=MarkerStyle(shape=a.marker, size=a.marker_size))
+    if a.mode == "train":
+        stream = TrainStream(sources, cam, prompt, seed=a.seed)
+        samples = [stream.sample(i) for i in range(a.n)]
+    else:
+        ev = EvalSet(sources, cam, prompt, num_per_dataset=a.n, seed=a.seed)
+        pick = np.linspace(0, len(ev) - 1, a.n).astype(int)
+        samples = [ev.sample(int(k)) for k in pick]
+    print(save_preview(samples, a.out))
+
+
+def cmd_bench(a) -> None:
+    from rlkit import bench
+
+    bench.main(a.name, a.args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlkit", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="make or look at datasets").add_subparsers(dest="data_command", required=True)
+    s = data.add_parser("synth", help="render procedural scenes into DepthLMBench jsonl + PNGs")
+    s.add_argument("--out", default="data/synth", help="output folder")
+    s.add_argument("--families", nargs="+", default=["indoor", "outdoor"], help="scene families")
+    s.add_argument("--train-images", type=int, default=2000, help="train images per family")
+    s.add_argument("--eval-images", type=int, default=200, help="eval images per family")
+    s.add_argument("--points", type=int, default=16, help="labeled pixels per image")
+    s.add_argument("--seed", type=int, default=0, help="base seed (train and eval scenes never share a seed)")
+    s.add_argument("--width", type=_pair(int), default=(160, 320), help="image width range 'MIN,MAX' in pixels")
+    s.add_argument("--hfov", type=_pair(float), default=(45.0, 95.0), help="horizontal field of view range, degrees")
+    s.set_defaults(func=cmd_data_synth)
+
+    v = data.add_parser("preview", help="write a PNG grid of built samples (what the model sees)")
+    v.add_argument("--data", nargs="+", required=True, help="DepthLMBench jsonl files")
+    v.add_argument("--out", default="preview.png", help="output PNG")
+    v.add_argument("--n", type=int, default=8, help="number of samples")
+    v.add_argument("--mode", choices=["train", "eval"], default="train", help="train: random crops; eval: no crop")
+    v.add_argument("--strategy", default="unify_focal", help="camera strategy")
+    v.add_argument("--f-uni", type=float, default=1000.0, help="unified focal length in pixels")
+    v.add_argument("--crop-width", type=_pair(int), default=(1000, 1400), help="train crop width range")
+    v.add_argument("--crop-height", type=_pair(int), default=(700, 1200), help="train crop height range")
+    v.add_argument("--template", default="sft", help="sft or grpo")
+    v.add_argument("--reference", default="marker", help="marker or text")
+    v.add_argument("--marker", default="arrow", help="arrow, cross, circle or square")
+    v.add_argument("--marker-size", type=int, default=5, help="marker size in pixels")
+    v.add_argument("--seed", type=int, default=0)
+    v.set_defaults(func=cmd_data_preview)
+
+    b = sub.add_parser("bench", help="benchmarks: data, train, grpo")
+    b.add_argument("name", help="which benchmark")
+    b.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        argv = ["run", *argv]
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

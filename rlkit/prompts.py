@@ -1,0 +1,106 @@
+"""Questions, answers and the one answer parser.
+
+Templates:
+- "sft":  the paper's plain text answer, "The point is around 3.47 meters away from the camera."
+- "grpo": reason in <think></think>, then the meter number alone in <answer></answer>.
+
+Pixel reference: "marker" (the pixel is drawn on the image; the question says "this point")
+or "text" (the question carries the image size and pixel coordinates).
+
+Camera strategies that change the words: "intrinsics_in_prompt" states the intrinsics;
+"predict_rays" asks for the ray direction before the distance. ("direct" and "unify_focal"
+change only the image.)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from rlkit.camera import Camera, ray_angles
+
+TEMPLATES = ("sft", "grpo")
+REFERENCES = ("marker", "text")
+TASKS = {
+    # task -> (question subject, record key holding its labels)
+    "depth": ("How many meters is this point from the camera?", "depth"),
+    "axis_depth": ("How many meters is this point from the camera, measured along the camera's viewing axis?",
+                   "axis_depth"),
+}
+GRPO_INSTRUCTION = (" First think about it inside <think> </think> tags, then give the distance in meters "
+                    "as a single number inside <answer> </answer> tags.")
+
+
+@dataclass(frozen=True)
+class Query:
+    """Everything the words of one sample depend on (coordinates after the camera transform)."""
+
+    task: str
+    camera: Camera
+    x: int
+    y: int
+    value: float  # the label, meters
+
+
+def question(q: Query, *, reference: str, strategy: str, template: str) -> str:
+    base, _ = TASKS[q.task]
+    if reference == "text":
+        text = (f"Given this image of size (width = {q.camera.width}, height = {q.camera.height}), "
+                f"how far is the pixel at ({q.x}, {q.y}) from the camera?")
+    else:
+        text = base
+    if strategy == "intrinsics_in_prompt":
+        c = q.camera
+        text = (f"This image was taken by a camera where the camera intrinsics are (fx = {c.fx:.1f}, "
+                f"fy = {c.fy:.1f}, cx = {c.cx:.1f}, cy = {c.cy:.1f}). " + text)
+    if strategy == "predict_rays":
+        text += " Give the direction of the point before its distance."
+    if template == "grpo":
+        text += GRPO_INSTRUCTION
+    return text
+
+
+def answer(q: Query, *, strategy: str, template: str) -> str:
+    """The target text (two decimals, as in the paper)."""
+    if template == "grpo":
+        return f"<answer>{q.value:.2f}</answer>"
+    if strategy == "predict_rays":
+        right, below = ray_angles(q.camera, q.x, q.y)
+        horiz = f"{abs(right):.1f} degrees to the {'right' if right >= 0 else 'left'}"
+        vert = f"{abs(below):.1f} degrees {'below' if below >= 0 else 'above'}"
+        return f"The point is around {horiz}, {vert} and {q.value:.2f} meters away from the camera."
+    return f"The point is around {q.value:.2f} meters away from the camera."
+
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_METERS = re.compile(rf"({_NUMBER})\s*(?:meters?|metres?|m\b)", re.IGNORECASE)
+_BARE = re.compile(rf"^\s*({_NUMBER})\s*$")
+_ANY_NUMBER = re.compile(_NUMBER)
+
+
+def parse_depth(text) -> float | None:
+    """The predicted distance in meters, or None when there is no usable answer. Never raises.
+
+    Rules, in order: the content of the last <answer>...</answer> if it is exactly one number;
+    else the last number followed by a meter unit ("3.47 meters", "3.5m"); else the whole
+    text if it is one bare number. The result must be finite and positive (a distance).
+    """
+    if not isinstance(text, str):
+        return None
+    try:
+        tags = _ANSWER_TAG.findall(text)
+        if tags:
+            nums = _ANY_NUMBER.findall(tags[-1])
+            value = nums[0] if len(nums) == 1 else None
+        else:
+            meters = _METERS.findall(text)
+            bare = _BARE.match(text)
+            value = meters[-1] if meters else (bare.group(1) if bare else None)
+        if value is None:
+            return None
+        v = float(value)
+    except (ValueError, OverflowError, RecursionError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None

@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+
+from rlkit.camera import Camera, ray_directions
+from rlkit.records import load_records
+from rlkit.synth import CameraRange, generate_split
+from rlkit.synth.render import Box, Scene, render
+
+
+def test_ground_plane_depth_is_exact():
+    cam = Camera(100.0, 120.0, 39.5, 29.5, 80, 60)
+    h = 1.5
+    scene = Scene("test", [], np.array([0.0, h, 0.0]), yaw=0.3, pitch=0.0, roll=0.0, camera=cam,
+                  ground={"kind": "plain", "color": (100, 100, 100)})
+    _, depth, axis = render(scene)
+    v = np.arange(cam.height)
+    below = v > cam.cy
+    # level camera: the ray of row v drops (v - cy)/fy per unit forward, so it meets the ground at z = h*fy/(v-cy)
+    expected_axis = h * cam.fy / (v[below] - cam.cy)
+    np.testing.assert_allclose(axis[below, 0], expected_axis)
+    rays = ray_directions(cam, np.stack([np.zeros(below.sum()), v[below]], 1))
+    np.testing.assert_allclose(depth[below, 0], expected_axis / rays[:, 2])
+    assert np.isinf(depth[~below]).all()  # sky
+
+
+def test_box_face_depth():
+    cam = Camera(50.0, 50.0, 10.0, 10.0, 21, 21)
+    box = Box(np.array([-1.0, 0.0, 4.0]), np.array([1.0, 2.0, 5.0]), {"kind": "plain", "color": (200, 0, 0)})
+    scene = Scene("test", [box], np.array([0.0, 1.0, 0.0]), 0.0, 0.0, 0.0, cam)
+    rgb, depth, axis = render(scene)
+    assert axis[10, 10] == 4.0 and depth[10, 10] == 4.0  # straight ahead at the front face
+    assert rgb[10, 10, 0] > 100 and rgb[10, 10, 1] == 0
+
+
+def test_generate_is_deterministic_and_splits_never_share_scenes(tmp_path):
+    cam = CameraRange(width=(64, 96))
+    a = generate_split(tmp_path / "a", "outdoor", "train", 3, seed=5, points_per_image=4, camera=cam, progress=False)
+    b = generate_split(tmp_path / "b", "outdoor", "train", 3, seed=5, points_per_image=4, camera=cam, progress=False)
+    e = generate_split(tmp_path / "a", "outdoor", "eval", 3, seed=5, points_per_image=4, camera=cam, progress=False)
+    assert a.read_text() == b.read_text()
+    assert (tmp_path / "a/rgb/outdoor_train/000002.png").read_bytes() == \
+        (tmp_path / "b/rgb/outdoor_train/000002.png").read_bytes()
+    scenes = lambda p: {json.loads(line)["scene"] for line in p.read_text().splitlines()}  # noqa: E731
+    assert not scenes(a) & scenes(e)
+    recs, _ = load_records(a)  # the official format, loadable by the same reader
+    assert all(r.num_labels == 4 and (r.depth <= 80).all() for r in recs)
+    assert all((r.extras["axis_depth"] <= r.depth + 1e-3).all() for r in recs)
+
+
+def test_synth_covers_focal_lengths_and_depth_ranges(synth_dir):
+    indoor, _ = load_records(synth_dir / "indoor_train.jsonl")
+    outdoor, _ = load_records(synth_dir / "outdoor_train.jsonl")
+    fx = np.array([r.camera.fx / r.camera.width for r in indoor + outdoor])
+    assert fx.max() / fx.min() > 1.5  # a real spread of fields of view
+    d_in = np.concatenate([r.depth for r in indoor])
+    d_out = np.concatenate([r.depth for r in outdoor])
+    assert 0.3 < d_in.min() and d_in.max() < 20 and np.median(d_out) > np.median(d_in)
