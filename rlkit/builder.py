@@ -17,6 +17,7 @@ Rows (TRL's conversational prompt-completion format with an ``images`` column):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -242,7 +243,7 @@ class TrainStream:
     """Sample i of the stream is a pure function of (seed, i), so workers and resumes agree."""
 
     def __init__(self, sources: list[Source], cam_opts: CameraOptions, prompt_opts: PromptOptions,
-                 seed: int = 0, cache_images: int = 64, max_tries: int = 100):
+                 seed: int = 0, cache_images: int = 64, max_tries: int = 100, shuffle_labels: bool = False):
         if not sources:
             raise ValueError("no training datasets")
         self.sources, self.cam_opts, self.prompt_opts, self.seed = sources, cam_opts, prompt_opts, seed
@@ -253,6 +254,9 @@ class TrainStream:
         self.images = ImageCache(cache_images)
         self.skips = SkipCounter()
         self.max_tries = max_tries
+        # shuffle_labels: every answer carries a label from a random other image of the same dataset,
+        # so a model learns the answer format and the label distribution but no depth (a GRPO base stage)
+        self.shuffle_labels = shuffle_labels
         for s in sources:
             label_values(s.records[0], prompt_opts.task)  # fail early if the task's labels are missing
 
@@ -264,10 +268,17 @@ class TrainStream:
             out = make_sample(rec, int(rng.integers(rec.num_labels)), self.cam_opts, self.prompt_opts,
                               self.images, rng)
             if isinstance(out, Sample):
-                return out
+                return self._shuffled(out, src, rng) if self.shuffle_labels else out
             self.skips.add(out)
         raise RuntimeError(f"no drawable label in {self.max_tries} tries (skips: {dict(self.skips.counts)}); "
                            "is the marker larger than the crops?")
+
+    def _shuffled(self, s: Sample, src: Source, rng: np.random.Generator) -> Sample:
+        other = src.records[int(rng.integers(len(src.records)))]
+        values = label_values(other, self.prompt_opts.task)
+        q = dataclasses.replace(s.query, value=float(values[int(rng.integers(len(values)))]))
+        return Sample(s.image, s.question, answer(q, strategy=self.cam_opts.strategy,
+                                                  template=self.prompt_opts.template), q, s.record)
 
     def rows(self, shard: int = 0, num_shards: int = 1, start: int = 0):
         i = start + shard

@@ -51,6 +51,28 @@ def cmd_data_preview(a) -> None:
     print(save_preview(samples, a.out))
 
 
+def cmd_run(a) -> None:
+    from rlkit.config import load_experiment
+    from rlkit.run import run_experiment
+
+    run_experiment(load_experiment(a.experiment, a.overrides))
+
+
+def cmd_eval(a) -> None:
+    from rlkit.builder import load_source
+    from rlkit.config import load_experiment
+    from rlkit.run import evaluate_run
+
+    exp = load_experiment(a.experiment, a.overrides)
+    model = None if a.model == "none" else (a.model or str(Path(exp.output_dir) / "final"))
+    if model is not None and a.model is None and not Path(model).is_dir():
+        raise SystemExit(f"{model} does not exist: train first (./run.sh {a.experiment}) or pass --model")
+    if a.out:
+        exp.output_dir = a.out
+    train_sources = [load_source(s, seed=exp.seed) for s in exp.train_specs()]
+    evaluate_run(exp, model, train_sources)
+
+
 def cmd_bench(a) -> None:
     from rlkit import bench
 
@@ -88,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--marker-size", type=int, default=5, help="marker size in pixels")
     v.add_argument("--seed", type=int, default=0)
     v.set_defaults(func=cmd_data_preview)
+
+    r = sub.add_parser("run", help="train and evaluate one experiment (also: ./run.sh EXPERIMENT.yaml)")
+    r.add_argument("experiment", help="experiment YAML")
+    r.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=1e-4")
+    r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint (default: the run's final/) on the experiment's eval data")
+    e.add_argument("experiment", help="experiment YAML (its data, camera, prompt and eval sections are used)")
+    e.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    e.add_argument("--model", help="checkpoint folder or Hugging Face id; 'none' scores only the baselines")
+    e.add_argument("--out", help="where predictions.csv and metrics.json go (default: the run's output_dir)")
+    e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks: data, train, grpo")
     b.add_argument("name", help="which benchmark")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,42 +26,53 @@ def scene_rng(family: str, split: str, seed: int, index: int) -> np.random.Gener
     return np.random.default_rng([seed, FAMILIES.index(family), SPLITS[split], index])
 
 
+def render_one(out_dir: Path, family: str, split: str, seed: int, index: int, points_per_image: int,
+               camera: CameraRange) -> dict:
+    """Render scene ``index`` to its PNG and return its jsonl row (a pure function of the arguments)."""
+    rng = scene_rng(family, split, seed, index)
+    scene = sample_scene(family, rng, camera)
+    rgb, depth, axis_depth = render(scene)
+    valid = np.flatnonzero((np.isfinite(depth) & (depth <= MAX_DEPTH[family])).ravel())
+    if len(valid) == 0:
+        raise RuntimeError(f"scene {family}/{split}/{index} has no labelable pixel")
+    pick = rng.choice(valid, size=min(points_per_image, len(valid)), replace=False)
+    ys, xs = np.unravel_index(pick, depth.shape)
+    name = f"rgb/{family}_{split}/{index:06d}.png"
+    Image.fromarray(rgb).save(out_dir / name, compress_level=1)
+    return {
+        "image": name,
+        "intrinsics": scene.camera.as_list(),
+        "pixel_coords": [[int(x), int(y)] for x, y in zip(xs, ys)],
+        "depth": [round(float(v), 4) for v in depth[ys, xs]],
+        "axis_depth": [round(float(v), 4) for v in axis_depth[ys, xs]],
+        "scene": f"{family}-{split}-{seed}-{index}",
+    }
+
+
 def generate_split(out_dir: str | Path, family: str, split: str, num_images: int, *, seed: int = 0,
                    points_per_image: int = 16, camera: CameraRange = CameraRange(),
-                   progress: bool = True) -> Path:
+                   progress: bool = True, workers: int | None = None) -> Path:
     """Write ``out_dir/{family}_{split}.jsonl`` and its images; returns the jsonl path.
 
     Each image gets ``points_per_image`` labels at distinct random pixels that see a surface
     within the family's depth range (never sky), with exact euclidean and principal-axis depth.
+    Scenes render in ``workers`` processes (default: all cores); the output does not depend on it.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown scene family {family!r}; choose from {FAMILIES}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {tuple(SPLITS)}")
     out_dir = Path(out_dir)
-    img_dir = out_dir / "rgb" / f"{family}_{split}"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in tqdm(range(num_images), desc=f"render {family}/{split}", disable=not progress):
-        rng = scene_rng(family, split, seed, i)
-        scene = sample_scene(family, rng, camera)
-        rgb, depth, axis_depth = render(scene)
-        valid = np.flatnonzero((np.isfinite(depth) & (depth <= MAX_DEPTH[family])).ravel())
-        if len(valid) == 0:
-            raise RuntimeError(f"scene {family}/{split}/{i} has no labelable pixel")
-        pick = rng.choice(valid, size=min(points_per_image, len(valid)), replace=False)
-        ys, xs = np.unravel_index(pick, depth.shape)
-        name = f"rgb/{family}_{split}/{i:06d}.png"
-        Image.fromarray(rgb).save(out_dir / name, compress_level=1)
-        rows.append({
-            "image": name,
-            "intrinsics": scene.camera.as_list(),
-            "pixel_coords": [[int(x), int(y)] for x, y in zip(xs, ys)],
-            "depth": [round(float(v), 4) for v in depth[ys, xs]],
-            "axis_depth": [round(float(v), 4) for v in axis_depth[ys, xs]],
-            "scene": f"{family}-{split}-{seed}-{i}",
-        })
+    (out_dir / "rgb" / f"{family}_{split}").mkdir(parents=True, exist_ok=True)
+    job = partial(render_one, out_dir, family, split, seed, points_per_image=points_per_image, camera=camera)
+    workers = min(workers or os.cpu_count() or 1, max(1, num_images // 8))
+    bar = partial(tqdm, total=num_images, desc=f"render {family}/{split}", disable=not progress)
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            rows = list(bar(pool.imap(job, range(num_images), chunksize=8)))
+    else:
+        rows = list(bar(map(job, range(num_images))))
     path = out_dir / f"{family}_{split}.jsonl"
-    write_records(path, rows)
+    write_records(path, rows)  # the jsonl appears last, whole: it marks a finished split
     log.info("wrote %d images to %s", len(rows), path)
     return path

@@ -70,9 +70,47 @@ class Hit:
     sign: np.ndarray  # (P,) normal sign +-1
 
 
-def cast(scene: Scene, dirs: np.ndarray) -> Hit:
-    """Nearest intersection of rays from the camera center along world directions (P, 3)."""
+def _screen_rect(box: Box, scene: Scene, rot: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Pixel rectangle (x0, y0, x1, y1) that holds the box's projection; None: the whole image."""
+    cam = scene.camera
+    corners = np.array([[x, y, z] for x in (box.lo[0], box.hi[0]) for y in (box.lo[1], box.hi[1])
+                        for z in (box.lo[2], box.hi[2])]) - scene.position
+    c = corners @ rot  # world -> camera frame (rot is orthonormal)
+    if (c[:, 2] <= 1e-3).any():  # a corner at or behind the camera plane: no safe rectangle
+        return None if (c[:, 2] > 1e-3).any() or box.inside else (0, 0, 0, 0)
+    u = cam.fx * c[:, 0] / c[:, 2] + cam.cx
+    v = cam.fy * c[:, 1] / c[:, 2] + cam.cy
+    x0, x1 = max(0, int(np.floor(u.min()))), min(cam.width, int(np.ceil(u.max())) + 1)
+    y0, y1 = max(0, int(np.floor(v.min()))), min(cam.height, int(np.ceil(v.max())) + 1)
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else (0, 0, 0, 0)
+
+
+def _intersect(box: Box, o: np.ndarray, dirs: np.ndarray, inv: np.ndarray):
+    """(t, normal axis, normal sign) of rays against one box; t is inf where they miss."""
     n = len(dirs)
+    with np.errstate(invalid="ignore"):
+        t1 = (box.lo - o) * inv
+        t2 = (box.hi - o) * inv
+    near = np.minimum(t1, t2)
+    far = np.maximum(t1, t2)
+    if box.inside:
+        ax = np.argmin(far, axis=1)
+        t = far[np.arange(n), ax]
+    else:
+        ax = np.argmax(near, axis=1)
+        t = near[np.arange(n), ax]
+        t = np.where((t <= far.min(axis=1)) & (t > 1e-6), t, np.inf)
+    return t, ax, -np.sign(dirs[np.arange(n), ax])  # faces point back toward the camera
+
+
+def cast(scene: Scene, dirs: np.ndarray, rot: np.ndarray | None = None) -> Hit:
+    """Nearest intersection of rays from the camera center along world directions.
+
+    ``dirs`` is (H*W, 3) in image order; with ``rot`` (camera-to-world) each box is tested only
+    against the rays inside its projected screen rectangle, which is exact and much faster.
+    """
+    n = len(dirs)
+    cam = scene.camera
     o = scene.position
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = 1.0 / dirs
@@ -84,25 +122,16 @@ def cast(scene: Scene, dirs: np.ndarray) -> Hit:
         t = np.where(dirs[:, 1] < 0, -o[1] * inv[:, 1], np.inf)
         closer = t < best
         best[closer], prim[closer], axis[closer], sign[closer] = t[closer], -1, 1, 1
+    grid = np.arange(n).reshape(cam.height, cam.width)
     for k, box in enumerate(scene.boxes):
-        with np.errstate(invalid="ignore"):
-            t1 = (box.lo - o) * inv
-            t2 = (box.hi - o) * inv
-        near = np.minimum(t1, t2)
-        far = np.maximum(t1, t2)
-        if box.inside:
-            ax = np.argmin(far, axis=1)
-            t = far[np.arange(n), ax]
-            s = -np.sign(dirs[np.arange(n), ax])  # the wall faces back into the room
-        else:
-            ax = np.argmax(near, axis=1)
-            t = near[np.arange(n), ax]
-            t_far = far.min(axis=1)
-            t = np.where((t <= t_far) & (t > 1e-6), t, np.inf)
-            s = -np.sign(dirs[np.arange(n), ax])
-        closer = t < best
-        best[closer], prim[closer] = t[closer], k
-        axis[closer], sign[closer] = ax[closer], s[closer]
+        rect = _screen_rect(box, scene, rot) if rot is not None else None
+        idx = grid[rect[1]:rect[3], rect[0]:rect[2]].ravel() if rect is not None else np.arange(n)
+        if not len(idx):
+            continue
+        t, ax, s = _intersect(box, o, dirs[idx], inv[idx])
+        closer = t < best[idx]
+        sel = idx[closer]
+        best[sel], prim[sel], axis[sel], sign[sel] = t[closer], k, ax[closer], s[closer]
     return Hit(best, prim, axis, sign)
 
 
@@ -134,7 +163,7 @@ def render(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rays_c = pixel_rays(cam).reshape(-1, 3)
     rot = camera_to_world(scene.yaw, scene.pitch, scene.roll)
     dirs = rays_c @ rot.T
-    hit = cast(scene, dirs)
+    hit = cast(scene, dirs, rot)
     axis_depth = hit.t  # rays have camera-frame z = 1
     euclid = hit.t * np.linalg.norm(rays_c, axis=1)
 

@@ -1,0 +1,113 @@
+"""Evaluation: batched greedy generation on the eval selection, the shared answer parser, metrics.
+
+Writes predictions.csv (dataset, image, x, y = the pixel in the original image, gt, pred, text) and metrics.json into the run
+dir and prints markdown tables in the layout of the paper's Table 1 (datasets as columns,
+average last). Baselines need no model: a constant answer and the median training label.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from rlkit.builder import EvalSet, Source, label_values
+from rlkit.metrics import METRICS, depth_metrics
+from rlkit.prompts import parse_depth
+
+log = logging.getLogger(__name__)
+
+
+def selection_frame(evalset: EvalSet) -> pd.DataFrame:
+    """The eval pixels and labels without rendering images (baselines need nothing more)."""
+    rows = []
+    for it in evalset.items:
+        src = evalset.sources[it.dataset]
+        rec = src.records[it.record]
+        x, y = rec.pixels[it.label]
+        rows.append({"dataset": src.spec.label, "image": str(rec.image), "x": float(x), "y": float(y),
+                     "gt": float(label_values(rec, evalset.prompt_opts.task)[it.label])})
+    return pd.DataFrame(rows)
+
+
+def generate_answers(model, processor, prompts: list, images: list, max_new_tokens: int) -> list[str]:
+    import torch
+
+    texts = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    inputs = processor(images=images, text=texts, padding=True, return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def predict(model, processor, evalset: EvalSet, batch_size: int = 32, max_new_tokens: int = 32,
+            progress: bool = True) -> pd.DataFrame:
+    from rlkit.builder import to_row
+
+    was_training = model.training
+    model.eval()
+    frame = selection_frame(evalset)
+    texts = []
+    for start in tqdm(range(0, len(evalset), batch_size), desc="eval", disable=not progress):
+        rows = [to_row(evalset.sample(k)) for k in range(start, min(start + batch_size, len(evalset)))]
+        texts += generate_answers(model, processor, [r["prompt"] for r in rows],
+                                  [r["images"][0] for r in rows], max_new_tokens)
+    model.train(was_training)
+    frame["pred"] = np.array([parse_depth(t) for t in texts], dtype=float)  # None -> NaN: a failed parse
+    frame["text"] = texts
+    return frame
+
+
+def train_medians(sources: list[Source], task: str) -> dict[str, float]:
+    """Median training label per dataset name, plus '*' for all training data pooled."""
+    out, pooled = {}, []
+    for s in sources:
+        vals = np.concatenate([label_values(r, task) for r in s.records])
+        out[s.spec.label] = float(np.median(vals))
+        pooled.append(vals)
+    out["*"] = float(np.median(np.concatenate(pooled))) if pooled else float("nan")
+    return out
+
+
+def summarize(frame: pd.DataFrame, constant: float, medians: dict[str, float] | None = None) -> dict:
+    """{method: {dataset: {metric: value}}} for the model (if it has predictions) and the baselines."""
+    methods = {}
+    if "pred" in frame:
+        methods["model"] = frame["pred"].to_numpy(dtype=float)
+    methods[f"constant {constant:g} m"] = np.full(len(frame), constant)
+    if medians:
+        methods["median (train labels)"] = frame["dataset"].map(lambda d: medians.get(d, medians["*"])).to_numpy(float)
+    result = {}
+    for name, pred in methods.items():
+        per = {}
+        for ds, idx in frame.groupby("dataset", sort=False).indices.items():
+            per[ds] = depth_metrics(pred[idx], frame["gt"].to_numpy()[idx], fallback=constant)
+        per["avg"] = {m: float(np.mean([per[d][m] for d in per])) for m in METRICS}
+        result[name] = per
+    return result
+
+
+def markdown_table(result: dict, metric: str = "delta1") -> str:
+    methods = list(result)
+    datasets = list(result[methods[0]])
+    lines = [f"| {metric} | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(f"{result[m][d][metric]:.3f}" for d in datasets) + " |")
+    return "\n".join(lines)
+
+
+def write_results(out_dir: str | Path, frame: pd.DataFrame, result: dict, extra: dict | None = None) -> str:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out_dir / "predictions.csv", index=False)
+    payload = {"metrics": result, **(extra or {})}
+    tmp = out_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(out_dir / "metrics.json")  # metrics.json marks a finished run: write it last, whole
+    tables = "\n\n".join(markdown_table(result, m) for m in ("delta1", "abs_rel", "parse_fail"))
+    print(tables)
+    return tables

@@ -1,0 +1,97 @@
+"""Load any supported VLM and its processor; per-family quirks live in FAMILIES, nowhere else."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlkit.config import ModelConfig
+from rlkit.tiny import TINY_NAME, TinySpec, tiny_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between model families, in one place."""
+
+    pixel_bounds: bool = False  # the image processor takes min_pixels / max_pixels (Qwen2.x-VL)
+
+
+FAMILIES = {
+    "qwen2_5_vl": Family(pixel_bounds=True),
+    "qwen2_vl": Family(pixel_bounds=True),
+    "llava": Family(),
+    "pixtral": Family(),
+}
+
+
+def resolve_model_path(cfg: ModelConfig) -> str:
+    """The checkpoint to load: the embedded default is built (once) into the cache."""
+    if cfg.name == TINY_NAME:
+        try:
+            spec = TinySpec(**cfg.tiny)
+        except TypeError as e:
+            raise ValueError(f"model.tiny: {e}") from None
+        return str(tiny_path(cfg.cache_dir, spec))
+    if cfg.tiny:
+        raise ValueError("model.tiny is only used with model.name: tiny-qwen2.5-vl")
+    return cfg.name
+
+
+def torch_dtype(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"model.dtype {name!r} is not one of auto, float32, bfloat16, float16") from None
+
+
+def family_of(model_type: str) -> Family:
+    if model_type not in FAMILIES:
+        log.warning("model type %s has no rlkit family entry; using defaults", model_type)
+    return FAMILIES.get(model_type, Family())
+
+
+def load_processor(path: str, cfg: ModelConfig):
+    from transformers import AutoConfig, AutoProcessor
+
+    model_type = AutoConfig.from_pretrained(path).model_type
+    kwargs = {}
+    if family_of(model_type).pixel_bounds:
+        for k in ("min_pixels", "max_pixels"):
+            if getattr(cfg, k) is not None:
+                kwargs[k] = getattr(cfg, k)
+    elif cfg.min_pixels or cfg.max_pixels:
+        raise ValueError(f"model.min_pixels/max_pixels apply to Qwen2.x-VL, not {model_type}")
+    processor = AutoProcessor.from_pretrained(path, **kwargs)
+    processor.tokenizer.padding_side = "left"  # generation pads prompts on the left
+    return processor
+
+
+def load_model(path: str, cfg: ModelConfig):
+    from transformers import AutoModelForImageTextToText
+
+    kwargs = {"dtype": torch_dtype(cfg.dtype)}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+
+
+def peft_config(cfg: ModelConfig):
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    try:
+        return LoraConfig(task_type="CAUSAL_LM", **cfg.lora)
+    except TypeError as e:
+        raise ValueError(f"model.lora: {e}") from None
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / "config.json").is_file()

@@ -1,0 +1,106 @@
+"""Run one experiment: data -> (cached base stage) -> train -> save -> evaluate.
+
+A run dir holds config.yaml (resolved), checkpoint-*/ (resumable), final/ (the trained
+model and processor), predictions.csv and metrics.json. metrics.json is written last; a run
+dir that has it is finished and is not run again (this is what sweeps resume on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from rlkit.builder import EvalSet, load_source
+from rlkit.config import Experiment, load_experiment, save_resolved
+from rlkit.evaluate import predict, selection_frame, summarize, train_medians, write_results
+from rlkit.models import load_model, load_processor, resolve_model_path
+
+log = logging.getLogger(__name__)
+
+
+def ensure_synth(exp: Experiment) -> None:
+    """Render the procedural scenes the experiment names, once (skipped when the files exist)."""
+    s = exp.data.synth
+    if s is None:
+        return
+    from rlkit.synth import CameraRange, generate_split
+
+    cam = CameraRange(width=tuple(s.width), hfov_deg=tuple(s.hfov))
+    for family in s.families:
+        for split, n in (("train", s.train_images), ("eval", s.eval_images)):
+            marker = Path(s.out) / f"{family}_{split}.jsonl"
+            if n > 0 and not marker.exists():
+                generate_split(s.out, family, split, n, seed=s.seed, points_per_image=s.points, camera=cam)
+
+
+def starting_model(exp: Experiment) -> str:
+    """The checkpoint training starts from: a base stage's final model, or model.name."""
+    if exp.base:
+        base = load_experiment(exp.base)
+        run_experiment(base)
+        return str(Path(base.output_dir) / "final")
+    return resolve_model_path(exp.model)
+
+
+def last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
+def run_experiment(exp: Experiment) -> dict:
+    out = Path(exp.output_dir)
+    if (out / "metrics.json").exists():
+        log.info("%s is finished (metrics.json exists); delete it to run again", out)
+        return json.loads((out / "metrics.json").read_text())
+    ensure_synth(exp)
+    model_path = starting_model(exp)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(exp, out / "config.yaml")
+    train_sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in exp.train_specs()]
+    final = out / "final"
+    t0 = time.time()
+    train_info = {}
+    if not (final / "config.json").exists():
+        if exp.method == "sft":
+            from rlkit.sft import make_trainer
+        else:
+            from rlkit.grpo import make_trainer
+        trainer, stream = make_trainer(exp, model_path, train_sources)
+        resume = last_checkpoint(out)
+        if resume:
+            log.info("resuming from %s", resume)
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model(str(final))
+        trainer.processing_class.save_pretrained(str(final))
+        train_info = {"train_seconds": round(time.time() - t0, 1), "train_metrics": result.metrics,
+                      "builder_skips": dict(stream.skips.counts)}
+        model, processor = trainer.model, trainer.processing_class
+    else:
+        model, processor = None, None
+    metrics = evaluate_run(exp, final, train_sources, model=model, processor=processor, extra=train_info)
+    return metrics
+
+
+def evaluate_run(exp: Experiment, model_path, train_sources, model=None, processor=None, extra=None) -> dict:
+    eval_sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in exp.eval_specs()]
+    if not eval_sources:
+        raise ValueError(f"{exp.source}: data.eval is empty; nothing to evaluate")
+    evalset = EvalSet(eval_sources, exp.camera_options(), exp.prompt_options(), exp.eval.samples_per_dataset,
+                      exp.eval.seed, cache_images=exp.data.cache_images)
+    if model_path is not None:
+        if model is None:
+            processor = load_processor(str(model_path), exp.model)
+            model = load_model(str(model_path), exp.model)
+        if getattr(model, "peft_config", None):
+            model = model.merge_and_unload()
+        processor.tokenizer.padding_side = "left"
+        frame = predict(model, processor, evalset, exp.eval.batch_size, exp.eval.max_new_tokens)
+    else:
+        frame = selection_frame(evalset)
+    result = summarize(frame, exp.eval.constant, train_medians(train_sources, exp.prompt_options().task))
+    payload = {"eval_skipped": evalset.skipped, "eval_samples": len(evalset), **(extra or {})}
+    write_results(exp.output_dir, frame, result, payload)
+    return {"metrics": result, **payload}

@@ -1,0 +1,155 @@
+"""The embedded default model: a small random-init Qwen2.5-VL built offline.
+
+``build_tiny`` writes an ordinary checkpoint folder (config, weights, tokenizer, chat
+template, Qwen2.5-VL image processor) that is then loaded exactly like
+``Qwen/Qwen2.5-VL-3B-Instruct``: the same Auto classes, the same processor, the same trainers.
+
+The tokenizer is a byte-level BPE trained on the kit's own prompt and answer texts, with
+Qwen's chat and vision special tokens, and digits always split one per token (as in Qwen).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TINY_NAME = "tiny-qwen2.5-vl"
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+# Qwen2.5-VL's chat template, without the default system turn (short sequences for a tiny model).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Sizes of the embedded default. Changing any field builds (and caches) a new model."""
+
+    text_layers: int = 2
+    text_hidden: int = 128
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate: int = 384
+    vision_layers: int = 2
+    vision_hidden: int = 64
+    vision_heads: int = 4
+    vision_intermediate: int = 192
+    vocab_size: int = 512
+    min_pixels: int = 28 * 28 * 4
+    max_pixels: int = 28 * 28 * 64
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _corpus(seed: int = 0) -> list[str]:
+    """Texts the tokenizer is trained on: every prompt and answer template of the kit."""
+    from rlkit.camera import Camera
+    from rlkit.prompts import Query, answer, question
+
+    rng = np.random.default_rng(seed)
+    texts = ["0123456789 .,()=<>-+/:", "First think about it. The distance is about"]
+    for _ in range(300):
+        cam = Camera(*(float(v) for v in rng.uniform(50, 1500, 4)), int(rng.integers(50, 2000)), int(rng.integers(50, 2000)))
+        q = Query(str(rng.choice(["depth", "axis_depth"])), cam, int(rng.integers(0, 2000)), int(rng.integers(0, 2000)),
+                  float(rng.uniform(0.1, 100)))
+        for strategy in ("unify_focal", "intrinsics_in_prompt", "predict_rays"):
+            for template in ("sft", "grpo"):
+                for reference in ("marker", "text"):
+                    texts.append(question(q, reference=reference, strategy=strategy, template=template))
+                texts.append(answer(q, strategy=strategy, template=template))
+                texts.append("<think>The point is on the floor, near the wall.</think>")
+    return texts
+
+
+def build_tokenizer(vocab_size: int = 512, seed: int = 0):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(seed), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   extra_special_tokens={"image_token": "<|image_pad|>",
+                                                         "video_token": "<|video_pad|>"})
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny(out_dir: str | Path, spec: TinySpec = TinySpec()) -> Path:
+    """Build the tiny model into ``out_dir`` (atomically: a half-built folder never appears)."""
+    import torch
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = build_tokenizer(spec.vocab_size, spec.seed)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    half = spec.text_hidden // spec.text_heads // 2  # rotary frequencies per head, split over (t, h, w)
+    hw = (half - half // 4) // 2
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=spec.text_hidden, intermediate_size=spec.text_intermediate,
+            num_hidden_layers=spec.text_layers, num_attention_heads=spec.text_heads,
+            num_key_value_heads=spec.text_kv_heads, max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                             "mrope_section": [half - 2 * hw, hw, hw]},
+            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=spec.vision_layers, hidden_size=spec.vision_hidden, intermediate_size=spec.vision_intermediate,
+            num_heads=spec.vision_heads, out_hidden_size=spec.text_hidden, window_size=112,
+            fullatt_block_indexes=[spec.vision_layers - 1], patch_size=14, spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(spec.seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    image_processor = Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
+    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                    video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "rlkit_tiny.json").write_text(json.dumps(asdict(spec), indent=1))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    n = sum(p.numel() for p in model.parameters())
+    log.info("built %s (%.2fM parameters) in %s", TINY_NAME, n / 1e6, out_dir)
+    return out_dir
+
+
+def tiny_path(cache_dir: str | Path, spec: TinySpec = TinySpec()) -> Path:
+    """The cached tiny checkpoint for this spec, built on first use."""
+    path = Path(cache_dir) / f"{TINY_NAME}-{spec.key()}"
+    if not (path / "config.json").exists():
+        build_tiny(path, spec)
+    return path

@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+
+from rlkit.config import ConfigError, load_experiment
+
+EXPERIMENTS = Path(__file__).parent.parent / "experiments"
+
+
+def _write(tmp_path, text, name="exp.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+BASE = """
+method: sft
+data:
+  train: [{path: data/x.jsonl}]
+"""
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXPERIMENTS.glob("*.yaml")))
+def test_shipped_experiments_validate(name):
+    exp = load_experiment(EXPERIMENTS / name)
+    assert exp.output_dir == f"runs/{Path(name).stem}"
+
+
+def test_grpo_variants_differ_only_in_the_reward_line():
+    base = load_experiment(EXPERIMENTS / "grpo_negl1.yaml").to_dict()
+    for name in ("grpo_delta1", "grpo_neg_abs_rel", "grpo_neg_l2"):
+        other = load_experiment(EXPERIMENTS / f"{name}.yaml").to_dict()
+        diff = {k for k in base if base[k] != other[k]}
+        assert diff == {"rewards", "output_dir"}, diff
+        assert other["rewards"] == [name.removeprefix("grpo_"), "format"]
+
+
+def test_unknown_keys_name_file_key_and_closest(tmp_path):
+    p = _write(tmp_path, BASE + "camra: {f_uni: 10}\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: unknown key 'camra'; did you mean 'camera'\?"):
+        load_experiment(p)
+    p = _write(tmp_path, BASE + "model: {nmae: x}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'model.nmae'; did you mean 'name'"):
+        load_experiment(p)
+    p = _write(tmp_path, BASE + "train: {learning_rat: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"train: unknown SFTConfig field 'learning_rat'; did you mean 'learning_rate'"):
+        load_experiment(p)
+    p = _write(tmp_path, BASE + "camera: {f_unii: 10}\n")
+    with pytest.raises(ConfigError, match=r"camera: unknown key 'f_unii'; did you mean 'f_uni'"):
+        load_experiment(p)
+
+
+def test_bad_values_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="camera strategy 'mixed'"):
+        load_experiment(_write(tmp_path, BASE + "camera: {strategy: mixed}\n"))
+    with pytest.raises(ConfigError, match="method 'ppo' is not one of"):
+        load_experiment(_write(tmp_path, BASE.replace("sft", "ppo")))
+    with pytest.raises(ConfigError, match="marker shape 'star'"):
+        load_experiment(_write(tmp_path, BASE + "prompt: {marker: {shape: star}}\n"))
+    with pytest.raises(ConfigError, match="grpo needs rewards"):
+        load_experiment(_write(tmp_path, BASE.replace("sft", "grpo")))
+    with pytest.raises(ConfigError, match="rewards: reward 'neg_l3': as a registry name"):
+        load_experiment(_write(tmp_path, BASE.replace("sft", "grpo") + "rewards: [neg_l3]\n"))
+    with pytest.raises(ConfigError, match="data.train\\[0\\]: unknown key 'pth'"):
+        load_experiment(_write(tmp_path, "data: {train: [{pth: a.jsonl}]}\n"))
+
+
+def test_overrides_and_trl_passthrough(tmp_path):
+    p = _write(tmp_path, BASE + "train: {learning_rate: 0.1, max_steps: 5}\n")
+    exp = load_experiment(p, ["train.learning_rate=1e-4", "camera.f_uni=500", "train.gradient_accumulation_steps=4"])
+    assert exp.camera_options().f_uni == 500
+    cfg = exp.trl_config()
+    assert type(cfg).__name__ == "SFTConfig"
+    assert cfg.learning_rate == 1e-4 and cfg.max_steps == 5 and cfg.gradient_accumulation_steps == 4
+    assert cfg.bf16 is False  # CPU: fp32 unless train.bf16 says otherwise
+    with pytest.raises(ConfigError, match="must look like key.sub=value"):
+        load_experiment(p, ["train.learning_rate"])
+
+
+def test_extends_merges_and_does_not_inherit_output_dir(tmp_path):
+    _write(tmp_path, BASE + "output_dir: runs/parent\ncamera: {f_uni: 50, crop_width: [10, 20]}\n", "parent.yaml")
+    child = load_experiment(_write(tmp_path, "extends: parent.yaml\ncamera: {f_uni: 70}\n", "child.yaml"))
+    assert child.camera == {"f_uni": 70, "crop_width": [10, 20]}
+    assert child.output_dir == "runs/child"
+    with pytest.raises(ConfigError, match="loops back"):
+        load_experiment(_write(tmp_path, "extends: self.yaml\n", "self.yaml"))

@@ -1,0 +1,127 @@
+"""End-to-end runs of the real code path on the tiny model (CPU). Marked slow; CI runs them."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import OFFICIAL
+
+ROOT = Path(__file__).parent.parent
+pytestmark = pytest.mark.slow
+
+
+def _experiment(tmp_path, synth_dir, **over):
+    exp = {
+        "method": "sft",
+        "output_dir": str(tmp_path / "run"),
+        "model": {"name": "tiny-qwen2.5-vl", "cache_dir": str(ROOT / ".cache/models")},
+        "data": {"train": [{"path": str(synth_dir / "indoor_train.jsonl"), "name": "indoor"},
+                           {"path": str(synth_dir / "outdoor_train.jsonl"), "name": "outdoor"}],
+                 "eval": [{"path": str(synth_dir / "indoor_eval.jsonl"), "name": "indoor"},
+                          {"path": str(synth_dir / "outdoor_eval.jsonl"), "name": "outdoor"}]},
+        "camera": {"f_uni": 60, "crop_width": [56, 84], "crop_height": [56, 84], "multiple_of": 28},
+        "train": {"max_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "save_steps": 2,
+                  "logging_steps": 1, "report_to": "none", "disable_tqdm": True},
+        "eval": {"samples_per_dataset": 6, "batch_size": 6, "max_new_tokens": 12},
+    }
+    for k, v in over.items():
+        exp[k] = {**exp[k], **v} if isinstance(v, dict) and isinstance(exp.get(k), dict) else v
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    return path
+
+
+def _run(*args, timeout=600):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "rlkit", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_sft_end_to_end_checkpoint_reloads_and_metrics(tmp_path, synth_dir):
+    exp = _experiment(tmp_path, synth_dir)
+    r = _run(exp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["metrics"]) == {"model", "constant 2 m", "median (train labels)"}
+    assert set(metrics["metrics"]["model"]) == {"indoor", "outdoor", "avg"}
+    assert set(metrics["metrics"]["model"]["avg"]) == {"delta1", "delta2", "delta3", "abs_rel", "rmse", "log10",
+                                                       "parse_fail"}
+    preds = pd.read_csv(run / "predictions.csv")
+    assert list(preds.columns) == ["dataset", "image", "x", "y", "gt", "pred", "text"]
+    assert len(preds) == 12
+    # the saved model reloads through the standard Auto classes and evaluates again, same answers
+    r2 = _run("eval", exp, "--out", tmp_path / "again")
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    again = pd.read_csv(tmp_path / "again" / "predictions.csv")
+    assert again["text"].fillna("").tolist() == preds["text"].fillna("").tolist()
+    assert "| delta1 | indoor | outdoor | avg |" in r.stdout
+
+
+def test_killed_run_resumes_from_last_checkpoint(tmp_path, synth_dir):
+    exp = _experiment(tmp_path, synth_dir, train={"max_steps": 60, "save_steps": 3})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rlkit", str(exp)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = tmp_path / "run" / "checkpoint-3" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not (tmp_path / "run" / "final").exists(), "the run was not killed mid-training"
+    killed_at = max(int(p.name.split("-")[1]) for p in (tmp_path / "run").glob("checkpoint-*"))
+    r = _run(exp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming from {tmp_path / 'run'}/checkpoint-{killed_at}" in r.stderr
+    state = json.loads(max((tmp_path / "run").glob("checkpoint-*"),
+                           key=lambda p: int(p.name.split("-")[1])).joinpath("trainer_state.json").read_text())
+    assert state["global_step"] == 60
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_grpo_with_file_plugin_receives_depth(tmp_path, synth_dir):
+    spy_log = tmp_path / "spy.jsonl"
+    exp = _experiment(tmp_path, synth_dir, method="grpo", prompt={"template": "grpo"},
+                      rewards=["tests/fixtures/spy_reward.py:spy", "neg_l1", "format"],
+                      reward_kwargs={"tests/fixtures/spy_reward.py:spy": {"log_path": str(spy_log)}},
+                      train={"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4,
+                             "max_completion_length": 8, "learning_rate": 1e-5, "beta": 0.0, "save_steps": 2,
+                             "logging_steps": 1, "report_to": "none", "disable_tqdm": True})
+    r = _run(exp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    calls = [json.loads(line) for line in spy_log.read_text().splitlines()]
+    assert len(calls) == 2 and all(c["n"] == 4 for c in calls)
+    assert all(d > 0 for c in calls for d in c["depth"])
+    assert {"task", "dataset", "pixel", "intrinsics"} <= set(calls[0]["keys"])
+    # each group of 4 completions shares one prompt, hence one label
+    assert all(len(set(c["depth"])) == 1 for c in calls)
+    assert "'rewards/spy/mean'" in r.stdout + r.stderr and "'rewards/neg_l1/mean'" in r.stdout + r.stderr
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_constant_baseline_matches_hand_computation(tmp_path):
+    exp = {"method": "sft", "output_dir": str(tmp_path / "base"),
+           "data": {"train": [{"path": str(OFFICIAL), "name": "test"}], "eval": [{"path": str(OFFICIAL), "name": "test"}]},
+           "camera": {"strategy": "direct"}, "eval": {"samples_per_dataset": 100, "constant": 2.0}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    r = _run("eval", path, "--model", "none")
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((tmp_path / "base" / "metrics.json").read_text())["metrics"]
+    # by hand: the fixture's labels, less (63, 47) whose arrow would leave the image
+    gt = np.array([2.5, 7.25, 1.75, 3.0, 4.5])
+    hand = np.mean(np.maximum(2.0 / gt, gt / 2.0) < 1.25)
+    assert hand == pytest.approx(0.2)
+    assert metrics["constant 2 m"]["test"]["delta1"] == pytest.approx(hand)
+    assert metrics["median (train labels)"]["test"]["delta1"] == pytest.approx(
+        np.mean(np.maximum(3.75 / gt, gt / 3.75) < 1.25))  # the median of the 6 train labels
