@@ -116,7 +116,127 @@ def bench_data(argv: list[str]) -> None:
     record("data", table, "Excludes the model's image processor. Sources: procedural indoor scenes, PNG.")
 
 
-BENCHES = {"data": bench_data}
+# ---------------------------------------------------------------- train
+
+# Qwen/Qwen2.5-VL-3B-Instruct's public config values, for a random-init model of the exact architecture
+QWEN25VL_3B = {
+    "text_config": dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                        num_attention_heads=16, num_key_value_heads=2, max_position_embeddings=128000,
+                        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                         "mrope_section": [16, 24, 24]}, tie_word_embeddings=True),
+    "vision_config": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
+                          window_size=112, fullatt_block_indexes=[7, 15, 23, 31], patch_size=14,
+                          spatial_merge_size=2, temporal_patch_size=2),
+    "tie_word_embeddings": True,
+}
+
+
+def _qwen3b_random(out_dir: Path) -> str:
+    """A random-init model with Qwen2.5-VL-3B's architecture and the tiny kit tokenizer's processor."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from rlkit.tiny import tiny_path
+
+    if (out_dir / "config.json").exists():
+        return str(out_dir)
+    tiny = tiny_path(".cache/models")
+    from transformers import AutoProcessor
+    processor = AutoProcessor.from_pretrained(tiny)
+    tok = processor.tokenizer
+    cfg = Qwen2_5_VLConfig(**QWEN25VL_3B, image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+                           video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+                           vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+                           vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"))
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = Qwen2_5_VLForConditionalGeneration(cfg).to(torch.bfloat16)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return str(out_dir)
+
+
+def _flops_per_token(model) -> float:
+    """6 x parameters (forward + backward), the usual MFU convention."""
+    return 6.0 * sum(p.numel() for p in model.parameters())
+
+
+def bench_train(argv: list[str]) -> None:
+    import resource
+
+    import torch
+
+    from rlkit.config import experiment_from_dict, load_experiment
+    from rlkit.run import ensure_synth, starting_model
+    from rlkit.builder import load_source
+
+    p = argparse.ArgumentParser(prog="bench train")
+    p.add_argument("--experiment", default="experiments/sft_synthetic.yaml", help="experiment whose data/camera/prompt are used")
+    p.add_argument("--steps", type=int, default=30, help="timed optimizer steps (after 3 warm-up steps)")
+    p.add_argument("--arch", choices=["tiny", "qwen2.5-vl-3b"], default="tiny",
+                   help="qwen2.5-vl-3b: random init, exact 3B architecture, paper image sizes, bf16 (GPU)")
+    p.add_argument("--batch", type=int, default=None, help="per-device batch size (default: the experiment's)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="GPU peak bf16 TFLOP/s for MFU (H100 SXM: 989)")
+    a = p.parse_args(argv)
+
+    exp = load_experiment(a.experiment)
+    d = exp.to_dict()
+    d["output_dir"] = ".cache/bench_train"
+    d["train"] = {**d["train"], "max_steps": a.steps + 3, "save_strategy": "no", "report_to": "none",
+                  "logging_steps": 1000, "disable_tqdm": True}
+    if a.batch:
+        d["train"]["per_device_train_batch_size"] = a.batch
+    if a.arch == "qwen2.5-vl-3b":
+        # the paper's image sizes: f_uni 1000, crops 1000-1400 x 700-1200
+        d["camera"] = {**d["camera"], "f_uni": 1000, "crop_width": [1000, 1400], "crop_height": [700, 1200],
+                       "multiple_of": 28}
+        d["model"] = {**d["model"], "name": _qwen3b_random(Path(".cache/models/qwen2.5-vl-3b-random")),
+                      "min_pixels": 28 * 28 * 4, "max_pixels": 1400 * 1200, "tiny": {}}
+        d["train"]["gradient_checkpointing"] = True
+    exp = experiment_from_dict(d, source=a.experiment)
+    ensure_synth(exp)
+    sources = [load_source(s, seed=exp.seed) for s in exp.train_specs()]
+    from rlkit.sft import make_trainer
+
+    model_path = starting_model(exp) if a.arch == "tiny" else exp.model.name
+    trainer, _ = make_trainer(exp, model_path, sources)
+    times, tokens = [], []
+
+    from transformers import TrainerCallback
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.t)
+            tokens.append(state.num_input_tokens_seen)
+
+    trainer.add_callback(Timer())
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    batch = exp.train.get("per_device_train_batch_size", 8) * exp.train.get("gradient_accumulation_steps", 1)
+    timed = times[3:]
+    sps = batch * len(timed) / sum(timed)
+    rows = [["samples/s", f"{sps:.1f}"], ["s/step", f"{sum(timed) / len(timed):.3f}"], ["batch", batch]]
+    if torch.cuda.is_available():
+        rows.append(["peak GPU memory (GiB)", f"{torch.cuda.max_memory_allocated() / 2**30:.1f}"])
+        tok_s = (tokens[-1] - tokens[2]) / sum(timed) if tokens and tokens[-1] else float("nan")
+        rows.append(["tokens/s", f"{tok_s:.0f}"])
+        if a.peak_tflops:
+            mfu = tok_s * _flops_per_token(trainer.model) / (a.peak_tflops * 1e12)
+            rows.append(["MFU (6N flops/token)", f"{100 * mfu:.1f}%"])
+    rows.append(["peak process RSS (GiB)", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f}"])
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    table = _table([f"SFT, {a.arch} ({n_params / 1e6:.2f}M params), {a.experiment}", "value"], rows)
+    record("train", table, f"{a.steps} timed steps after 3 warm-up steps; images and crops from the experiment's camera section.")
+
+
+BENCHES = {"data": bench_data, "train": bench_train}
 
 
 def main(name: str, argv: list[str]) -> None:

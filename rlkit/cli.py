@@ -54,8 +54,14 @@ def cmd_data_preview(a) -> None:
 def cmd_run(a) -> None:
     from rlkit.config import load_experiment
     from rlkit.run import run_experiment
+    from rlkit.sweep import is_sweep_file, load_sweep, run_sweep
 
-    run_experiment(load_experiment(a.experiment, a.overrides))
+    if is_sweep_file(a.experiment):
+        if a.overrides:
+            raise SystemExit("a sweep takes no key=value overrides; put them in its scales: or arms:")
+        run_sweep(load_sweep(a.experiment, a.sweeps_dir), a.scale)
+    else:
+        run_experiment(load_experiment(a.experiment, a.overrides))
 
 
 def cmd_eval(a) -> None:
@@ -71,6 +77,23 @@ def cmd_eval(a) -> None:
         exp.output_dir = a.out
     train_sources = [load_source(s, seed=exp.seed) for s in exp.train_specs()]
     evaluate_run(exp, model, train_sources)
+
+
+def cmd_serve(a) -> None:
+    """TRL's vLLM server with the experiment's starting model (for train.vllm_mode: server)."""
+    import importlib.util
+    import os
+
+    from rlkit.config import load_experiment
+    from rlkit.run import starting_model
+
+    if importlib.util.find_spec("vllm") is None:
+        raise SystemExit("vLLM is not installed; install it with: pip install -e '.[vllm]'  (GPU machines only)")
+    exp = load_experiment(a.experiment, a.overrides)
+    trl_cli = Path(sys.executable).with_name("trl")
+    cmd = [str(trl_cli), "vllm-serve", "--model", starting_model(exp), *a.serve_args]
+    log.info("exec %s", " ".join(cmd))
+    os.execv(cmd[0], cmd)
 
 
 def cmd_bench(a) -> None:
@@ -114,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train and evaluate one experiment (also: ./run.sh EXPERIMENT.yaml)")
     r.add_argument("experiment", help="experiment YAML")
     r.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=1e-4")
+    r.add_argument("--scale", default="mini", help="sweeps: which scales: entry to run (mini on a CPU, paper on GPUs)")
+    r.add_argument("--sweeps-dir", default="runs/sweeps", help="sweeps: where run dirs and results.csv go")
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint (default: the run's final/) on the experiment's eval data")
@@ -122,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help="checkpoint folder or Hugging Face id; 'none' scores only the baselines")
     e.add_argument("--out", help="where predictions.csv and metrics.json go (default: the run's output_dir)")
     e.set_defaults(func=cmd_eval)
+
+    v = sub.add_parser("serve", help="start TRL's vLLM server with the experiment's model (GRPO server mode)")
+    v.add_argument("experiment", help="experiment YAML")
+    v.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    v.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[],
+                   help="arguments for trl vllm-serve, e.g. --serve-args --tensor_parallel_size 2")
+    v.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bench", help="benchmarks: data, train, grpo")
     b.add_argument("name", help="which benchmark")

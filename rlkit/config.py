@@ -6,7 +6,8 @@ field works under its TRL name. Unknown keys and bad values raise ConfigError na
 the key and the closest valid key.
 
 ``extends: other.yaml`` merges this file over another (mappings merge, lists are replaced);
-output_dir defaults to runs/<file stem>.
+``extends`` and ``base`` paths are relative to the file that names them, data paths to the
+working directory (run.sh runs from the repository root); output_dir defaults to runs/<file stem>.
 
 Overrides: ``./run.sh exp.yaml train.learning_rate=1e-4 camera.f_uni=500`` — dotted keys,
 values parsed as YAML.
@@ -229,6 +230,8 @@ def read_yaml(path: Path, _seen: tuple = ()) -> dict:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
+    if isinstance(data.get("base"), str):  # a base experiment is named relative to the file naming it
+        data["base"] = str(path.parent / data["base"])
     parent = data.pop("extends", None)
     if parent is not None:
         inherited = read_yaml(path.parent / parent, _seen + (path.resolve(),))

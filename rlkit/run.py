@@ -7,6 +7,7 @@ dir that has it is finished and is not run again (this is what sweeps resume on)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -30,9 +31,14 @@ def ensure_synth(exp: Experiment) -> None:
     cam = CameraRange(width=tuple(s.width), hfov_deg=tuple(s.hfov))
     for family in s.families:
         for split, n in (("train", s.train_images), ("eval", s.eval_images)):
-            marker = Path(s.out) / f"{family}_{split}.jsonl"
-            if n > 0 and not marker.exists():
+            jsonl = Path(s.out) / f"{family}_{split}.jsonl"
+            manifest = jsonl.with_suffix(".synth.json")
+            wanted = {"family": family, "split": split, "images": n, "seed": s.seed, "points": s.points,
+                      "camera": dataclasses.asdict(cam)}
+            current = json.loads(manifest.read_text()) if manifest.exists() else None
+            if n > 0 and (not jsonl.exists() or current != json.loads(json.dumps(wanted))):
                 generate_split(s.out, family, split, n, seed=s.seed, points_per_image=s.points, camera=cam)
+                manifest.write_text(json.dumps(wanted))
 
 
 def starting_model(exp: Experiment) -> str:
@@ -48,6 +54,14 @@ def last_checkpoint(out: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
+def samples_seen(trainer) -> int:
+    """Training samples (image + question) consumed; a GRPO group of completions is one sample."""
+    a = trainer.args
+    completions = trainer.state.global_step * a.per_device_train_batch_size * a.gradient_accumulation_steps \
+        * a.world_size
+    return completions // getattr(a, "num_generations", 1) if hasattr(a, "num_generations") else completions
 
 
 def run_experiment(exp: Experiment) -> dict:
@@ -75,8 +89,8 @@ def run_experiment(exp: Experiment) -> dict:
         result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(str(final))
         trainer.processing_class.save_pretrained(str(final))
-        train_info = {"train_seconds": round(time.time() - t0, 1), "train_metrics": result.metrics,
-                      "builder_skips": dict(stream.skips.counts)}
+        train_info = {"train_seconds": round(time.time() - t0, 1), "train_samples": samples_seen(trainer),
+                      "train_metrics": result.metrics, "builder_skips": dict(stream.skips.counts)}
         model, processor = trainer.model, trainer.processing_class
     else:
         model, processor = None, None

@@ -84,3 +84,27 @@ def test_extends_merges_and_does_not_inherit_output_dir(tmp_path):
     assert child.output_dir == "runs/child"
     with pytest.raises(ConfigError, match="loops back"):
         load_experiment(_write(tmp_path, "extends: self.yaml\n", "self.yaml"))
+
+
+@pytest.mark.parametrize("mode", ["colocate", "server"])
+def test_vllm_modes_pass_through_to_grpo_config(mode):
+    exp = load_experiment(EXPERIMENTS / "grpo_negl1.yaml",
+                          ["train.use_vllm=true", f"train.vllm_mode={mode}", "train.vllm_gpu_memory_utilization=0.4",
+                           "train.vllm_server_port=8123"])
+    cfg = exp.trl_config()
+    assert type(cfg).__name__ == "GRPOConfig"
+    assert (cfg.use_vllm, cfg.vllm_mode, cfg.vllm_gpu_memory_utilization, cfg.vllm_server_port) == (True, mode, 0.4, 8123)
+    # the paper's GRPO settings in the shipped experiment
+    assert (cfg.num_generations, cfg.beta, cfg.lr_scheduler_type.value) == (8, 0.0, "constant")
+
+
+def test_vllm_requested_but_missing_fails_before_model_load(monkeypatch):
+    import importlib.util
+
+    from rlkit.grpo import check_vllm
+
+    exp = load_experiment(EXPERIMENTS / "grpo_negl1.yaml", ["train.use_vllm=true"])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install -e '.\[vllm\]'"):
+        check_vllm(exp)

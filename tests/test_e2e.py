@@ -125,3 +125,28 @@ def test_constant_baseline_matches_hand_computation(tmp_path):
     assert metrics["constant 2 m"]["test"]["delta1"] == pytest.approx(hand)
     assert metrics["median (train labels)"]["test"]["delta1"] == pytest.approx(
         np.mean(np.maximum(3.75 / gt, gt / 3.75) < 1.25))  # the median of the 6 train labels
+
+
+def test_micro_sweep_and_plot(tmp_path, synth_dir):
+    exp = _experiment(tmp_path, synth_dir, train={"max_steps": 2, "save_steps": 100})
+    sweep = {"figure": "camera_ambiguity", "experiment": str(exp), "seeds": [0],
+             "scales": {"mini": {"eval.samples_per_dataset": 4}},
+             "arms": {"direct": {"camera.strategy": "direct"}, "unify_focal": {"camera.strategy": "unify_focal"}}}
+    path = tmp_path / "micro.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    r = _run(path, "--sweeps-dir", tmp_path / "sweeps")
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "sweeps" / "micro" / "mini" / "results.csv")
+    assert set(table["arm"]) == {"direct", "unify_focal"}
+    assert set(table["dataset"]) == {"indoor", "outdoor", "avg", "all"}
+    r2 = subprocess.run([sys.executable, "analysis/plot_ablation.py", "--runs", str(tmp_path / "sweeps"),
+                         "--out", str(tmp_path / "figs"), "--figure", "camera_ambiguity"],
+                        cwd=ROOT, capture_output=True, text=True)
+    assert r2.returncode == 0, r2.stderr
+    md = (tmp_path / "figs" / "camera_ambiguity.md").read_text()
+    d = table[(table["method"] == "model") & (table["metric"] == "delta1") & (table["dataset"] == "avg")]
+    for arm, value in zip(d["arm"], d["value"]):
+        assert f"| {arm} | {value:.3f} |" in md
+    # re-running the finished sweep runs nothing
+    r3 = _run(path, "--sweeps-dir", tmp_path / "sweeps")
+    assert r3.returncode == 0 and "train_runtime" not in r3.stdout + r3.stderr

@@ -1,0 +1,172 @@
+"""Draw the DepthLM paper's ablation figures from sweep results.
+
+    python analysis/plot_ablation.py                 # every figure with results; lists the missing ones
+    python analysis/plot_ablation.py --figure camera_ambiguity --runs runs/sweeps --out analysis/figures
+
+Reads every results.csv under --runs (written by ``./run.sh experiments/ablations/NAME.yaml``)
+and writes, per figure, NAME.png, NAME.pdf and NAME.md (the numbers behind it: mean ± std over
+seeds, n = seeds). The constant-answer baseline is drawn as a dashed reference line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+METRIC_LABEL = {"delta1": "δ1 (share within 1.25× of truth)", "abs_rel": "AbsRel", "rmse": "RMSE (m)"}
+
+
+@dataclass(frozen=True)
+class Figure:
+    title: str
+    kind: str  # "bar": arms side by side; "line": series over x
+    xlabel: str = ""
+    by_dataset: bool = False  # one bar group per eval dataset (else their average)
+    logx: bool = False
+    time_panel: bool = False  # also plot seconds per training sample
+
+
+FIGURES = {
+    "pixel_reference": Figure("Fig. 2 — pixel reference: text coordinates vs markers", "bar", by_dataset=True),
+    "grpo_reward": Figure("Fig. 3a — GRPO reward functions (fixed sample budget)", "bar"),
+    "sft_vs_grpo": Figure("Fig. 3b — SFT vs GRPO from the same base", "line", "training samples", logx=True,
+                          time_panel=True),
+    "camera_ambiguity": Figure("Fig. 4a — camera ambiguity strategies (mixed cameras)", "bar"),
+    "focal_length": Figure("Fig. 4b — unified focal length f_uni", "line", "f_uni (pixels)"),
+    "training_samples": Figure("Fig. 4c — training samples (1 label per image)", "line", "training samples",
+                               logx=True),
+    "label_density": Figure("Fig. 5 — label density at a fixed sample budget", "line", "labeled points per image",
+                            logx=True),
+}
+
+
+def load_results(runs: Path, scale: str | None) -> pd.DataFrame:
+    paths = sorted(runs.glob("*/*/results.csv"))
+    frames = [pd.read_csv(p) for p in paths]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["figure"])
+    df = pd.concat(frames, ignore_index=True)
+    return df[df["scale"] == scale] if scale else df
+
+
+def _agg(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    g = df.groupby(keys, sort=False)["value"]
+    return g.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n="count").reset_index()
+
+
+def summarize(df: pd.DataFrame, fig: Figure, metric: str) -> pd.DataFrame:
+    """Mean ± std over seeds of the model's metric per arm (and dataset, or their per-seed average)."""
+    d = df[(df["method"] == "model") & (df["metric"] == metric)]
+    if fig.by_dataset:
+        d = d[d["dataset"] != "avg"]
+        return _agg(d, ["arm", "series", "x", "dataset"] if fig.kind == "line" else ["arm", "dataset"])
+    d = d[d["dataset"] == "avg"]
+    return _agg(d, ["arm", "series", "x"] if fig.kind == "line" else ["arm"])
+
+
+def baseline(df: pd.DataFrame, metric: str) -> float | None:
+    d = df[df["method"].str.startswith("constant") & (df["metric"] == metric) & (df["dataset"] == "avg")]
+    return float(d["value"].mean()) if len(d) else None
+
+
+def markdown(table: pd.DataFrame, metric: str, base: float | None) -> str:
+    cols = [c for c in table.columns if c not in ("mean", "std", "n")]
+    lines = ["| " + " | ".join(cols) + f" | {metric} mean | std | seeds |", "|" + "---|" * (len(cols) + 3)]
+    for _, r in table.iterrows():
+        lines.append("| " + " | ".join(str(r[c]) for c in cols) + f" | {r['mean']:.3f} | {r['std']:.3f} | {int(r['n'])} |")
+    if base is not None:
+        lines.append(f"\nConstant 2 m baseline ({metric}, average over eval datasets): {base:.3f}")
+    return "\n".join(lines)
+
+
+def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list[Path]:
+    fig_spec = FIGURES[name]
+    table = summarize(df, fig_spec, metric)
+    base = baseline(df, metric)
+    panels = 2 if fig_spec.time_panel else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    if fig_spec.kind == "bar":
+        arms = list(dict.fromkeys(table["arm"]))
+        if fig_spec.by_dataset:
+            datasets = list(dict.fromkeys(table["dataset"]))
+            width = 0.8 / len(datasets)
+            for i, ds in enumerate(datasets):
+                t = table[table["dataset"] == ds].set_index("arm").reindex(arms)
+                ax.bar(np.arange(len(arms)) + (i - (len(datasets) - 1) / 2) * width, t["mean"], width,
+                       yerr=t["std"], capsize=3, label=ds)
+        else:
+            t = table.set_index("arm").reindex(arms)
+            ax.bar(np.arange(len(arms)), t["mean"], 0.6, yerr=t["std"], capsize=3, color="tab:blue")
+        ax.set_xticks(np.arange(len(arms)), arms, rotation=15)
+    else:
+        for series, t in table.groupby("series", sort=False):
+            t = t.sort_values("x")
+            label = series if not fig_spec.by_dataset else None
+            ax.errorbar(t["x"], t["mean"], yerr=t["std"], marker="o", capsize=3, label=label)
+        ax.set_xlabel(fig_spec.xlabel)
+        if fig_spec.logx:
+            ax.set_xscale("log")
+    if base is not None:
+        ax.axhline(base, color="gray", ls="--", lw=1, label="constant 2 m")
+    ax.set_ylabel(METRIC_LABEL.get(metric, metric))
+    ax.set_title(fig_spec.title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    md = markdown(table, metric, base)
+    if fig_spec.time_panel:
+        tt = df[(df["metric"] == "seconds_per_sample")]
+        t2 = _agg(tt, ["series", "x"])
+        for series, t in t2.groupby("series", sort=False):
+            axes[0, 1].errorbar(t["x"], t["mean"], yerr=t["std"], marker="o", capsize=3, label=series)
+        axes[0, 1].set_xscale("log")
+        axes[0, 1].set_xlabel(fig_spec.xlabel)
+        axes[0, 1].set_ylabel("wall seconds per training sample")
+        axes[0, 1].legend(fontsize=8)
+        axes[0, 1].grid(alpha=0.3)
+        md += "\n\n" + markdown(t2, "seconds_per_sample", None)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.md"]
+    fig.savefig(paths[0], dpi=120)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    paths[2].write_text(f"# {fig_spec.title}\n\n{md}\n")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default="runs/sweeps", help="folder holding <sweep>/<scale>/results.csv")
+    p.add_argument("--out", default="analysis/figures", help="where figures and tables go")
+    p.add_argument("--figure", choices=sorted(FIGURES), help="draw only this figure")
+    p.add_argument("--scale", default="mini", help="which scale's results (mini, paper, ...)")
+    p.add_argument("--metric", default="delta1", help="metric on the y axis (delta1, abs_rel, rmse, ...)")
+    a = p.parse_args(argv)
+    df = load_results(Path(a.runs), a.scale)
+    names = [a.figure] if a.figure else list(FIGURES)
+    missing = []
+    for name in names:
+        d = df[df["figure"] == name] if len(df) else df
+        if not len(d):
+            missing.append(name)
+            continue
+        for path in draw(name, d, Path(a.out), a.metric):
+            print(path)
+    for name in missing:
+        print(f"missing: {name} — run ./run.sh experiments/ablations/{name}.yaml --scale {a.scale}", file=sys.stderr)
+    return 1 if a.figure and missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

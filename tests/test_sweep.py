@@ -1,0 +1,102 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from rlkit.config import ConfigError
+from rlkit.sweep import RESULT_COLUMNS, load_sweep, run_sweep
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "analysis"))
+import plot_ablation  # noqa: E402
+
+EXP = {"method": "sft", "data": {"train": [{"path": "x.jsonl", "name": "indoor"}],
+                                 "eval": [{"path": "x.jsonl", "name": "indoor"}]}}
+
+
+def _sweep_files(tmp_path, arms=None, seeds=(0, 1)):
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(EXP))
+    sweep = {"figure": "camera_ambiguity", "experiment": "exp.yaml", "seeds": list(seeds),
+             "scales": {"mini": {"train.max_steps": 3}},
+             "arms": arms or {"direct": {"camera.strategy": "direct"}, "unify": {"camera.strategy": "unify_focal"}}}
+    path = tmp_path / "camera.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def _fake_metrics(value):
+    per = {"indoor": {"delta1": value, "abs_rel": 0.5}, "avg": {"delta1": value, "abs_rel": 0.5}}
+    return {"metrics": {"model": per, "constant 2 m": per}, "train_seconds": 10.0, "train_samples": 100}
+
+
+def test_sweep_runs_missing_arms_only_and_writes_a_tidy_table(tmp_path):
+    sweep = load_sweep(_sweep_files(tmp_path), root=tmp_path / "runs")
+    calls = []
+
+    def runner(exp):
+        calls.append((exp.camera["strategy"], exp.seed, exp.train["max_steps"]))
+        out = Path(exp.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(_fake_metrics(0.1 * len(calls))))
+
+    path = run_sweep(sweep, "mini", runner)
+    assert sorted(calls) == [("direct", 0, 3), ("direct", 1, 3), ("unify_focal", 0, 3), ("unify_focal", 1, 3)]
+    table = pd.read_csv(path)
+    assert list(table.columns) == RESULT_COLUMNS
+    # 4 runs x 2 methods x 2 datasets x 2 metrics + 4 seconds_per_sample rows
+    assert len(table) == 4 * 2 * 2 * 2 + 4
+    assert set(table["arm"]) == {"direct", "unify"} and set(table["seed"]) == {0, 1}
+    sps = table[table["metric"] == "seconds_per_sample"]["value"]
+    assert (sps == 0.1).all()
+
+    # resume: only the run without metrics.json runs again
+    (sweep.run_dir("mini", "unify", 1) / "metrics.json").unlink()
+    calls.clear()
+    run_sweep(sweep, "mini", runner)
+    assert calls == [("unify_focal", 1, 3)]
+
+
+def test_bad_sweeps_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="arm 'bad'.*unknown key 'camra'"):
+        load_sweep(_sweep_files(tmp_path, arms={"bad": {"camra.strategy": "direct"}}))
+    p = _sweep_files(tmp_path)
+    p.write_text(p.read_text() + "seed: 3\n")
+    with pytest.raises(ConfigError, match="unknown sweep key 'seed'; did you mean 'seeds'"):
+        load_sweep(p)
+
+
+def _hand_table():
+    rows = []
+    for arm, vals in {"direct": [0.2, 0.4], "unify_focal": [0.5, 0.7]}.items():
+        for seed, v in enumerate(vals):
+            for ds, dv in (("indoor", v), ("avg", v)):
+                rows.append(["s", "camera_ambiguity", "mini", arm, arm, None, seed, ds, "model", "delta1", dv])
+                rows.append(["s", "camera_ambiguity", "mini", arm, arm, None, seed, ds, "constant 2 m", "delta1", 0.1])
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def test_plot_from_hand_made_table(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "s" / "mini").mkdir(parents=True)
+    _hand_table().to_csv(runs / "s" / "mini" / "results.csv", index=False)
+    out = tmp_path / "fig"
+    assert plot_ablation.main(["--runs", str(runs), "--out", str(out)]) == 0
+    for ext in ("png", "pdf", "md"):
+        assert (out / f"camera_ambiguity.{ext}").stat().st_size > 0
+    md = (out / "camera_ambiguity.md").read_text()
+    assert f"| direct | 0.300 | {np.std([0.2, 0.4], ddof=1):.3f} | 2 |" in md
+    assert f"| unify_focal | 0.600 | {np.std([0.5, 0.7], ddof=1):.3f} | 2 |" in md
+    assert "Constant 2 m baseline (delta1, average over eval datasets): 0.100" in md
+    assert not (out / "focal_length.png").exists()  # no results: not drawn
+
+
+def test_plot_lists_missing_figures_with_their_command(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "analysis/plot_ablation.py"), "--runs", str(tmp_path),
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 0
+    assert "missing: label_density — run ./run.sh experiments/ablations/label_density.yaml --scale mini" in r.stderr
