@@ -37,10 +37,22 @@ def cmd_data_preview(a) -> None:
     from rlkit.markers import MarkerStyle
     from rlkit.preview import save_preview
 
-    sources = [load_source(DatasetSpec(p)) for p in a.data]
-    cam = CameraOptions(strategy=a.strategy, f_uni=a.f_uni, crop_width=a.crop_width, crop_height=a.crop_height)
-    prompt = PromptOptions(template=a.template, reference=a.reference,
-                           marker=MarkerStyle(shape=a.marker, size=a.marker_size))
+    if a.experiment:  # exactly what that experiment's model gets
+        from rlkit.config import load_experiment
+        from rlkit.run import ensure_synth
+
+        exp = load_experiment(a.experiment)
+        ensure_synth(exp)
+        specs = exp.train_specs() if a.mode == "train" else exp.eval_specs()
+        sources = [load_source(s, seed=exp.seed) for s in specs]
+        cam, prompt = exp.camera_options(), exp.prompt_options()
+    elif a.data:
+        sources = [load_source(DatasetSpec(p)) for p in a.data]
+        cam = CameraOptions(strategy=a.strategy, f_uni=a.f_uni, crop_width=a.crop_width, crop_height=a.crop_height)
+        prompt = PromptOptions(template=a.template, reference=a.reference,
+                               marker=MarkerStyle(shape=a.marker, size=a.marker_size))
+    else:
+        raise SystemExit("data preview needs --experiment EXP.yaml or --data A.jsonl ...")
     if a.mode == "train":
         stream = TrainStream(sources, cam, prompt, seed=a.seed)
         samples = [stream.sample(i) for i in range(a.n)]
@@ -119,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_data_synth)
 
     v = data.add_parser("preview", help="write a PNG grid of built samples (what the model sees)")
-    v.add_argument("--data", nargs="+", required=True, help="DepthLMBench jsonl files")
+    v.add_argument("--experiment", help="take data, camera and prompt from this experiment YAML")
+    v.add_argument("--data", nargs="+", help="DepthLMBench jsonl files (without --experiment)")
     v.add_argument("--out", default="preview.png", help="output PNG")
     v.add_argument("--n", type=int, default=8, help="number of samples")
     v.add_argument("--mode", choices=["train", "eval"], default="train", help="train: random crops; eval: no crop")
@@ -168,7 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0].endswith((".yaml", ".yml")):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
-    args.func(args)
+    from rewards import RewardLoadError
+    from rlkit.config import ConfigError
+    from rlkit.records import RecordError
+
+    try:
+        args.func(args)
+    except (ConfigError, RecordError, RewardLoadError) as e:  # the user's input: the message says it all
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -39,7 +39,8 @@ def make_trainer(exp: Experiment, model_path: str, sources: list[Source]):
     processor = load_processor(model_path, exp.model)
     model = load_model(model_path, exp.model)
     stream = exp.train_stream(sources)
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=exp.trl_config(),
-                          train_dataset=train_dataset(stream, GRPO_COLUMNS), processing_class=processor,
-                          peft_config=peft_config(exp.model))
+    args = exp.trl_config()
+    data = train_dataset(stream, GRPO_COLUMNS, num_shards=max(1, args.dataloader_num_workers))
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data,
+                          processing_class=processor, peft_config=peft_config(exp.model))
     return trainer, stream

@@ -18,5 +18,6 @@ def make_trainer(exp: Experiment, model_path: str, sources: list[Source]):
     model = load_model(model_path, exp.model)
     stream = exp.train_stream(sources)
     args = exp.trl_config()
-    return SFTTrainer(model=model, args=args, train_dataset=train_dataset(stream, SFT_COLUMNS),
-                      processing_class=processor, peft_config=peft_config(exp.model)), stream
+    data = train_dataset(stream, SFT_COLUMNS, num_shards=max(1, args.dataloader_num_workers))
+    return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=processor,
+                      peft_config=peft_config(exp.model)), stream

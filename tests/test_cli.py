@@ -1,0 +1,40 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).parent.parent
+
+
+def _rlkit(*args):
+    r = subprocess.run([sys.executable, "-m", "rlkit", *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def test_data_synth_and_preview(tmp_path):
+    _rlkit("data", "synth", "--out", tmp_path, "--families", "outdoor", "--train-images", 3, "--eval-images", 2,
+           "--points", 2, "--width", "64,96")
+    assert len((tmp_path / "outdoor_train.jsonl").read_text().splitlines()) == 3
+    assert len(list((tmp_path / "rgb" / "outdoor_eval").glob("*.png"))) == 2
+    out = tmp_path / "p.png"
+    _rlkit("data", "preview", "--data", tmp_path / "outdoor_train.jsonl", "--out", out, "--n", 4,
+           "--f-uni", 60, "--crop-width", "40,60", "--crop-height", "30,50")
+    assert Image.open(out).size[0] > 400
+    exp = {"method": "sft", "data": {"train": [{"path": str(tmp_path / "outdoor_train.jsonl")}],
+                                     "eval": [{"path": str(tmp_path / "outdoor_eval.jsonl")}]},
+           "camera": {"f_uni": 60, "crop_width": [40, 60], "crop_height": [30, 50]},
+           "prompt": {"marker": {"shape": "circle", "size": 7}}}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    _rlkit("data", "preview", "--experiment", tmp_path / "e.yaml", "--mode", "eval", "--n", 2, "--out", tmp_path / "q.png")
+    assert (tmp_path / "q.png").exists()
+
+
+def test_bad_experiment_fails_with_a_named_key(tmp_path):
+    (tmp_path / "e.yaml").write_text("method: sft\ndata: {train: [{path: x.jsonl}]}\ntrain: {lerning_rate: 1}\n")
+    r = subprocess.run([sys.executable, "-m", "rlkit", str(tmp_path / "e.yaml")], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode != 0
+    assert "unknown SFTConfig field 'lerning_rate'; did you mean 'learning_rate'" in r.stderr
