@@ -46,7 +46,7 @@ class CameraOptions:
     f_uni: float = 1000.0
     crop_width: tuple[int, int] | None = (1000, 1400)  # train crops; None keeps the whole image
     crop_height: tuple[int, int] | None = (700, 1200)
-    multiple_of: int = 1  # round crop sizes down to this (28 = Qwen2.5-VL's merged patch)
+    multiple_of: int = 1  # crop sizes only multiples of this (28 = Qwen2.5-VL's merged patch)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -187,9 +187,8 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
 
     crop = cm.Crop(0, 0, resize.width, resize.height)
     if rng is not None and cam_opts.crop_width is not None and cam_opts.crop_height is not None:
-        cw, ch = cm.sample_crop_size(rng, resize.width, resize.height, cam_opts.crop_width, cam_opts.crop_height)
-        m = cam_opts.multiple_of
-        cw, ch = (cw - cw % m if cw >= m else cw), (ch - ch % m if ch >= m else ch)
+        cw, ch = cm.sample_crop_size(rng, resize.width, resize.height, cam_opts.crop_width, cam_opts.crop_height,
+                                     cam_opts.multiple_of)
         # offsets that keep the whole marker inside the crop
         x0 = _crop_offset(rng, max(0, x + right - cw + 1), min(x - left, resize.width - cw))
         y0 = _crop_offset(rng, max(0, y + bottom - ch + 1), min(y - top, resize.height - ch))
@@ -207,8 +206,7 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
         box = (crop.x0 / resize.sx, crop.y0 / resize.sy,
                (crop.x0 + crop.width) / resize.sx, (crop.y0 + crop.height) / resize.sy)
         img = src.resize((crop.width, crop.height), Image.BILINEAR, box=box)
-    if uses_marker:
-        img = img.copy() if img is src else img
+    if uses_marker:  # img is a new image (crop/resize never return the cached source)
         patch_box = (x - left, y - top, x + right + 1, y + bottom + 1)
         patch = np.array(img.crop(patch_box))
         markers.draw(patch, left, top, prompt_opts.marker)

@@ -94,12 +94,21 @@ def inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
     return (p[:, 0] >= 0) & (p[:, 0] <= width - 1) & (p[:, 1] >= 0) & (p[:, 1] <= height - 1)
 
 
-def sample_crop_size(rng: np.random.Generator, width: int, height: int,
-                     width_range: tuple[int, int], height_range: tuple[int, int]) -> tuple[int, int]:
-    """Crop size drawn uniformly from the ranges, clipped to the image (a small image is kept whole)."""
-    cw = int(rng.integers(width_range[0], width_range[1] + 1))
-    ch = int(rng.integers(height_range[0], height_range[1] + 1))
-    return min(cw, width), min(ch, height)
+def _sample_size(rng: np.random.Generator, lo: int, hi: int, limit: int, multiple_of: int) -> int:
+    m = multiple_of
+    if m > 1:  # uniform over the multiples of m inside [lo, hi] (the nearest one if there is none)
+        first = -(-lo // m) * m
+        size = int(rng.choice(np.arange(first, hi + 1, m))) if first <= hi else max(m, round(lo / m) * m)
+        return size if size <= limit else (limit - limit % m if limit >= m else limit)
+    return min(int(rng.integers(lo, hi + 1)), limit)
+
+
+def sample_crop_size(rng: np.random.Generator, width: int, height: int, width_range: tuple[int, int],
+                     height_range: tuple[int, int], multiple_of: int = 1) -> tuple[int, int]:
+    """Crop size drawn uniformly from the ranges (only multiples of ``multiple_of``), never larger
+    than the image: a smaller image is kept whole (rounded down to the multiple)."""
+    return (_sample_size(rng, width_range[0], width_range[1], width, multiple_of),
+            _sample_size(rng, height_range[0], height_range[1], height, multiple_of))
 
 
 def ray_directions(cam: Camera, points: np.ndarray) -> np.ndarray:

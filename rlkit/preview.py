@@ -21,7 +21,7 @@ def save_preview(samples: list[Sample], out: str | Path, columns: int = 4, zoom_
     for ax, s in zip(axes.flat, samples):
         ax.imshow(s.image, interpolation="nearest")
         if zoom_marker:  # a ring around the queried pixel, outside the image the model sees
-            ax.add_patch(plt.Circle((s.query.x, s.query.y), radius=max(s.image.size) * 0.06,
+            ax.add_patch(plt.Circle((s.query.x, s.query.y), radius=max(s.image.size) * 0.06 + 8,
                                     fill=False, color="yellow", lw=1))
         title = f"{s.record.dataset}  {s.image.size[0]}x{s.image.size[1]}\nQ: {s.question}\nA: {s.answer}"
         ax.set_title("\n".join(textwrap.fill(line, 48) for line in title.split("\n")), fontsize=7, loc="left")

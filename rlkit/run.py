@@ -69,10 +69,15 @@ def run_experiment(exp: Experiment) -> dict:
     if (out / "metrics.json").exists():
         log.info("%s is finished (metrics.json exists); delete it to run again", out)
         return json.loads((out / "metrics.json").read_text())
-    ensure_synth(exp)
+    from accelerate import PartialState
+
+    state = PartialState()  # one process, or one per GPU under accelerate launch
+    with state.main_process_first():
+        ensure_synth(exp)
     model_path = starting_model(exp)
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(exp, out / "config.yaml")
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_resolved(exp, out / "config.yaml")
     train_sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in exp.train_specs()]
     final = out / "final"
     t0 = time.time()
@@ -88,14 +93,17 @@ def run_experiment(exp: Experiment) -> dict:
             log.info("resuming from %s", resume)
         result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(str(final))
-        trainer.processing_class.save_pretrained(str(final))
+        if state.is_main_process:
+            trainer.processing_class.save_pretrained(str(final))
         train_info = {"train_seconds": round(time.time() - t0, 1), "train_samples": samples_seen(trainer),
                       "train_metrics": result.metrics, "builder_skips": dict(stream.skips.counts)}
         model, processor = trainer.model, trainer.processing_class
     else:
         model, processor = None, None
-    metrics = evaluate_run(exp, final, train_sources, model=model, processor=processor, extra=train_info)
-    return metrics
+    state.wait_for_everyone()
+    if not state.is_main_process:  # evaluation runs once, on the main process
+        return {}
+    return evaluate_run(exp, final, train_sources, model=model, processor=processor, extra=train_info)
 
 
 def evaluate_run(exp: Experiment, model_path, train_sources, model=None, processor=None, extra=None) -> dict:

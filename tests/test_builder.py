@@ -151,14 +151,21 @@ def test_strategies_change_words_and_images(synth_dir):
     assert "degrees" in rays.answer and "direction" in rays.question
 
 
-def test_multiple_of_rounds_crop_sizes(synth_dir):
-    src = load_source(DatasetSpec(str(synth_dir / "indoor_train.jsonl")))
-    opts = CameraOptions(f_uni=100.0, crop_width=(60, 100), crop_height=(56, 90), multiple_of=28)
-    stream = TrainStream([src], opts, PromptOptions())
-    for i in range(20):
-        w, h = stream.sample(i).image.size
-        assert w % 28 == 0 or w < 28
-        assert h % 28 == 0 or h < 28
+def test_multiple_of_draws_crop_sizes_inside_the_range():
+    cam = cm.Camera(100.0, 100.0, 150.0, 100.0, 300, 200)
+    rec = _record(cam, [[150, 100]])
+    cache = _cache_with(rec, gradient_image(300, 200))
+    opts = CameraOptions(f_uni=100.0, crop_width=(100, 140), crop_height=(70, 120), multiple_of=28)
+    sizes = {make_sample(rec, 0, opts, PromptOptions(), cache, np.random.default_rng(i)).image.size
+             for i in range(60)}
+    assert {w for w, _ in sizes} == {112, 140} and {h for _, h in sizes} == {84, 112}
+
+
+def test_crop_sizes_never_exceed_the_image():
+    rng = np.random.default_rng(0)
+    assert cm.sample_crop_size(rng, 90, 60, (100, 140), (70, 120), multiple_of=28) == (84, 56)
+    assert cm.sample_crop_size(rng, 20, 20, (100, 140), (70, 120), multiple_of=28) == (20, 20)
+    assert cm.sample_crop_size(rng, 500, 500, (30, 40), (30, 40), multiple_of=28) == (28, 28)
 
 
 def test_axis_depth_task_needs_its_labels():
