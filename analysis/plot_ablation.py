@@ -5,7 +5,8 @@
 
 Reads every results.csv under --runs (written by ``./run.sh experiments/ablations/NAME.yaml``)
 and writes, per figure, NAME.png, NAME.pdf and NAME.md (the numbers behind it: mean ± std over
-seeds, n = seeds). The constant-answer baseline is drawn as a dashed reference line.
+seeds, n = seeds). The no-model baselines (constant 2 m, median of the training labels) are
+drawn as dashed reference lines.
 """
 
 from __future__ import annotations
@@ -74,25 +75,30 @@ def summarize(df: pd.DataFrame, fig: Figure, metric: str) -> pd.DataFrame:
     return _agg(d, ["arm", "series", "x"] if fig.kind == "line" else ["arm"])
 
 
-def baseline(df: pd.DataFrame, metric: str) -> float | None:
-    d = df[df["method"].str.startswith("constant") & (df["metric"] == metric) & (df["dataset"] == "avg")]
+BASELINES = {"constant": ("constant 2 m", "gray"), "median": ("median of train labels", "tab:red")}
+
+
+def baseline(df: pd.DataFrame, metric: str, kind: str = "constant") -> float | None:
+    """A no-model baseline's metric, averaged over eval datasets and runs."""
+    d = df[df["method"].str.startswith(kind) & (df["metric"] == metric) & (df["dataset"] == "avg")]
     return float(d["value"].mean()) if len(d) else None
 
 
-def markdown(table: pd.DataFrame, metric: str, base: float | None) -> str:
+def markdown(table: pd.DataFrame, metric: str, bases: dict[str, float | None]) -> str:
     cols = [c for c in table.columns if c not in ("mean", "std", "n")]
     lines = ["| " + " | ".join(cols) + f" | {metric} mean | std | seeds |", "|" + "---|" * (len(cols) + 3)]
     for _, r in table.iterrows():
         lines.append("| " + " | ".join(str(r[c]) for c in cols) + f" | {r['mean']:.3f} | {r['std']:.3f} | {int(r['n'])} |")
-    if base is not None:
-        lines.append(f"\nConstant 2 m baseline ({metric}, average over eval datasets): {base:.3f}")
+    for kind, value in bases.items():
+        if value is not None:
+            lines.append(f"\n{BASELINES[kind][0].capitalize()} baseline ({metric}, average over eval datasets): {value:.3f}")
     return "\n".join(lines)
 
 
 def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list[Path]:
     fig_spec = FIGURES[name]
     table = summarize(df, fig_spec, metric)
-    base = baseline(df, metric)
+    bases = {kind: baseline(df, metric, kind) for kind in BASELINES}
     panels = 2 if fig_spec.time_panel else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
     ax = axes[0, 0]
@@ -117,13 +123,14 @@ def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list
         ax.set_xlabel(fig_spec.xlabel)
         if fig_spec.logx:
             ax.set_xscale("log")
-    if base is not None:
-        ax.axhline(base, color="gray", ls="--", lw=1, label="constant 2 m")
+    for kind, value in bases.items():
+        if value is not None:
+            ax.axhline(value, color=BASELINES[kind][1], ls="--", lw=1, label=BASELINES[kind][0])
     ax.set_ylabel(METRIC_LABEL.get(metric, metric))
     ax.set_title(fig_spec.title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    md = markdown(table, metric, base)
+    md = markdown(table, metric, bases)
     if fig_spec.time_panel:
         tt = df[(df["metric"] == "seconds_per_sample")]
         t2 = _agg(tt, ["series", "x"])
@@ -134,7 +141,7 @@ def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list
         axes[0, 1].set_ylabel("wall seconds per training sample")
         axes[0, 1].legend(fontsize=8)
         axes[0, 1].grid(alpha=0.3)
-        md += "\n\n" + markdown(t2, "seconds_per_sample", None)
+        md += "\n\n" + markdown(t2, "seconds_per_sample", {})
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.md"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions
+from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, TrainStream
 from rlkit.markers import MarkerStyle
 
 METHODS = ("sft", "grpo")
@@ -110,9 +110,7 @@ class Experiment:
     source: str = "<dict>"
 
     # ------------------------------------------------------------ derived objects
-    def train_stream(self, sources):
-        from rlkit.builder import TrainStream
-
+    def train_stream(self, sources) -> TrainStream:
         return TrainStream(sources, self.camera_options(), self.prompt_options(), seed=self.seed,
                            cache_images=self.data.cache_images, shuffle_labels=self.data.shuffle_labels)
 
@@ -127,7 +125,7 @@ class Experiment:
         kw = dict(self.prompt)
         if self.method == "grpo":
             kw.setdefault("template", "grpo")
-        marker = kw.pop("marker", {}) or {}
+        marker = dict(kw.pop("marker", None) or {})  # a copy: the experiment's own dict stays as written
         for k in ("color", "outline"):
             if marker.get(k) is not None:
                 marker[k] = tuple(marker[k])

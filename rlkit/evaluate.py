@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from rlkit.builder import EvalSet, Source, label_values
+from rlkit.builder import EvalSet, Source, label_values, to_row
 from rlkit.metrics import METRICS, depth_metrics
 from rlkit.prompts import parse_depth
 
@@ -46,8 +46,6 @@ def generate_answers(model, processor, prompts: list, images: list, max_new_toke
 
 def predict(model, processor, evalset: EvalSet, batch_size: int = 32, max_new_tokens: int = 32,
             progress: bool = True) -> pd.DataFrame:
-    from rlkit.builder import to_row
-
     was_training = model.training
     model.eval()
     frame = selection_frame(evalset)
