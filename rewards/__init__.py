@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
+import math
 from pathlib import Path
 
 from rewards.depth import delta1, neg_abs_rel, neg_l1, neg_l2
@@ -68,4 +70,19 @@ def load_reward(ref: str, kwargs: dict | None = None):
         fn = getattr(module, func, None)
         if fn is None or not callable(fn):
             raise RewardLoadError(f"reward {ref!r}: {form}: {target} has no function {func!r}")
-    return functools.partial(fn, **kwargs) if kwargs else fn
+    if not kwargs:
+        return fn
+    named = {n for n, p in inspect.signature(fn).parameters.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"completions"}
+    unknown = sorted(set(kwargs) - named)
+    if unknown:
+        raise RewardLoadError(f"reward {ref!r}: unknown argument(s) {unknown}; it takes {sorted(named)}")
+    bound = functools.partial(fn, **kwargs)
+    if fn in REGISTRY.values():  # built-in rewards: check the values now, not mid-training
+        try:
+            out = bound(["<answer>1.0</answer>", "no answer"], depth=[2.0, 2.0])
+        except (TypeError, ValueError) as e:
+            raise RewardLoadError(f"reward {ref!r}: bad arguments {kwargs}: {e}") from None
+        if not all(isinstance(v, float) and math.isfinite(v) for v in out):
+            raise RewardLoadError(f"reward {ref!r}: arguments {kwargs} give non-finite rewards {out}")
+    return bound

@@ -17,8 +17,8 @@ def completion_text(completion) -> str | None:
             if isinstance(content, str):
                 return content
             if isinstance(content, list):
-                return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    except AttributeError:
+                return "".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
+    except (AttributeError, TypeError):
         return None
     return None
 

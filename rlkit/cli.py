@@ -44,8 +44,9 @@ def cmd_data_preview(a) -> None:
         exp = load_experiment(a.experiment)
         ensure_synth(exp)
         specs = exp.train_specs() if a.mode == "train" else exp.eval_specs()
-        sources = [load_source(s, seed=exp.seed) for s in specs]
+        sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in specs]
         cam, prompt = exp.camera_options(), exp.prompt_options()
+        a.seed = exp.seed if a.seed is None else a.seed
     elif a.data:
         sources = [load_source(DatasetSpec(p)) for p in a.data]
         cam = CameraOptions(strategy=a.strategy, f_uni=a.f_uni, crop_width=a.crop_width, crop_height=a.crop_height)
@@ -53,6 +54,7 @@ def cmd_data_preview(a) -> None:
                                marker=MarkerStyle(shape=a.marker, size=a.marker_size))
     else:
         raise SystemExit("data preview needs --experiment EXP.yaml or --data A.jsonl ...")
+    a.seed = 0 if a.seed is None else a.seed
     if a.mode == "train":
         stream = TrainStream(sources, cam, prompt, seed=a.seed)
         samples = [stream.sample(i) for i in range(a.n)]
@@ -85,9 +87,9 @@ def cmd_eval(a) -> None:
     model = None if a.model == "none" else (a.model or str(Path(exp.output_dir) / "final"))
     if model is not None and a.model is None and not Path(model).is_dir():
         raise SystemExit(f"{model} does not exist: train first (./run.sh {a.experiment}) or pass --model")
-    if a.out:
-        exp.output_dir = a.out
-    train_sources = [load_source(s, seed=exp.seed) for s in exp.train_specs()]
+    # never the run dir itself: its metrics.json marks a finished training run
+    exp.output_dir = a.out or str(Path(exp.output_dir) / ("eval-baselines" if model is None else "eval"))
+    train_sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in exp.train_specs()]
     evaluate_run(exp, model, train_sources)
 
 
@@ -97,13 +99,21 @@ def cmd_serve(a) -> None:
     import os
 
     from rlkit.config import load_experiment
-    from rlkit.run import starting_model
+    from rlkit.models import resolve_model_path
+    from rlkit.run import base_experiment
 
     if importlib.util.find_spec("vllm") is None:
         raise SystemExit("vLLM is not installed; install it with: pip install -e '.[vllm]'  (GPU machines only)")
     exp = load_experiment(a.experiment, a.overrides)
+    if exp.base:  # serve never trains: the base stage must be finished first
+        model = Path(base_experiment(exp).output_dir) / "final"
+        if not (model / "config.json").exists():
+            raise SystemExit(f"{model} does not exist yet: run the base stage first (./run.sh {exp.base})")
+        model = str(model)
+    else:
+        model = resolve_model_path(exp.model)
     trl_cli = Path(sys.executable).with_name("trl")
-    cmd = [str(trl_cli), "vllm-serve", "--model", starting_model(exp), *a.serve_args]
+    cmd = [str(trl_cli), "vllm-serve", "--model", model, *a.serve_args]
     log.info("exec %s", " ".join(cmd))
     os.execv(cmd[0], cmd)
 
@@ -144,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--reference", default="marker", help="marker or text")
     v.add_argument("--marker", default="arrow", help="arrow, cross, circle or square")
     v.add_argument("--marker-size", type=int, default=5, help="marker size in pixels")
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--seed", type=int, default=None, help="sampling seed (default: the experiment's, else 0)")
     v.set_defaults(func=cmd_data_preview)
 
     r = sub.add_parser("run", help="train and evaluate one experiment (also: ./run.sh EXPERIMENT.yaml)")
@@ -158,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("experiment", help="experiment YAML (its data, camera, prompt and eval sections are used)")
     e.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     e.add_argument("--model", help="checkpoint folder or Hugging Face id; 'none' scores only the baselines")
-    e.add_argument("--out", help="where predictions.csv and metrics.json go (default: the run's output_dir)")
+    e.add_argument("--out", help="where predictions.csv and metrics.json go (default: OUTPUT_DIR/eval, "
+                                 "or OUTPUT_DIR/eval-baselines with --model none)")
     e.set_defaults(func=cmd_eval)
 
     v = sub.add_parser("serve", help="start TRL's vLLM server with the experiment's model (GRPO server mode)")

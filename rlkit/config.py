@@ -90,7 +90,6 @@ class EvalConfig:
     max_new_tokens: int = 32
     seed: int = 0
     constant: float = 2.0  # the constant-answer baseline, meters
-    enabled: bool = True
 
 
 @dataclass
@@ -99,6 +98,7 @@ class Experiment:
     output_dir: str = "runs/default"
     seed: int = 0
     base: str | None = None  # another experiment YAML whose final checkpoint is this run's starting model
+    base_overrides: list = field(default_factory=list)  # key=value overrides for the base (sweeps set these)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     camera: dict = field(default_factory=dict)  # rlkit.builder.CameraOptions fields
@@ -269,6 +269,11 @@ def validate(exp: Experiment) -> None:
     exp.eval_specs()
     if exp.method == "grpo" and not exp.rewards:
         raise ConfigError(f"{src}: method grpo needs rewards: (e.g. [neg_l1, format])")
+    if not exp.data.eval:
+        raise ConfigError(f"{src}: data.eval is empty (list the jsonl files to evaluate on)")
+    unknown = set(exp.reward_kwargs) - set(exp.rewards)
+    if unknown:
+        raise ConfigError(f"{src}: reward_kwargs names {sorted(unknown)}, which are not in rewards: {exp.rewards}")
     if exp.method == "grpo":
         from rewards import RewardLoadError, load_reward
 
@@ -285,6 +290,9 @@ def validate(exp: Experiment) -> None:
     for key in exp.train:
         if key not in names:
             raise ConfigError(f"{src}: train: unknown {cls.__name__} field '{key}'{_closest(key, names)}")
+    if exp.base and exp.model != ModelConfig():
+        raise ConfigError(f"{src}: model.* is set, but this run starts from base {exp.base}; "
+                          "set the model in the base experiment (or in base_overrides)")
     if exp.eval.samples_per_dataset < 1 or exp.eval.batch_size < 1:
         raise ConfigError(f"{src}: eval.samples_per_dataset and eval.batch_size must be >= 1")
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
+
+import yaml
 
 from rlkit.builder import EvalSet, load_source
 from rlkit.config import Experiment, load_experiment, save_resolved
@@ -41,13 +44,49 @@ def ensure_synth(exp: Experiment) -> None:
                 manifest.write_text(json.dumps(wanted))
 
 
-def starting_model(exp: Experiment) -> str:
-    """The checkpoint training starts from: a base stage's final model, or model.name."""
+def base_experiment(exp: Experiment) -> Experiment:
+    return load_experiment(exp.base, exp.base_overrides)
+
+
+def starting_model(exp: Experiment, state=None) -> str:
+    """The checkpoint training starts from: a base stage's final model (trained first if
+    needed, on every process), or model.name (the tiny default is built once, on the main process)."""
     if exp.base:
-        base = load_experiment(exp.base)
+        base = base_experiment(exp)
         run_experiment(base)
         return str(Path(base.output_dir) / "final")
-    return resolve_model_path(exp.model)
+    if state is None:
+        return resolve_model_path(exp.model)
+    with state.main_process_first():
+        return resolve_model_path(exp.model)
+
+
+def check_run_dir(exp: Experiment, out: Path) -> None:
+    """A run dir belongs to one config: refuse to resume or skip into it with another."""
+    saved = out / "config.yaml"
+    if saved.exists():
+        from rlkit.config import ConfigError, parse_yaml
+
+        if parse_yaml(saved.read_text()) != parse_yaml(yaml.safe_dump(exp.to_dict(), sort_keys=False)):
+            raise ConfigError(f"{out} holds a run of a different configuration ({saved}); "
+                              "pass output_dir=NEW_DIR, or delete the folder to start over")
+
+
+def save_final(trainer, final: Path, state) -> None:
+    """Write final/ whole or not at all: model (LoRA merged) and processor into final.tmp, then rename."""
+    tmp = final.with_name(final.name + ".tmp")
+    if state.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    state.wait_for_everyone()
+    if getattr(trainer.model, "peft_config", None):
+        if state.is_main_process:  # a standalone checkpoint, loadable like any other
+            trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(str(tmp))
+    else:
+        trainer.save_model(str(tmp))
+    if state.is_main_process:
+        trainer.processing_class.save_pretrained(str(tmp))
+        tmp.rename(final)
+    state.wait_for_everyone()
 
 
 def last_checkpoint(out: Path) -> str | None:
@@ -66,6 +105,7 @@ def samples_seen(trainer) -> int:
 
 def run_experiment(exp: Experiment) -> dict:
     out = Path(exp.output_dir)
+    check_run_dir(exp, out)
     if (out / "metrics.json").exists():
         log.info("%s is finished (metrics.json exists); delete it to run again", out)
         return json.loads((out / "metrics.json").read_text())
@@ -74,7 +114,7 @@ def run_experiment(exp: Experiment) -> dict:
     state = PartialState()  # one process, or one per GPU under accelerate launch
     with state.main_process_first():
         ensure_synth(exp)
-    model_path = starting_model(exp)
+    model_path = starting_model(exp, state)
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_resolved(exp, out / "config.yaml")
@@ -92,26 +132,26 @@ def run_experiment(exp: Experiment) -> dict:
         if resume:
             log.info("resuming from %s", resume)
         result = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model(str(final))
-        if state.is_main_process:
-            trainer.processing_class.save_pretrained(str(final))
+        save_final(trainer, final, state)
         train_info = {"train_seconds": round(time.time() - t0, 1), "train_samples": samples_seen(trainer),
                       "train_metrics": result.metrics, "builder_skips": dict(stream.skips.counts)}
-        model, processor = trainer.model, trainer.processing_class
+        sharded = state.num_processes > 1  # evaluate a reloaded final/, never a sharded training model
+        model, processor = (None, None) if sharded else (trainer.model, trainer.processing_class)
     else:
         model, processor = None, None
+    result = {}
+    if state.is_main_process:  # evaluation runs once; the other processes wait for it
+        result = evaluate_run(exp, final, train_sources, model=model, processor=processor, extra=train_info)
     state.wait_for_everyone()
-    if not state.is_main_process:  # evaluation runs once, on the main process
-        return {}
-    return evaluate_run(exp, final, train_sources, model=model, processor=processor, extra=train_info)
+    return result
 
 
 def evaluate_run(exp: Experiment, model_path, train_sources, model=None, processor=None, extra=None) -> dict:
     eval_sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in exp.eval_specs()]
-    if not eval_sources:
-        raise ValueError(f"{exp.source}: data.eval is empty; nothing to evaluate")
     evalset = EvalSet(eval_sources, exp.camera_options(), exp.prompt_options(), exp.eval.samples_per_dataset,
                       exp.eval.seed, cache_images=exp.data.cache_images)
+    if not len(evalset):
+        raise ValueError(f"{exp.source}: no eval pixel could be drawn (skips: {evalset.skipped})")
     if model_path is not None:
         if model is None:
             processor = load_processor(str(model_path), exp.model)

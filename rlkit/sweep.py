@@ -11,7 +11,10 @@
       unify_focal: {camera.strategy: unify_focal, x: 1000, series: SFT}
 
 An arm's ``x`` (a number) and ``series`` (a label) place it on a line plot; other keys are
-dotted experiment overrides. Every arm x seed runs into runs/sweeps/<sweep>/<scale>/<arm>/seed<k>;
+dotted experiment overrides (a mapping value replaces that whole section: use dotted keys to
+change single fields). When the experiment starts from a ``base`` stage, the scale's overrides
+other than train.* and eval.* also apply to the base, which is trained once per scale into
+runs/sweeps/<sweep>/<scale>/_base. Every arm x seed runs into runs/sweeps/<sweep>/<scale>/<arm>/seed<k>;
 finished runs (metrics.json) are skipped, so re-running a sweep resumes it. The tidy results
 table (one row per arm x seed x eval dataset x method x metric) is results.csv beside them.
 """
@@ -89,9 +92,18 @@ def _overrides(d: dict) -> list[str]:
 def arm_experiment(sweep: Sweep, scale: str, arm: str, seed: int):
     if scale not in sweep.scales:
         raise ConfigError(f"{sweep.source}: unknown scale '{scale}'{_closest(scale, sweep.scales)}")
-    over = _overrides(sweep.scales[scale] or {}) + _overrides(sweep.arms[arm])
-    over += [f"seed={seed}", f"output_dir={sweep.run_dir(scale, arm, seed)}"]
+    scale_over = sweep.scales[scale] or {}
     try:
+        if load_experiment(sweep.experiment).base:
+            # the base stage lives in the same world (model, data, camera, prompt) at this scale,
+            # keeps its own training length, and is shared by every arm and seed
+            base_over = _overrides({k: v for k, v in scale_over.items() if not k.startswith(("train.", "eval."))})
+            base_over.append(f"output_dir={sweep.root / sweep.name / scale / '_base'}")
+            own = {k: v for k, v in scale_over.items() if not k.startswith("model.")}
+            over = _overrides(own) + [f"base_overrides={json.dumps(base_over)}"]
+        else:
+            over = _overrides(scale_over)
+        over += _overrides(sweep.arms[arm]) + [f"seed={seed}", f"output_dir={sweep.run_dir(scale, arm, seed)}"]
         return load_experiment(sweep.experiment, over)
     except ConfigError as e:
         raise ConfigError(f"{sweep.source}: arm '{arm}' (scale {scale}): {e}") from None

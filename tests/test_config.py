@@ -17,6 +17,7 @@ BASE = """
 method: sft
 data:
   train: [{path: data/x.jsonl}]
+  eval: [{path: data/x.jsonl}]
 """
 
 
@@ -62,7 +63,9 @@ def test_bad_values_are_named(tmp_path):
     with pytest.raises(ConfigError, match="rewards: reward 'neg_l3': as a registry name"):
         load_experiment(_write(tmp_path, BASE.replace("sft", "grpo") + "rewards: [neg_l3]\n"))
     with pytest.raises(ConfigError, match="data.train\\[0\\]: unknown key 'pth'"):
-        load_experiment(_write(tmp_path, "data: {train: [{pth: a.jsonl}]}\n"))
+        load_experiment(_write(tmp_path, "data: {train: [{pth: a.jsonl}], eval: [{path: a.jsonl}]}\n"))
+    with pytest.raises(ConfigError, match="data.eval is empty"):
+        load_experiment(_write(tmp_path, "data: {train: [{path: a.jsonl}]}\n"))
 
 
 def test_overrides_and_trl_passthrough(tmp_path):
@@ -108,3 +111,30 @@ def test_vllm_requested_but_missing_fails_before_model_load(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
     with pytest.raises(ConfigError, match=r"pip install -e '.\[vllm\]'"):
         check_vllm(exp)
+
+
+def test_reward_kwargs_are_checked_at_load(tmp_path):
+    grpo = BASE.replace("sft", "grpo") + "rewards: [neg_l1]\n"
+    with pytest.raises(ConfigError, match=r"reward_kwargs names \['neg_l2'\]"):
+        load_experiment(_write(tmp_path, grpo + "reward_kwargs: {neg_l2: {clip: 1}}\n"))
+    with pytest.raises(ConfigError, match=r"unknown argument\(s\) \['cilp'\]"):
+        load_experiment(_write(tmp_path, grpo + "reward_kwargs: {neg_l1: {cilp: 1}}\n"))
+    with pytest.raises(ConfigError, match="non-finite rewards"):
+        load_experiment(_write(tmp_path, grpo + "reward_kwargs: {neg_l1: {clip: .inf}}\n"))
+
+
+def test_changed_config_refuses_a_used_run_dir(tmp_path):
+    from rlkit.run import check_run_dir
+    from rlkit.config import save_resolved
+
+    exp = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}"])
+    save_resolved(exp, tmp_path / "config.yaml")
+    check_run_dir(exp, tmp_path)  # same config: fine
+    changed = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}", "camera.f_uni=500"])
+    with pytest.raises(ConfigError, match="holds a run of a different configuration"):
+        check_run_dir(changed, tmp_path)
+
+
+def test_model_override_with_a_base_stage_is_rejected():
+    with pytest.raises(ConfigError, match="starts from base"):
+        load_experiment(EXPERIMENTS / "grpo_negl1.yaml", ["model.name=Qwen/Qwen2.5-VL-3B-Instruct"])

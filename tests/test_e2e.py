@@ -117,7 +117,8 @@ def test_constant_baseline_matches_hand_computation(tmp_path):
     path.write_text(yaml.safe_dump(exp))
     r = _run("eval", path, "--model", "none")
     assert r.returncode == 0, r.stderr[-3000:]
-    metrics = json.loads((tmp_path / "base" / "metrics.json").read_text())["metrics"]
+    assert not (tmp_path / "base" / "metrics.json").exists()  # eval never marks the run dir finished
+    metrics = json.loads((tmp_path / "base" / "eval-baselines" / "metrics.json").read_text())["metrics"]
     # by hand: the fixture's labels, less (63, 47) whose arrow would leave the image
     gt = np.array([2.5, 7.25, 1.75, 3.0, 4.5])
     hand = np.mean(np.maximum(2.0 / gt, gt / 2.0) < 1.25)

@@ -13,7 +13,7 @@ def conv(text):
     return [{"role": "assistant", "content": text}]
 
 
-BAD = ["no number here", "<answer>-3</answer>", "<answer>0</answer>", "<answer>nan</answer>",
+BAD = [[{"role": "assistant", "content": [{"type": "text", "text": None}]}], "no number here", "<answer>-3</answer>", "<answer>0</answer>", "<answer>nan</answer>",
        "<answer>inf</answer>", "<answer>3 or 4</answer>", "", None, 42, ["weird"], [{"no": "role"}]]
 
 
