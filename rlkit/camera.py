@@ -88,12 +88,6 @@ def crop_points(points: np.ndarray, c: Crop) -> np.ndarray:
     return np.asarray(points, dtype=np.float64) - np.array([c.x0, c.y0])
 
 
-def inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Boolean mask of points whose nearest pixel lies inside a width x height image."""
-    p = np.rint(np.asarray(points, dtype=np.float64))
-    return (p[:, 0] >= 0) & (p[:, 0] <= width - 1) & (p[:, 1] >= 0) & (p[:, 1] <= height - 1)
-
-
 def _sample_size(rng: np.random.Generator, lo: int, hi: int, limit: int, multiple_of: int) -> int:
     m = multiple_of
     if m > 1:  # uniform over the multiples of m inside [lo, hi] (the nearest one if there is none)

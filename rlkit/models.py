@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from rlkit.config import ModelConfig
 from rlkit.tiny import TINY_NAME, TinySpec, tiny_path
@@ -91,7 +90,3 @@ def peft_config(cfg: ModelConfig):
         return LoraConfig(task_type="CAUSAL_LM", **cfg.lora)
     except TypeError as e:
         raise ValueError(f"model.lora: {e}") from None
-
-
-def is_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / "config.json").is_file()
