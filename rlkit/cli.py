@@ -73,8 +73,10 @@ def cmd_run(a) -> None:
     if is_sweep_file(a.experiment):
         if a.overrides:
             raise SystemExit("a sweep takes no key=value overrides; put them in its scales: or arms:")
-        run_sweep(load_sweep(a.experiment, a.sweeps_dir), a.scale)
+        run_sweep(load_sweep(a.experiment, a.sweeps_dir), a.scale, arms=a.arms, seeds=a.seeds, jobs=a.jobs)
     else:
+        if a.arms or a.seeds is not None or a.jobs != 1:
+            raise SystemExit("--arms, --seeds and --jobs are for sweep files (a YAML with arms:)")
         run_experiment(load_experiment(a.experiment, a.overrides))
 
 
@@ -162,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=1e-4")
     r.add_argument("--scale", default="mini", help="sweeps: which scales: entry to run (mini on a CPU, paper on GPUs)")
     r.add_argument("--sweeps-dir", default="runs/sweeps", help="sweeps: where run dirs and results.csv go")
+    r.add_argument("--arms", nargs="+", help="sweeps: run only these arms")
+    r.add_argument("--seeds", nargs="+", type=int, help="sweeps: run only these seeds")
+    r.add_argument("--jobs", type=int, default=1,
+                   help="sweeps: runs side by side in separate processes, each with CPU threads / jobs threads")
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint (default: the run's final/) on the experiment's eval data")
@@ -195,12 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     from rewards import RewardLoadError
     from rlkit.config import ConfigError
     from rlkit.records import RecordError
+    from rlkit.sweep import SweepFailed
 
     try:
         args.func(args)
     except (ConfigError, RecordError, RewardLoadError) as e:  # the user's input: the message says it all
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SweepFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -60,6 +60,32 @@ def test_sweep_runs_missing_arms_only_and_writes_a_tidy_table(tmp_path):
     run_sweep(sweep, "mini", runner)
     assert calls == [("unify_focal", 1, 3)]
 
+    # a subset: only the arms and seeds asked for (and only those not finished)
+    for arm in ("direct", "unify"):
+        for seed in (0, 1):
+            (sweep.run_dir("mini", arm, seed) / "metrics.json").unlink()
+    calls.clear()
+    run_sweep(sweep, "mini", runner, arms=["unify"], seeds=[1])
+    assert calls == [("unify_focal", 1, 3)]
+    with pytest.raises(ConfigError, match="unknown arm 'unifi'; did you mean 'unify'"):
+        run_sweep(sweep, "mini", runner, arms=["unifi"])
+
+
+def test_x_can_be_the_samples_a_run_trained_on(tmp_path):
+    arms = {"short": {"train.max_steps": 2, "x": "train_samples"}, "long": {"train.max_steps": 8, "x": "train_samples"}}
+    sweep = load_sweep(_sweep_files(tmp_path, arms=arms, seeds=(0,)), root=tmp_path / "runs")
+
+    def runner(exp):  # as if batch 16 on 3 processes
+        out = Path(exp.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        m = {**_fake_metrics(0.3), "train_samples": exp.train["max_steps"] * 16 * 3}
+        (out / "metrics.json").write_text(json.dumps(m))
+
+    table = pd.read_csv(run_sweep(sweep, "mini", runner))
+    assert table.groupby("arm")["x"].unique().to_dict() == {"long": [384], "short": [96]}
+    with pytest.raises(ConfigError, match="arm 'bad': x must be a number or 'train_samples'"):
+        load_sweep(_sweep_files(tmp_path, arms={"bad": {"x": "samples"}}))
+
 
 def test_bad_sweeps_are_named(tmp_path):
     with pytest.raises(ConfigError, match="arm 'bad'.*unknown key 'camra'"):
