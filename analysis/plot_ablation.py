@@ -5,8 +5,8 @@
 
 Reads every results.csv under --runs (written by ``./run.sh experiments/ablations/NAME.yaml``)
 and writes, per figure, NAME.png, NAME.pdf and NAME.md (the numbers behind it: mean ± std over
-seeds, n = seeds). The no-model baselines (constant 2 m, median of the training labels) are
-drawn as dashed reference lines.
+seeds, n = seeds). The no-model baselines (constant 2 m, median of the training labels) and, for
+sweeps that start from a base stage, that stage's own accuracy are drawn as dashed reference lines.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def summarize(df: pd.DataFrame, fig: Figure, metric: str) -> pd.DataFrame:
     return _agg(d, ["arm", "series", "x"] if fig.kind == "line" else ["arm"])
 
 
-BASELINES = {"constant": ("constant 2 m", "gray"), "median": ("median of train labels", "tab:red")}
+BASELINES = {"constant": ("constant 2 m", "gray"), "median": ("median of train labels", "tab:red"),
+             "base stage": ("base stage", "tab:green")}
 
 
 def baseline(df: pd.DataFrame, metric: str, kind: str = "constant") -> float | None:

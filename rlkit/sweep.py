@@ -18,7 +18,8 @@ change single fields). When the experiment starts from a ``base`` stage, the sca
 other than train.* and eval.* also apply to the base, which is trained once per scale into
 runs/sweeps/<sweep>/<scale>/_base. Every arm x seed runs into runs/sweeps/<sweep>/<scale>/<arm>/seed<k>;
 finished runs (metrics.json) are skipped, so re-running a sweep resumes it. The tidy results
-table (one row per arm x seed x eval dataset x method x metric) is results.csv beside them.
+table (one row per arm x seed x eval dataset x method x metric; a base stage's own eval appears as
+method ``base stage``) is results.csv beside them.
 ``--arms``/``--seeds`` run a subset (e.g. one arm per cluster node); ``--jobs N`` runs N arm x seed
 runs side by side on one machine (on a small CPU, two 1-thread runs train ~1.4x faster in total
 than one 2-thread run).
@@ -139,9 +140,21 @@ def result_rows(sweep: Sweep, scale: str, arm: str, seed: int, metrics: dict) ->
     return rows
 
 
+def base_rows(sweep: Sweep, scale: str) -> list[dict]:
+    """The shared base stage's own eval as method 'base stage' (arm '_base'): where training started."""
+    path = sweep.root / sweep.name / scale / "_base" / "metrics.json"
+    if not path.exists():
+        return []
+    model = json.loads(path.read_text())["metrics"]["model"]
+    return [{"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": "_base", "series": "_base",
+             "x": 0, "seed": None, "dataset": dataset, "method": "base stage", "metric": metric, "value": value}
+            for dataset, values in model.items() for metric, value in values.items()]
+
+
 def collect(sweep: Sweep, scale: str) -> pd.DataFrame:
-    """The results table of every finished run of the sweep at a scale (unfinished ones are absent)."""
-    rows = []
+    """The results table of every finished run of the sweep at a scale (unfinished ones are absent),
+    plus the base stage's eval when the sweep has one."""
+    rows = base_rows(sweep, scale)
     for arm in sweep.arms:
         for seed in sweep.seeds:
             m = sweep.run_dir(scale, arm, seed) / "metrics.json"

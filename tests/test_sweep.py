@@ -121,6 +121,27 @@ def test_plot_from_hand_made_table(tmp_path):
     assert not (out / "focal_length.png").exists()  # no results: not drawn
 
 
+def test_a_base_stage_is_tabled_and_drawn_as_a_reference(tmp_path):
+    sweep = load_sweep(_sweep_files(tmp_path, seeds=(0,)), root=tmp_path / "runs")
+    base = tmp_path / "runs" / "camera" / "mini" / "_base"
+    base.mkdir(parents=True)
+    (base / "metrics.json").write_text(json.dumps(_fake_metrics(0.05)))
+
+    def runner(exp):
+        Path(exp.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(exp.output_dir) / "metrics.json").write_text(json.dumps(_fake_metrics(0.25)))
+
+    table = pd.read_csv(run_sweep(sweep, "mini", runner))
+    b = table[table["method"] == "base stage"]
+    assert set(b["arm"]) == {"_base"} and len(b) == 4  # 2 datasets x 2 metrics of the base's model
+    assert b[(b["dataset"] == "avg") & (b["metric"] == "delta1")]["value"].tolist() == [0.05]
+    out = tmp_path / "fig"
+    assert plot_ablation.main(["--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    md = (out / "camera_ambiguity.md").read_text()
+    assert "| direct | 0.250 |" in md and "_base" not in md.split("\n\n")[0]  # not a bar of its own
+    assert "Base stage baseline (delta1, average over eval datasets): 0.050" in md
+
+
 def test_plot_lists_missing_figures_with_their_command(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "analysis/plot_ablation.py"), "--runs", str(tmp_path),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True)
