@@ -11,8 +11,8 @@
       unify_focal: {camera.strategy: unify_focal, x: 1000, series: SFT}
 
 An arm's ``x`` (a number, or ``train_samples``: the samples the run actually trained on, counted
-over batch, accumulation, processes and GRPO groups) and ``series`` (a label) place it on a line
-plot; other keys are
+over batch, accumulation, processes and GRPO groups) and ``series`` (a label; default: the sweep's
+name, so arms without one form a single line) place it on a line plot; other keys are
 dotted experiment overrides (a mapping value replaces that whole section: use dotted keys to
 change single fields). When the experiment starts from a ``base`` stage, the scale's overrides
 other than train.* and eval.* also apply to the base, which is trained once per scale into
@@ -125,16 +125,17 @@ def arm_experiment(sweep: Sweep, scale: str, arm: str, seed: int):
 def result_rows(sweep: Sweep, scale: str, arm: str, seed: int, metrics: dict) -> list[dict]:
     spec = sweep.arms[arm]
     x = metrics.get("train_samples") if spec.get("x") == "train_samples" else spec.get("x")
+    series = spec.get("series", sweep.name)  # arms without one form a single line
     rows = []
     for method, per in metrics["metrics"].items():
         for dataset, values in per.items():
             for metric, value in values.items():
                 rows.append({"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": arm,
-                             "series": spec.get("series", arm), "x": x, "seed": seed,
+                             "series": series, "x": x, "seed": seed,
                              "dataset": dataset, "method": method, "metric": metric, "value": value})
     if "train_seconds" in metrics and "train_samples" in metrics:
         rows.append({"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": arm,
-                     "series": spec.get("series", arm), "x": x, "seed": seed, "dataset": "all",
+                     "series": series, "x": x, "seed": seed, "dataset": "all",
                      "method": "model", "metric": "seconds_per_sample",
                      "value": metrics["train_seconds"] / max(1, metrics["train_samples"])})
     return rows

@@ -83,6 +83,7 @@ def test_x_can_be_the_samples_a_run_trained_on(tmp_path):
 
     table = pd.read_csv(run_sweep(sweep, "mini", runner))
     assert table.groupby("arm")["x"].unique().to_dict() == {"long": [384], "short": [96]}
+    assert set(table["series"]) == {"camera"}  # no series given: one line named after the sweep
     with pytest.raises(ConfigError, match="arm 'bad': x must be a number or 'train_samples'"):
         load_sweep(_sweep_files(tmp_path, arms={"bad": {"x": "samples"}}))
 
