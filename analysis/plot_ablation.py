@@ -147,7 +147,7 @@ def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.md"]
     fig.savefig(paths[0], dpi=120)
-    fig.savefig(paths[1])
+    fig.savefig(paths[1], metadata={"CreationDate": None})  # byte-stable PDFs: no timestamp
     plt.close(fig)
     paths[2].write_text(f"# {fig_spec.title}\n\n{md}\n")
     return paths
