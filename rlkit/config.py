@@ -290,9 +290,18 @@ def validate(exp: Experiment) -> None:
     for key in exp.train:
         if key not in names:
             raise ConfigError(f"{src}: train: unknown {cls.__name__} field '{key}'{_closest(key, names)}")
-    if exp.base and exp.model != ModelConfig():
-        raise ConfigError(f"{src}: model.* is set, but this run starts from base {exp.base}; "
-                          "set the model in the base experiment (or in base_overrides)")
+    if exp.model.name == "tiny-qwen2.5-vl" and exp.model.tiny:
+        from rlkit.tiny import TinySpec
+
+        fields = {f.name for f in dataclasses.fields(TinySpec)}
+        for key in exp.model.tiny:
+            if key not in fields:
+                raise ConfigError(f"{src}: model.tiny: unknown field '{key}'{_closest(key, fields)}")
+    if exp.base and exp.model != ModelConfig():  # the base's checkpoint is the model: settings must agree
+        base_model = load_experiment(exp.base, exp.base_overrides).model
+        if exp.model != base_model:
+            raise ConfigError(f"{src}: model.* differs from that of base {exp.base}, whose final checkpoint this "
+                              "run starts from; set the model in the base experiment (or in base_overrides)")
     if exp.eval.samples_per_dataset < 1 or exp.eval.batch_size < 1:
         raise ConfigError(f"{src}: eval.samples_per_dataset and eval.batch_size must be >= 1")
 

@@ -112,8 +112,7 @@ def arm_experiment(sweep: Sweep, scale: str, arm: str, seed: int):
             # keeps its own training length, and is shared by every arm and seed
             base_over = _overrides({k: v for k, v in scale_over.items() if not k.startswith(("train.", "eval."))})
             base_over.append(f"output_dir={sweep.root / sweep.name / scale / '_base'}")
-            own = {k: v for k, v in scale_over.items() if not k.startswith("model.")}
-            over = _overrides(own) + [f"base_overrides={json.dumps(base_over)}"]
+            over = _overrides(scale_over) + [f"base_overrides={json.dumps(base_over)}"]
         else:
             over = _overrides(scale_over)
         over += _overrides(sweep.arms[arm]) + [f"seed={seed}", f"output_dir={sweep.run_dir(scale, arm, seed)}"]

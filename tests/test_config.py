@@ -136,5 +136,21 @@ def test_changed_config_refuses_a_used_run_dir(tmp_path):
 
 
 def test_model_override_with_a_base_stage_is_rejected():
-    with pytest.raises(ConfigError, match="starts from base"):
+    with pytest.raises(ConfigError, match="differs from that of base .*base_synthetic.yaml"):
         load_experiment(EXPERIMENTS / "grpo_negl1.yaml", ["model.name=Qwen/Qwen2.5-VL-3B-Instruct"])
+    # the same model in both (inherited, or set in both through base_overrides) is fine
+    exp = load_experiment(EXPERIMENTS / "grpo_negl1.yaml", [
+        "model.name=Qwen/Qwen2.5-VL-3B-Instruct", 'base_overrides=["model.name=Qwen/Qwen2.5-VL-3B-Instruct"]'])
+    assert exp.model.name == "Qwen/Qwen2.5-VL-3B-Instruct"
+
+
+def test_tiny_sizes_are_checked_at_load_and_ignored_for_real_models(caplog):
+    with pytest.raises(ConfigError, match="model.tiny: unknown field 'vision_layer'; did you mean 'vision_layers'"):
+        load_experiment(EXPERIMENTS / "sft_synthetic.yaml", ["model.tiny={vision_layer: 4}"])
+    # the default sets tiny sizes; pointing it at a real checkpoint keeps working (the sizes do not apply)
+    from rlkit.models import resolve_model_path
+
+    caplog.set_level("INFO")
+    exp = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", ["model.name=Qwen/Qwen2.5-VL-3B-Instruct"])
+    assert exp.model.tiny and resolve_model_path(exp.model) == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert "model.tiny is ignored" in caplog.text
