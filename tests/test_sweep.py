@@ -148,3 +148,17 @@ def test_plot_lists_missing_figures_with_their_command(tmp_path):
                         "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 0
     assert "missing: label_density — run ./run.sh experiments/ablations/label_density.yaml --scale mini" in r.stderr
+
+
+def test_position_only_baseline(capsys):
+    import position_baseline
+
+    fixture = str(ROOT / "tests" / "fixtures" / "official" / "test.jsonl")
+    rays, depth = position_baseline.rays_and_depths(fixture)
+    assert len(rays) == len(depth) == 6 and np.allclose(np.linalg.norm(rays, axis=1), 1)
+    # each label's nearest ray is its own: k = 1 answers the truth
+    assert np.allclose(position_baseline.knn_predict(rays, depth, rays, k=1), depth)
+    # k = 6 answers the geometric mean of all labels, everywhere
+    assert np.allclose(position_baseline.knn_predict(rays, depth, rays, k=6), np.exp(np.log(depth).mean()))
+    assert position_baseline.main([fixture, fixture, "--k", "1"]) == 0
+    assert "| nearest rays (position only) | 1.000 | 0.000 |" in capsys.readouterr().out
