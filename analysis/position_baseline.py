@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rlkit.camera import ray_directions  # noqa: E402
-from rlkit.metrics import depth_metrics  # noqa: E402
-from rlkit.records import load_records  # noqa: E402
+from rlkit.camera import ray_directions
+from rlkit.metrics import depth_metrics
+from rlkit.records import load_records
 
 
 def rays_and_depths(path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -290,8 +290,9 @@ def validate(exp: Experiment) -> None:
     for key in exp.train:
         if key not in names:
             raise ConfigError(f"{src}: train: unknown {cls.__name__} field '{key}'{_closest(key, names)}")
-    if exp.model.name == "tiny-qwen2.5-vl" and exp.model.tiny:
-        from rlkit.tiny import TinySpec
+    from rlkit.tiny import TINY_NAME, TinySpec
+
+    if exp.model.name == TINY_NAME and exp.model.tiny:
 
         fields = {f.name for f in dataclasses.fields(TinySpec)}
         for key in exp.model.tiny:

@@ -29,11 +29,7 @@ FAMILIES = {
 def resolve_model_path(cfg: ModelConfig) -> str:
     """The checkpoint to load: the embedded default is built (once) into the cache."""
     if cfg.name == TINY_NAME:
-        try:
-            spec = TinySpec(**cfg.tiny)
-        except TypeError as e:
-            raise ValueError(f"model.tiny: {e}") from None
-        return str(tiny_path(cfg.cache_dir, spec))
+        return str(tiny_path(cfg.cache_dir, TinySpec(**cfg.tiny)))  # keys checked at config load
     if cfg.tiny:  # e.g. the default YAML with model.name overridden: the tiny sizes do not apply
         log.info("model.tiny is ignored: it sizes only %s, not %s", TINY_NAME, cfg.name)
     return cfg.name
