@@ -26,7 +26,8 @@ def cmd_data_synth(a) -> None:
     for family in a.families:
         for split, n in (("train", a.train_images), ("eval", a.eval_images)):
             if n > 0:
-                path = generate_split(a.out, family, split, n, seed=a.seed, points_per_image=a.points, camera=cam)
+                path = generate_split(a.out, family, split, n, seed=a.seed, points_per_image=a.points, camera=cam,
+                                      indoor_lamp=a.indoor_lamp)
                 print(path)
 
 
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="base seed (train and eval scenes never share a seed)")
     s.add_argument("--width", type=_pair(int), default=(160, 320), help="image width range 'MIN,MAX' in pixels")
     s.add_argument("--hfov", type=_pair(float), default=(45.0, 95.0), help="horizontal field of view range, degrees")
+    s.add_argument("--indoor-lamp", type=float, default=0.0,
+                   help="light rooms from the camera (a flash): meters at which a facing surface is fully lit; 0: no lamp")
     s.set_defaults(func=cmd_data_synth)
 
     v = data.add_parser("preview", help="write a PNG grid of built samples (what the model sees)")

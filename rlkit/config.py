@@ -71,6 +71,7 @@ class SynthConfig:
     seed: int = 0
     width: list = field(default_factory=lambda: [160, 320])
     hfov: list = field(default_factory=lambda: [45.0, 95.0])
+    indoor_lamp: float = 0.0  # > 0: rooms lit from the camera (a flash), meters at which a facing surface is fully lit
 
 
 @dataclass
@@ -263,6 +264,9 @@ def validate(exp: Experiment) -> None:
         raise ConfigError(f"{src}: method '{exp.method}' is not one of {METHODS}{_closest(exp.method, METHODS)}")
     exp.camera_options()
     exp.prompt_options()
+    lamp = exp.data.synth.indoor_lamp if exp.data.synth else 0.0
+    if not isinstance(lamp, (int, float)) or lamp < 0:
+        raise ConfigError(f"{src}: data.synth.indoor_lamp must be a distance in meters >= 0 (0: no lamp), got {lamp!r}")
     if not exp.data.train and exp.data.synth is None:
         raise ConfigError(f"{src}: data.train is empty (list jsonl files, or set data.synth)")
     exp.train_specs()

@@ -38,9 +38,12 @@ def ensure_synth(exp: Experiment) -> None:
             manifest = jsonl.with_suffix(".synth.json")
             wanted = {"family": family, "split": split, "images": n, "seed": s.seed, "points": s.points,
                       "camera": dataclasses.asdict(cam)}
+            if s.indoor_lamp and family == "indoor":  # absent when off: splits rendered before it stay valid
+                wanted["indoor_lamp"] = s.indoor_lamp
             current = json.loads(manifest.read_text()) if manifest.exists() else None
             if n > 0 and (not jsonl.exists() or current != json.loads(json.dumps(wanted))):
-                generate_split(s.out, family, split, n, seed=s.seed, points_per_image=s.points, camera=cam)
+                generate_split(s.out, family, split, n, seed=s.seed, points_per_image=s.points, camera=cam,
+                               indoor_lamp=s.indoor_lamp)
                 manifest.write_text(json.dumps(wanted))
 
 
@@ -65,9 +68,16 @@ def check_run_dir(exp: Experiment, out: Path) -> None:
     """A run dir belongs to one config: refuse to resume or skip into it with another."""
     saved = out / "config.yaml"
     if saved.exists():
-        from rlkit.config import ConfigError, parse_yaml
+        from rlkit.config import ConfigError, experiment_from_dict, parse_yaml
 
-        if parse_yaml(saved.read_text()) != parse_yaml(yaml.safe_dump(exp.to_dict(), sort_keys=False)):
+        def normal(e: Experiment) -> dict:
+            return parse_yaml(yaml.safe_dump(e.to_dict(), sort_keys=False))
+
+        try:  # through the loader, so a field added to the kit since (at its default) is no difference
+            same = normal(experiment_from_dict(parse_yaml(saved.read_text()), str(saved))) == normal(exp)
+        except (ConfigError, TypeError, ValueError):
+            same = False
+        if not same:
             raise ConfigError(f"{out} holds a run of a different configuration ({saved}); "
                               "pass output_dir=NEW_DIR, or delete the folder to start over")
 

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rlkit.config import ConfigError, load_experiment
 
@@ -133,6 +134,14 @@ def test_changed_config_refuses_a_used_run_dir(tmp_path):
     changed = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}", "camera.f_uni=500"])
     with pytest.raises(ConfigError, match="holds a run of a different configuration"):
         check_run_dir(changed, tmp_path)
+    # a run saved before the kit gained a field is the same run while the field stays at its default
+    unlit = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}", "data.synth.indoor_lamp=0"])
+    saved = yaml.safe_load(yaml.safe_dump(unlit.to_dict()))
+    del saved["data"]["synth"]["indoor_lamp"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    check_run_dir(unlit, tmp_path)
+    with pytest.raises(ConfigError, match="holds a run of a different configuration"):
+        check_run_dir(exp, tmp_path)  # the default's lamp differs from the old default (none)
 
 
 def test_model_override_with_a_base_stage_is_rejected():

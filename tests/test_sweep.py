@@ -160,5 +160,9 @@ def test_position_only_baseline(capsys):
     assert np.allclose(position_baseline.knn_predict(rays, depth, rays, k=1), depth)
     # k = 6 answers the geometric mean of all labels, everywhere
     assert np.allclose(position_baseline.knn_predict(rays, depth, rays, k=6), np.exp(np.log(depth).mean()))
-    assert position_baseline.main([fixture, fixture, "--k", "1"]) == 0
-    assert "| nearest rays (position only) | 1.000 | 0.000 |" in capsys.readouterr().out
+    assert position_baseline.main([fixture, fixture, "--k", "1", "--colour"]) == 0
+    out = capsys.readouterr().out
+    assert "| nearest rays (position only) | 1.000 | 0.000 |" in out
+    assert "| nearest rays and 3x3 colour | 1.000 | 0.000 |" in out
+    colours = position_baseline.local_colours(fixture)
+    assert colours.shape == (6, 3) and ((colours >= 0) & (colours <= 1)).all()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +34,24 @@ def test_box_face_depth():
     assert rgb[10, 10, 0] > 100 and rgb[10, 10, 1] == 0
 
 
+def test_lamp_brightness_falls_with_the_square_of_distance():
+    cam = Camera(50.0, 50.0, 10.0, 10.0, 21, 21)
+    wall = {"kind": "plain", "color": (200, 200, 200)}
+
+    def center(z, lamp):
+        box = Box(np.array([-9.0, -9.0, z]), np.array([9.0, 9.0, z + 1.0]), wall)
+        rgb, depth, _ = render(Scene("test", [box], np.zeros(3), 0.0, 0.0, 0.0, cam, lamp=lamp))
+        return rgb[10, 10, 0], depth
+
+    # a facing surface gets irradiance e = (lamp / d)^2, shown as 0.15 + 0.85 * e / (1 + e)
+    for z, e in ((1.0, 4.0), (2.0, 1.0), (4.0, 1 / 4), (8.0, 1 / 16)):
+        expected = 0.15 + 0.85 * e / (1 + e)
+        value, depth = center(z, 2.0)
+        assert abs(int(value) - 200 * expected) <= 1
+        assert depth[10, 10] == z
+    assert np.array_equal(center(8.0, 2.0)[1], center(8.0, 0.0)[1])  # light changes colour, never depth
+
+
 def test_generate_is_deterministic_and_splits_never_share_scenes(tmp_path):
     cam = CameraRange(width=(64, 96))
     a = generate_split(tmp_path / "a", "outdoor", "train", 3, seed=5, points_per_image=4, camera=cam, progress=False)
@@ -56,3 +75,26 @@ def test_synth_covers_focal_lengths_and_depth_ranges(synth_dir):
     d_in = np.concatenate([r.depth for r in indoor])
     d_out = np.concatenate([r.depth for r in outdoor])
     assert 0.3 < d_in.min() and d_in.max() < 20 and np.median(d_out) > np.median(d_in)
+
+
+def test_ensure_synth_renders_once_and_again_when_the_lamp_changes(tmp_path):
+    from rlkit.config import load_experiment
+    from rlkit.run import ensure_synth
+
+    root = Path(__file__).resolve().parents[1]
+    synth = f"{{out: {tmp_path}, train_images: 2, eval_images: 1, points: 2, width: [48, 64]}}"
+
+    def run(lamp):
+        exp = load_experiment(root / "experiments/sft_synthetic.yaml", [f"data.synth={synth}",
+                                                                         f"data.synth.indoor_lamp={lamp}"])
+        ensure_synth(exp)
+        return json.loads((tmp_path / "indoor_train.synth.json").read_text()), \
+            (tmp_path / "rgb/indoor_train/000000.png").read_bytes(), \
+            (tmp_path / "outdoor_train.synth.json").stat().st_mtime_ns
+
+    manifest, unlit, outdoor = run(0)
+    assert "indoor_lamp" not in manifest  # as before the option existed: such splits stay valid
+    assert run(0)[1:] == (unlit, outdoor)  # nothing rendered again
+    manifest, lit, outdoor_again = run(4)
+    assert manifest["indoor_lamp"] == 4 and lit != unlit
+    assert outdoor_again == outdoor  # the lamp lights rooms only

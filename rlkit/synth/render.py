@@ -37,6 +37,7 @@ class Scene:
     sky: tuple = (150, 190, 235)
     light: np.ndarray = field(default_factory=lambda: np.array([0.4, 0.8, -0.45]))
     fog: float = 0.0  # extinction per meter
+    lamp: float = 0.0  # a light at the camera (a flash) instead of the sun: meters at which a facing surface is fully lit
 
 
 def camera_to_world(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -176,6 +177,11 @@ def render(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     normal[idx, hit.axis[idx]] = hit.sign[idx]
     light = scene.light / np.linalg.norm(scene.light)
     shade = 0.55 + 0.45 * np.clip(normal @ light, 0, 1)
+    if scene.lamp > 0:  # irradiance falls as cos / d^2: brightness is a local, metric depth cue
+        facing = np.abs((normal * dirs).sum(1)) / np.linalg.norm(dirs, axis=1)
+        with np.errstate(divide="ignore"):
+            irradiance = facing * (scene.lamp / euclid) ** 2
+        shade = 0.15 + 0.85 * irradiance / (1 + irradiance)  # a camera's soft shoulder: no clipping near
     textures = [scene.ground] + [b.texture for b in scene.boxes]
     for k, tex in enumerate(textures, start=-1):
         sel = np.flatnonzero(hit.prim == k)

@@ -3,7 +3,9 @@
 Object sizes come from small catalogues (a car is always about 4.5 x 1.5 x 1.8 m, a door
 frame 2 m, floor tiles 0.5 m), so distance is readable from appearance, and the camera
 intrinsics come from a wide range, so the same scene through a longer lens looks closer
-(the camera ambiguity the paper studies).
+(the camera ambiguity the paper studies). Rooms are lit by a distant light, or with ``indoor_lamp``
+by a lamp at the camera whose light falls off with distance (a flash photograph), which gives the
+indoor family a local depth cue as the haze does outdoors.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ FURNITURE = [
 ]
 
 
-def indoor_scene(rng: np.random.Generator, cam: Camera) -> Scene:
+def indoor_scene(rng: np.random.Generator, cam: Camera, lamp: float = 0.0) -> Scene:
     w, d, h = rng.uniform(3.5, 9.0), rng.uniform(4.0, 13.0), rng.uniform(2.5, 3.4)
     room_tex = {"kind": "grid", "size": 0.5, "width": 0.03, "color": _color(rng, (205, 200, 185), 25),
                 "color2": (120, 110, 100)}
@@ -82,7 +84,7 @@ def indoor_scene(rng: np.random.Generator, cam: Camera) -> Scene:
     boxes.insert(1, Box(np.array([-w / 2, -0.01, -d / 2]), np.array([w / 2, 0.001, d / 2]), floor_tex))
     return Scene("indoor", boxes, cam_pos, yaw=rng.uniform(-0.5, 0.5), pitch=np.radians(rng.uniform(-25, 5)),
                  roll=np.radians(rng.uniform(-3, 3)), camera=cam, ground=None, sky=(0, 0, 0),
-                 fog=0.0)
+                 fog=0.0, lamp=lamp)
 
 
 def outdoor_scene(rng: np.random.Generator, cam: Camera) -> Scene:
@@ -114,10 +116,11 @@ def outdoor_scene(rng: np.random.Generator, cam: Camera) -> Scene:
                  roll=np.radians(rng.uniform(-2, 2)), camera=cam, ground=ground, fog=0.004)
 
 
-def sample_scene(family: str, rng: np.random.Generator, cam_range: CameraRange) -> Scene:
+def sample_scene(family: str, rng: np.random.Generator, cam_range: CameraRange, indoor_lamp: float = 0.0) -> Scene:
+    """``indoor_lamp`` > 0 lights rooms from the camera (see Scene.lamp) instead of by a distant light."""
     cam = sample_camera(rng, cam_range)
     if family == "indoor":
-        return indoor_scene(rng, cam)
+        return indoor_scene(rng, cam, indoor_lamp)
     if family == "outdoor":
         return outdoor_scene(rng, cam)
     raise ValueError(f"unknown scene family {family!r}; choose from {FAMILIES}")
