@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=_pair(int), default=(160, 320), help="image width range 'MIN,MAX' in pixels")
     s.add_argument("--hfov", type=_pair(float), default=(45.0, 95.0), help="horizontal field of view range, degrees")
     s.add_argument("--indoor-lamp", type=float, default=0.0,
-                   help="light rooms from the camera (a flash): meters at which a facing surface is fully lit; 0: no lamp")
+                   help="light rooms from the camera (a flash): meters at which a facing surface is half lit; 0: no lamp")
     s.set_defaults(func=cmd_data_synth)
 
     v = data.add_parser("preview", help="write a PNG grid of built samples (what the model sees)")

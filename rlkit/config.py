@@ -71,7 +71,8 @@ class SynthConfig:
     seed: int = 0
     width: list = field(default_factory=lambda: [160, 320])
     hfov: list = field(default_factory=lambda: [45.0, 95.0])
-    indoor_lamp: float = 0.0  # > 0: rooms lit from the camera (a flash), meters at which a facing surface is fully lit
+    # > 0: rooms lit from the camera (a flash); a facing surface this many meters away is half lit
+    indoor_lamp: float = 0.0
 
 
 @dataclass

@@ -37,7 +37,8 @@ class Scene:
     sky: tuple = (150, 190, 235)
     light: np.ndarray = field(default_factory=lambda: np.array([0.4, 0.8, -0.45]))
     fog: float = 0.0  # extinction per meter
-    lamp: float = 0.0  # a light at the camera (a flash) instead of the sun: meters at which a facing surface is fully lit
+    # > 0: a light at the camera (a flash) instead of the sun; a surface facing it this many meters away is half lit
+    lamp: float = 0.0
 
 
 def camera_to_world(yaw: float, pitch: float, roll: float) -> np.ndarray:
