@@ -28,13 +28,14 @@ def reward_functions(exp: Experiment) -> list:
     return [load_reward(ref, exp.reward_kwargs.get(ref)) for ref in exp.rewards]
 
 
-def make_trainer(exp: Experiment, model_path: str, sources: list[Source]):
+def make_trainer(exp: Experiment, model_path: str, sources: list[Source], weights: str | None = None):
+    """``weights``: a checkpoint to take the model's weights from (a resumed run); else ``model_path``."""
     from trl import GRPOTrainer
 
     check_vllm(exp)
     funcs = reward_functions(exp)
     processor = load_processor(model_path, exp.model)
-    model = load_model(model_path, exp.model)
+    model = load_model(weights or model_path, exp.model)
     stream = exp.train_stream(sources)
     args = exp.trl_config()
     data = train_dataset(stream, GRPO_COLUMNS, num_shards=max(1, args.dataloader_num_workers))

@@ -7,6 +7,7 @@ dir that has it is finished and is not run again (this is what sweeps resume on)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -105,6 +106,43 @@ def last_checkpoint(out: Path) -> str | None:
     return get_last_checkpoint(str(out)) if out.is_dir() else None
 
 
+def resume_weights(checkpoint: str | None) -> str | None:
+    """Where to load the model from when resuming a full fine-tune (None: from the starting model).
+
+    transformers' Trainer reloads a checkpoint with a plain load_state_dict, without the key renaming
+    that from_pretrained applies: Qwen2.5-VL saves ``visual.*``/``model.*`` but holds
+    ``model.visual.*``/``model.language_model.*``, so every renamed weight would silently stay at its
+    starting value, with only a missing-keys warning (huggingface/transformers#43701). Loading the model from
+    the checkpoint with from_pretrained first makes that reload a no-op. LoRA checkpoints hold only
+    adapters, which the Trainer reloads correctly through peft.
+    """
+    if checkpoint is None or not (Path(checkpoint) / "config.json").exists():
+        return None
+    if any((Path(checkpoint) / f).exists() for f in ("model.safetensors", "model.safetensors.index.json")):
+        return checkpoint
+    return None
+
+
+class _KeyNameWarnings(logging.Filter):
+    """Drops the Trainer's missing/unexpected-keys warnings, which only name renamed keys once the
+    model already holds the checkpoint's weights (see resume_weights)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("There were missing keys in the checkpoint model loaded",
+                                                   "There were unexpected keys in the checkpoint model loaded"))
+
+
+@contextlib.contextmanager
+def quiet_key_name_warnings(active: bool):
+    logger, f = logging.getLogger("transformers.trainer"), _KeyNameWarnings()
+    if active:
+        logger.addFilter(f)
+    try:
+        yield
+    finally:
+        logger.removeFilter(f)
+
+
 def samples_seen(trainer) -> int:
     """Training samples (image + question) consumed; a GRPO group of completions is one sample."""
     a = trainer.args
@@ -137,11 +175,13 @@ def run_experiment(exp: Experiment) -> dict:
             from rlkit.sft import make_trainer
         else:
             from rlkit.grpo import make_trainer
-        trainer, stream = make_trainer(exp, model_path, train_sources)
         resume = last_checkpoint(out)
+        weights = resume_weights(resume)
+        trainer, stream = make_trainer(exp, model_path, train_sources, weights=weights)
         if resume:
-            log.info("resuming from %s", resume)
-        result = trainer.train(resume_from_checkpoint=resume)
+            log.info("resuming from %s%s", resume, " (weights loaded with from_pretrained)" if weights else "")
+        with quiet_key_name_warnings(weights is not None):
+            result = trainer.train(resume_from_checkpoint=resume)
         save_final(trainer, final, state)
         train_info = {"train_seconds": round(time.time() - t0, 1), "train_samples": samples_seen(trainer),
                       "train_metrics": result.metrics, "builder_skips": dict(stream.skips.counts)}

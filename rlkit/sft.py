@@ -11,11 +11,12 @@ from rlkit.models import load_model, load_processor, peft_config
 log = logging.getLogger(__name__)
 
 
-def make_trainer(exp: Experiment, model_path: str, sources: list[Source]):
+def make_trainer(exp: Experiment, model_path: str, sources: list[Source], weights: str | None = None):
+    """``weights``: a checkpoint to take the model's weights from (a resumed run); else ``model_path``."""
     from trl import SFTTrainer
 
     processor = load_processor(model_path, exp.model)
-    model = load_model(model_path, exp.model)
+    model = load_model(weights or model_path, exp.model)
     stream = exp.train_stream(sources)
     args = exp.trl_config()
     data = train_dataset(stream, SFT_COLUMNS, num_shards=max(1, args.dataloader_num_workers))

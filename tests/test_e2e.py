@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,39 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, synth_dir):
                            key=lambda p: int(p.name.split("-")[1])).joinpath("trainer_state.json").read_text())
     assert state["global_step"] == 60
     assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, synth_dir, lora):
+    # The trained weights must come back on resume, not only the step count: transformers' Trainer
+    # reloads a checkpoint without Qwen2.5-VL's key renaming and silently keeps fresh weights.
+    over = {"model": {"lora": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}}} if lora else {}
+    exp = _experiment(tmp_path, synth_dir, train={"max_steps": 4, "save_steps": 2, "learning_rate": 1e-2}, **over)
+    run = tmp_path / "run"
+    r = _run(exp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    uninterrupted = _weights(run / "final")
+    from rlkit.tiny import tiny_path
+
+    start = _weights(tiny_path(ROOT / ".cache/models"))  # the training moved the weights well past the tolerance
+    assert max(np.abs(uninterrupted[k] - start[k]).max() for k in start) > 1e-3
+    # as if killed right after step 2: only checkpoint-2 is left
+    for p in ["final", "metrics.json", "predictions.csv", "checkpoint-4"]:
+        (run / p).unlink() if (run / p).is_file() else shutil.rmtree(run / p)
+    r = _run(exp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming from {run}/checkpoint-2" in r.stderr
+    assert "missing keys" not in r.stderr and "unexpected keys" not in r.stderr
+    resumed = _weights(run / "final")
+    assert resumed.keys() == uninterrupted.keys()
+    for k, v in uninterrupted.items():
+        np.testing.assert_allclose(resumed[k], v, rtol=1e-4, atol=1e-5, err_msg=k)
 
 
 def test_grpo_with_file_plugin_receives_depth(tmp_path, synth_dir):
