@@ -20,14 +20,15 @@ def _pair(kind):
 
 
 def cmd_data_synth(a) -> None:
-    from rlkit.synth import CameraRange, generate_split
+    from rlkit.synth import CameraRange, Rooms, generate_split
 
     cam = CameraRange(width=a.width, hfov_deg=a.hfov)
+    rooms = Rooms(lamp=a.indoor_lamp, color_jitter=a.indoor_color_jitter)
     for family in a.families:
         for split, n in (("train", a.train_images), ("eval", a.eval_images)):
             if n > 0:
                 path = generate_split(a.out, family, split, n, seed=a.seed, points_per_image=a.points, camera=cam,
-                                      indoor_lamp=a.indoor_lamp)
+                                      rooms=rooms)
                 print(path)
 
 
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hfov", type=_pair(float), default=(45.0, 95.0), help="horizontal field of view range, degrees")
     s.add_argument("--indoor-lamp", type=float, default=0.0,
                    help="light rooms from the camera (a flash): meters at which a facing surface is half lit; 0: no lamp")
+    s.add_argument("--indoor-color-jitter", type=float, default=1.0,
+                   help="scale the room-to-room spread of paint colors (1: full spread; 0: fixed paints)")
     s.set_defaults(func=cmd_data_synth)
 
     v = data.add_parser("preview", help="write a PNG grid of built samples (what the model sees)")

@@ -73,6 +73,8 @@ class SynthConfig:
     hfov: list = field(default_factory=lambda: [45.0, 95.0])
     # > 0: rooms lit from the camera (a flash); a facing surface this many meters away is half lit
     indoor_lamp: float = 0.0
+    # scales the room-to-room spread of paint colors (1: the full spread; smaller: brightness says more)
+    indoor_color_jitter: float = 1.0
 
 
 @dataclass
@@ -265,9 +267,13 @@ def validate(exp: Experiment) -> None:
         raise ConfigError(f"{src}: method '{exp.method}' is not one of {METHODS}{_closest(exp.method, METHODS)}")
     exp.camera_options()
     exp.prompt_options()
-    lamp = exp.data.synth.indoor_lamp if exp.data.synth else 0.0
-    if not isinstance(lamp, (int, float)) or lamp < 0:
-        raise ConfigError(f"{src}: data.synth.indoor_lamp must be a distance in meters >= 0 (0: no lamp), got {lamp!r}")
+    synth = exp.data.synth
+    if synth is not None:
+        for key, what in (("indoor_lamp", "a distance in meters >= 0 (0: no lamp)"),
+                          ("indoor_color_jitter", "a number >= 0 (1: the full paint spread)")):
+            v = getattr(synth, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"{src}: data.synth.{key} must be {what}, got {v!r}")
     if not exp.data.train and exp.data.synth is None:
         raise ConfigError(f"{src}: data.train is empty (list jsonl files, or set data.synth)")
     exp.train_specs()

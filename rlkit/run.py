@@ -30,21 +30,26 @@ def ensure_synth(exp: Experiment) -> None:
     s = exp.data.synth
     if s is None:
         return
-    from rlkit.synth import CameraRange, generate_split
+    from rlkit.synth import CameraRange, Rooms, generate_split
 
     cam = CameraRange(width=tuple(s.width), hfov_deg=tuple(s.hfov))
+    rooms = Rooms(lamp=s.indoor_lamp, color_jitter=s.indoor_color_jitter)
     for family in s.families:
         for split, n in (("train", s.train_images), ("eval", s.eval_images)):
             jsonl = Path(s.out) / f"{family}_{split}.jsonl"
             manifest = jsonl.with_suffix(".synth.json")
             wanted = {"family": family, "split": split, "images": n, "seed": s.seed, "points": s.points,
                       "camera": dataclasses.asdict(cam)}
-            if s.indoor_lamp and family == "indoor":  # absent when off: splits rendered before it stay valid
+            # the room options are recorded only when not at their defaults: splits rendered before
+            # an option existed stay valid
+            if family == "indoor" and rooms.lamp != Rooms().lamp:
                 wanted["indoor_lamp"] = s.indoor_lamp
+            if family == "indoor" and rooms.color_jitter != Rooms().color_jitter:
+                wanted["indoor_color_jitter"] = s.indoor_color_jitter
             current = json.loads(manifest.read_text()) if manifest.exists() else None
             if n > 0 and (not jsonl.exists() or current != json.loads(json.dumps(wanted))):
                 generate_split(s.out, family, split, n, seed=s.seed, points_per_image=s.points, camera=cam,
-                               indoor_lamp=s.indoor_lamp)
+                               rooms=rooms)
                 manifest.write_text(json.dumps(wanted))
 
 

@@ -65,6 +65,9 @@ def test_bad_values_are_named(tmp_path):
         load_experiment(_write(tmp_path, BASE.replace("sft", "grpo") + "rewards: [neg_l3]\n"))
     with pytest.raises(ConfigError, match="data.train\\[0\\]: unknown key 'pth'"):
         load_experiment(_write(tmp_path, "data: {train: [{pth: a.jsonl}], eval: [{path: a.jsonl}]}\n"))
+    for key, value in (("indoor_lamp", -1), ("indoor_color_jitter", -0.5), ("indoor_color_jitter", "low")):
+        with pytest.raises(ConfigError, match=f"exp.yaml: data.synth.{key} must be .* got {value!r}"):
+            load_experiment(_write(tmp_path, BASE), [f"data.synth={{{key}: {value}}}"])
     with pytest.raises(ConfigError, match="data.eval is empty"):
         load_experiment(_write(tmp_path, "data: {train: [{path: a.jsonl}]}\n"))
 

@@ -5,8 +5,9 @@ import numpy as np
 
 from rlkit.camera import Camera, ray_directions
 from rlkit.records import load_records
-from rlkit.synth import CameraRange, generate_split
+from rlkit.synth import CameraRange, Rooms, generate_split
 from rlkit.synth.render import Box, Scene, render
+from rlkit.synth.scenes import FURNITURE, indoor_scene
 
 
 def test_ground_plane_depth_is_exact():
@@ -52,6 +53,27 @@ def test_lamp_brightness_falls_with_the_square_of_distance():
     assert np.array_equal(center(8.0, 2.0)[1], center(8.0, 0.0)[1])  # light changes colour, never depth
 
 
+def test_color_jitter_narrows_the_paints_and_nothing_else():
+    cam = Camera(50.0, 50.0, 10.0, 10.0, 21, 21)
+    catalogue = {base for _, _, base, _ in FURNITURE} | {(205, 200, 185), (160, 120, 80), (90, 70, 50)}
+
+    def paints(seed, jitter):
+        scene = indoor_scene(np.random.default_rng(seed), cam, Rooms(lamp=4.0, color_jitter=jitter))
+        tex = [b.texture for b in scene.boxes]
+        return scene, [t["color"] for t in tex] + [tex[1]["color2"]]  # walls, floor, furniture; floor's 2nd
+
+    for seed in range(5):
+        full, full_paints = paints(seed, 1.0)
+        fixed, fixed_paints = paints(seed, 0.0)
+        assert set(fixed_paints) <= catalogue  # no jitter: every paint is its catalogue color
+        assert len(set(full_paints) - catalogue) > 0
+        # the same room otherwise: geometry, camera and light do not depend on the paints
+        assert [b.lo.tolist() for b in full.boxes] == [b.lo.tolist() for b in fixed.boxes]
+        assert (full.position == fixed.position).all() and full.lamp == fixed.lamp == 4.0
+        quarter = paints(seed, 0.25)[1]
+        assert max(abs(a - b) for p, f in zip(quarter, fixed_paints) for a, b in zip(p, f)) <= 40 // 4
+
+
 def test_generate_is_deterministic_and_splits_never_share_scenes(tmp_path):
     cam = CameraRange(width=(64, 96))
     a = generate_split(tmp_path / "a", "outdoor", "train", 3, seed=5, points_per_image=4, camera=cam, progress=False)
@@ -77,24 +99,27 @@ def test_synth_covers_focal_lengths_and_depth_ranges(synth_dir):
     assert 0.3 < d_in.min() and d_in.max() < 20 and np.median(d_out) > np.median(d_in)
 
 
-def test_ensure_synth_renders_once_and_again_when_the_lamp_changes(tmp_path):
+def test_ensure_synth_renders_once_and_again_when_the_rooms_change(tmp_path):
     from rlkit.config import load_experiment
     from rlkit.run import ensure_synth
 
     root = Path(__file__).resolve().parents[1]
     synth = f"{{out: {tmp_path}, train_images: 2, eval_images: 1, points: 2, width: [48, 64]}}"
 
-    def run(lamp):
-        exp = load_experiment(root / "experiments/sft_synthetic.yaml", [f"data.synth={synth}",
-                                                                         f"data.synth.indoor_lamp={lamp}"])
+    def run(lamp, jitter=1.0):
+        exp = load_experiment(root / "experiments/sft_synthetic.yaml", [
+            f"data.synth={synth}", f"data.synth.indoor_lamp={lamp}", f"data.synth.indoor_color_jitter={jitter}"])
         ensure_synth(exp)
         return json.loads((tmp_path / "indoor_train.synth.json").read_text()), \
             (tmp_path / "rgb/indoor_train/000000.png").read_bytes(), \
             (tmp_path / "outdoor_train.synth.json").stat().st_mtime_ns
 
     manifest, unlit, outdoor = run(0)
-    assert "indoor_lamp" not in manifest  # as before the option existed: such splits stay valid
+    # as before the options existed: such splits stay valid
+    assert "indoor_lamp" not in manifest and "indoor_color_jitter" not in manifest
     assert run(0)[1:] == (unlit, outdoor)  # nothing rendered again
     manifest, lit, outdoor_again = run(4)
     assert manifest["indoor_lamp"] == 4 and lit != unlit
     assert outdoor_again == outdoor  # the lamp lights rooms only
+    manifest, narrow, outdoor_again = run(4, 0.25)
+    assert manifest["indoor_color_jitter"] == 0.25 and narrow not in (lit, unlit) and outdoor_again == outdoor

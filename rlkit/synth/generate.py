@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from rlkit.records import write_records
 from rlkit.synth.render import render
-from rlkit.synth.scenes import FAMILIES, CameraRange, sample_scene
+from rlkit.synth.scenes import FAMILIES, CameraRange, Rooms, sample_scene
 
 log = logging.getLogger(__name__)
 SPLITS = {"train": 0, "eval": 1}
@@ -27,10 +27,10 @@ def scene_rng(family: str, split: str, seed: int, index: int) -> np.random.Gener
 
 
 def render_one(out_dir: Path, family: str, split: str, seed: int, index: int, points_per_image: int,
-               camera: CameraRange, indoor_lamp: float = 0.0) -> dict:
+               camera: CameraRange, rooms: Rooms = Rooms()) -> dict:
     """Render scene ``index`` to its PNG and return its jsonl row (a pure function of the arguments)."""
     rng = scene_rng(family, split, seed, index)
-    scene = sample_scene(family, rng, camera, indoor_lamp)
+    scene = sample_scene(family, rng, camera, rooms)
     rgb, depth, axis_depth = render(scene)
     valid = np.flatnonzero((np.isfinite(depth) & (depth <= MAX_DEPTH[family])).ravel())
     if len(valid) == 0:
@@ -51,12 +51,12 @@ def render_one(out_dir: Path, family: str, split: str, seed: int, index: int, po
 
 def generate_split(out_dir: str | Path, family: str, split: str, num_images: int, *, seed: int = 0,
                    points_per_image: int = 16, camera: CameraRange = CameraRange(),
-                   indoor_lamp: float = 0.0, progress: bool = True, workers: int | None = None) -> Path:
+                   rooms: Rooms = Rooms(), progress: bool = True, workers: int | None = None) -> Path:
     """Write ``out_dir/{family}_{split}.jsonl`` and its images; returns the jsonl path.
 
     Each image gets ``points_per_image`` labels at distinct random pixels that see a surface
     within the family's depth range (never sky), with exact euclidean and principal-axis depth.
-    ``indoor_lamp`` > 0 lights rooms from the camera (a flash; rlkit.synth.render.Scene.lamp).
+    ``rooms`` sets how the indoor family looks (lamp, paint spread; rlkit.synth.scenes.Rooms).
     Scenes render in ``workers`` processes (default: all cores); the output does not depend on it.
     """
     if family not in FAMILIES:
@@ -66,7 +66,7 @@ def generate_split(out_dir: str | Path, family: str, split: str, num_images: int
     out_dir = Path(out_dir)
     (out_dir / "rgb" / f"{family}_{split}").mkdir(parents=True, exist_ok=True)
     job = partial(render_one, out_dir, family, split, seed, points_per_image=points_per_image, camera=camera,
-                  indoor_lamp=indoor_lamp)
+                  rooms=rooms)
     workers = min(workers or os.cpu_count() or 1, max(1, num_images // 8))
     bar = partial(tqdm, total=num_images, desc=f"render {family}/{split}", disable=not progress)
     if workers > 1:

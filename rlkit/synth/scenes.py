@@ -3,9 +3,10 @@
 Object sizes come from small catalogues (a car is always about 4.5 x 1.5 x 1.8 m, a door
 frame 2 m, floor tiles 0.5 m), so distance is readable from appearance, and the camera
 intrinsics come from a wide range, so the same scene through a longer lens looks closer
-(the camera ambiguity the paper studies). Rooms are lit by a distant light, or with ``indoor_lamp``
+(the camera ambiguity the paper studies). Rooms are lit by a distant light, or (``Rooms.lamp``)
 by a lamp at the camera whose light falls off with distance (a flash photograph), which gives the
-indoor family a local depth cue as the haze does outdoors.
+indoor family a local depth cue as the haze does outdoors; ``Rooms.color_jitter`` narrows how much
+the paint varies from room to room, so that brightness says more about distance.
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ class CameraRange:
     hfov_deg: tuple[float, float] = (45.0, 95.0)
     anisotropic: float = 0.2  # share of cameras with fx != fy
     principal_jitter: float = 0.04  # of the image size
+
+
+@dataclass(frozen=True)
+class Rooms:
+    """How the indoor family looks. The defaults are the sun-lit rooms the kit started with."""
+
+    lamp: float = 0.0  # > 0: lit from the camera; a facing surface this many meters away is half lit
+    color_jitter: float = 1.0  # scales the random room-to-room spread of paint colors (0: fixed paints)
+
+    def __post_init__(self):
+        if self.lamp < 0 or self.color_jitter < 0:
+            raise ValueError(f"room lamp and color jitter must be >= 0, got {self}")
 
 
 def sample_camera(rng: np.random.Generator, r: CameraRange) -> Camera:
@@ -63,12 +76,17 @@ FURNITURE = [
 ]
 
 
-def indoor_scene(rng: np.random.Generator, cam: Camera, lamp: float = 0.0) -> Scene:
+def indoor_scene(rng: np.random.Generator, cam: Camera, look: Rooms = Rooms()) -> Scene:
+    def paint(base, spread=30):
+        s = int(spread * look.color_jitter)
+        color = _color(rng, base, max(s, 1))  # draws even when s == 0: the geometry never depends on the paints
+        return color if s else tuple(base)
+
     w, d, h = rng.uniform(3.5, 9.0), rng.uniform(4.0, 13.0), rng.uniform(2.5, 3.4)
-    room_tex = {"kind": "grid", "size": 0.5, "width": 0.03, "color": _color(rng, (205, 200, 185), 25),
+    room_tex = {"kind": "grid", "size": 0.5, "width": 0.03, "color": paint((205, 200, 185), 25),
                 "color2": (120, 110, 100)}
-    floor_tex = {"kind": "checker", "size": 0.5, "color": _color(rng, (160, 120, 80), 40),
-                 "color2": _color(rng, (90, 70, 50), 20)}
+    floor_tex = {"kind": "checker", "size": 0.5, "color": paint((160, 120, 80), 40),
+                 "color2": paint((90, 70, 50), 20)}
     room = Box(np.array([-w / 2, 0.0, -d / 2]), np.array([w / 2, h, d / 2]), room_tex, inside=True)
     boxes = [room]
     cam_pos = np.array([rng.uniform(-0.3, 0.3) * w, rng.uniform(1.0, 1.8), -d / 2 + rng.uniform(0.3, 1.5)])
@@ -79,12 +97,12 @@ def indoor_scene(rng: np.random.Generator, cam: Camera, lamp: float = 0.0) -> Sc
         z = rng.uniform(cam_pos[2] + 1.0, d / 2 - size[2] / 2)
         if z - size[2] / 2 < cam_pos[2] + 0.5:
             continue
-        boxes.append(_box((x, z), size, 0.0, {**tex, "color": _color(rng, base)}))
+        boxes.append(_box((x, z), size, 0.0, {**tex, "color": paint(base)}))
     # the floor is the room's bottom face; give it its own texture via a thin slab
     boxes.insert(1, Box(np.array([-w / 2, -0.01, -d / 2]), np.array([w / 2, 0.001, d / 2]), floor_tex))
     return Scene("indoor", boxes, cam_pos, yaw=rng.uniform(-0.5, 0.5), pitch=np.radians(rng.uniform(-25, 5)),
                  roll=np.radians(rng.uniform(-3, 3)), camera=cam, ground=None, sky=(0, 0, 0),
-                 fog=0.0, lamp=lamp)
+                 fog=0.0, lamp=look.lamp)
 
 
 def outdoor_scene(rng: np.random.Generator, cam: Camera) -> Scene:
@@ -116,11 +134,10 @@ def outdoor_scene(rng: np.random.Generator, cam: Camera) -> Scene:
                  roll=np.radians(rng.uniform(-2, 2)), camera=cam, ground=ground, fog=0.004)
 
 
-def sample_scene(family: str, rng: np.random.Generator, cam_range: CameraRange, indoor_lamp: float = 0.0) -> Scene:
-    """``indoor_lamp`` > 0 lights rooms from the camera (see Scene.lamp) instead of by a distant light."""
+def sample_scene(family: str, rng: np.random.Generator, cam_range: CameraRange, rooms: Rooms = Rooms()) -> Scene:
     cam = sample_camera(rng, cam_range)
     if family == "indoor":
-        return indoor_scene(rng, cam, indoor_lamp)
+        return indoor_scene(rng, cam, rooms)
     if family == "outdoor":
         return outdoor_scene(rng, cam)
     raise ValueError(f"unknown scene family {family!r}; choose from {FAMILIES}")
