@@ -19,6 +19,13 @@ def _pair(kind):
     return parse
 
 
+def _non_negative(s: str) -> float:
+    v = float(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
+
+
 def cmd_data_synth(a) -> None:
     from rlkit.synth import CameraRange, Rooms, generate_split
 
@@ -142,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="base seed (train and eval scenes never share a seed)")
     s.add_argument("--width", type=_pair(int), default=(160, 320), help="image width range 'MIN,MAX' in pixels")
     s.add_argument("--hfov", type=_pair(float), default=(45.0, 95.0), help="horizontal field of view range, degrees")
-    s.add_argument("--indoor-lamp", type=float, default=0.0,
+    s.add_argument("--indoor-lamp", type=_non_negative, default=0.0,
                    help="light rooms from the camera (a flash): meters at which a facing surface is half lit; 0: no lamp")
-    s.add_argument("--indoor-color-jitter", type=float, default=1.0,
+    s.add_argument("--indoor-color-jitter", type=_non_negative, default=1.0,
                    help="scale the room-to-room spread of paint colors (1: full spread; 0: fixed paints)")
     s.set_defaults(func=cmd_data_synth)
 

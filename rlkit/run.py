@@ -117,9 +117,9 @@ def resume_weights(checkpoint: str | None) -> str | None:
     transformers' Trainer reloads a checkpoint with a plain load_state_dict, without the key renaming
     that from_pretrained applies: Qwen2.5-VL saves ``visual.*``/``model.*`` but holds
     ``model.visual.*``/``model.language_model.*``, so every renamed weight would silently stay at its
-    starting value, with only a missing-keys warning (huggingface/transformers#43701). Loading the model from
-    the checkpoint with from_pretrained first makes that reload a no-op. LoRA checkpoints hold only
-    adapters, which the Trainer reloads correctly through peft.
+    starting value, with only a missing-keys warning (huggingface/transformers#43701). Loading the
+    model from the checkpoint with from_pretrained first makes that reload a no-op. LoRA checkpoints
+    hold only adapters, which the Trainer reloads correctly through peft.
     """
     if checkpoint is None or not (Path(checkpoint) / "config.json").exists():
         return None

@@ -38,3 +38,10 @@ def test_bad_experiment_fails_with_a_named_key(tmp_path):
                        text=True)
     assert r.returncode != 0
     assert "unknown SFTConfig field 'lerning_rate'; did you mean 'learning_rate'" in r.stderr
+
+
+def test_data_synth_rejects_a_negative_room_option(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "rlkit", "data", "synth", "--out", str(tmp_path), "--indoor-color-jitter",
+                        "-1"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "argument --indoor-color-jitter: must be >= 0, got -1" in r.stderr
+    assert not any(tmp_path.iterdir())  # nothing rendered
