@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from rlkit.builder import EvalSet, load_source
-from rlkit.config import Experiment, load_experiment, save_resolved
+from rlkit.config import Experiment, SynthConfig, load_experiment, save_resolved
 from rlkit.evaluate import predict, selection_frame, summarize, train_medians, write_results
 from rlkit.models import load_model, load_processor, resolve_model_path
 
@@ -40,12 +40,9 @@ def ensure_synth(exp: Experiment) -> None:
             manifest = jsonl.with_suffix(".synth.json")
             wanted = {"family": family, "split": split, "images": n, "seed": s.seed, "points": s.points,
                       "camera": dataclasses.asdict(cam)}
-            # the room options are recorded only when not at their defaults: splits rendered before
-            # an option existed stay valid
-            if family == "indoor" and rooms.lamp != Rooms().lamp:
-                wanted["indoor_lamp"] = s.indoor_lamp
-            if family == "indoor" and rooms.color_jitter != Rooms().color_jitter:
-                wanted["indoor_color_jitter"] = s.indoor_color_jitter
+            if family == "indoor":  # room options only off their defaults: older splits stay valid
+                wanted.update({k: getattr(s, k) for k in ("indoor_lamp", "indoor_color_jitter")
+                               if getattr(s, k) != getattr(SynthConfig, k)})
             current = json.loads(manifest.read_text()) if manifest.exists() else None
             if n > 0 and (not jsonl.exists() or current != json.loads(json.dumps(wanted))):
                 generate_split(s.out, family, split, n, seed=s.seed, points_per_image=s.points, camera=cam,
