@@ -154,13 +154,26 @@ class SkipCounter:
         self.counts[reason] += 1
 
 
+def reads_image(task: str) -> bool:
+    """True when the task's labels are read from the image at the pixel, not from the record."""
+    return TASKS[task].label_key is None
+
+
 def label_values(rec: Record, task: str) -> np.ndarray:
-    key = TASKS[task][1]
+    key = TASKS[task].label_key
+    if key is None:
+        raise ValueError(f"task '{task}' reads its labels from the image; records hold none")
     if key == "depth":
         return rec.depth
     if key not in rec.extras:
         raise RecordError(f"{rec.source}: field '{key}': missing, and task '{task}' needs it")
     return rec.extras[key]
+
+
+def brightness(img: Image.Image, x: int, y: int) -> float:
+    """Mean of R, G and B over the 3x3 pixels at (x, y) (clipped at the border), from 0 to 1."""
+    a = np.asarray(img.crop((max(x - 1, 0), max(y - 1, 0), x + 2, y + 2)), dtype=np.float64)
+    return float(a.mean() / 255.0)
 
 
 def marked_pixel(rec: Record, label: int, cam_opts: CameraOptions) -> tuple[cm.Resize, int, int]:
@@ -206,6 +219,9 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
         box = (crop.x0 / resize.sx, crop.y0 / resize.sy,
                (crop.x0 + crop.width) / resize.sx, (crop.y0 + crop.height) / resize.sy)
         img = src.resize((crop.width, crop.height), Image.BILINEAR, box=box)
+    # read before the marker covers the pixel
+    value = brightness(img, x, y) if reads_image(prompt_opts.task) else float(
+        label_values(rec, prompt_opts.task)[label])
     if uses_marker:  # img is a new image (crop/resize never return the cached source)
         patch_box = (x - left, y - top, x + right + 1, y + bottom + 1)
         patch = np.array(img.crop(patch_box))
@@ -213,7 +229,7 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
         img.paste(Image.fromarray(patch), patch_box[:2])
 
     new_cam = cm.crop_camera(cm.resize_camera(rec.camera, resize), crop)
-    q = Query(prompt_opts.task, new_cam, x, y, float(label_values(rec, prompt_opts.task)[label]))
+    q = Query(prompt_opts.task, new_cam, x, y, value)
     strategy, template = cam_opts.strategy, prompt_opts.template
     return Sample(img, question(q, reference=prompt_opts.reference, strategy=strategy, template=template),
                   answer(q, strategy=strategy, template=template), q, rec)
@@ -255,8 +271,11 @@ class TrainStream:
         # shuffle_labels: every answer carries a label from a random other image of the same dataset,
         # so a model learns the answer format and the label distribution but no depth (a GRPO base stage)
         self.shuffle_labels = shuffle_labels
-        for s in sources:
-            label_values(s.records[0], prompt_opts.task)  # fail early if the task's labels are missing
+        if shuffle_labels and reads_image(prompt_opts.task):
+            raise ValueError(f"shuffle_labels needs labels in the records; task '{prompt_opts.task}' reads the image")
+        if not reads_image(prompt_opts.task):
+            for s in sources:
+                label_values(s.records[0], prompt_opts.task)  # fail early if the task's labels are missing
 
     def sample(self, i: int) -> Sample:
         rng = np.random.default_rng([self.seed, i])

@@ -26,6 +26,7 @@ import yaml
 
 from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, TrainStream
 from rlkit.markers import MarkerStyle
+from rlkit.prompts import TASKS
 
 METHODS = ("sft", "grpo")
 
@@ -265,8 +266,13 @@ def validate(exp: Experiment) -> None:
     src = exp.source
     if exp.method not in METHODS:
         raise ConfigError(f"{src}: method '{exp.method}' is not one of {METHODS}{_closest(exp.method, METHODS)}")
-    exp.camera_options()
-    exp.prompt_options()
+    cam, prompt = exp.camera_options(), exp.prompt_options()
+    if not TASKS[prompt.task].distance and (cam.strategy == "predict_rays" or prompt.reference == "text"):
+        raise ConfigError(f"{src}: prompt.task '{prompt.task}' is not a distance; camera.strategy predict_rays "
+                          "and prompt.reference text word their questions for distances")
+    if exp.data.shuffle_labels and TASKS[prompt.task].label_key is None:
+        raise ConfigError(f"{src}: data.shuffle_labels needs labels in the records; prompt.task '{prompt.task}' "
+                          "reads its labels from the image")
     synth = exp.data.synth
     if synth is not None:
         for key, what in (("indoor_lamp", "a distance in meters >= 0 (0: no lamp)"),

@@ -15,22 +15,23 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from rlkit.builder import EvalSet, Source, label_values, to_row
+from rlkit.builder import EvalSet, Source, label_values, reads_image, to_row
 from rlkit.metrics import METRICS, depth_metrics
-from rlkit.prompts import parse_depth
+from rlkit.prompts import parse_answer
 
 log = logging.getLogger(__name__)
 
 
 def selection_frame(evalset: EvalSet) -> pd.DataFrame:
-    """The eval pixels and labels without rendering images (baselines need nothing more)."""
-    rows = []
-    for it in evalset.items:
+    """The eval pixels and labels (rendered only for a task that reads its labels from the image)."""
+    rows, task = [], evalset.prompt_opts.task
+    for k, it in enumerate(evalset.items):
         src = evalset.sources[it.dataset]
         rec = src.records[it.record]
         x, y = rec.pixels[it.label]
+        gt = evalset.sample(k).query.value if reads_image(task) else label_values(rec, task)[it.label]
         rows.append({"dataset": src.spec.label, "image": str(rec.image), "x": float(x), "y": float(y),
-                     "gt": float(label_values(rec, evalset.prompt_opts.task)[it.label])})
+                     "gt": float(gt)})
     return pd.DataFrame(rows)
 
 
@@ -55,13 +56,17 @@ def predict(model, processor, evalset: EvalSet, batch_size: int = 32, max_new_to
         texts += generate_answers(model, processor, [r["prompt"] for r in rows],
                                   [r["images"][0] for r in rows], max_new_tokens)
     model.train(was_training)
-    frame["pred"] = np.array([parse_depth(t) for t in texts], dtype=float)  # None -> NaN: a failed parse
+    task = evalset.prompt_opts.task
+    frame["pred"] = np.array([parse_answer(t, task) for t in texts], dtype=float)  # None -> NaN: a failed parse
     frame["text"] = texts
     return frame
 
 
-def train_medians(sources: list[Source], task: str) -> dict[str, float]:
-    """Median training label per dataset name, plus '*' for all training data pooled."""
+def train_medians(sources: list[Source], task: str) -> dict[str, float] | None:
+    """Median training label per dataset name, plus '*' for all training data pooled (None for a
+    task whose labels are read from the images: the records hold none)."""
+    if reads_image(task):
+        return None
     out, pooled = {}, []
     for s in sources:
         vals = np.concatenate([label_values(r, task) for r in s.records])

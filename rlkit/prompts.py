@@ -22,13 +22,30 @@ from rlkit.camera import Camera, ray_angles
 
 TEMPLATES = ("sft", "grpo")
 REFERENCES = ("marker", "text")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is asked about the marked pixel, and where its label comes from."""
+
+    question: str
+    label_key: str | None  # the record key holding the labels; None: read from the image (see builder)
+    answer: str  # the SFT answer, with {value} (two decimals)
+    quantity: str  # what the GRPO instruction asks for
+    distance: bool = True  # answers in meters (the depth rewards, the ray-first strategy, the meter parser)
+
+
+_DISTANCE_ANSWER = "The point is around {value:.2f} meters away from the camera."
 TASKS = {
-    # task -> (question subject, record key holding its labels)
-    "depth": ("How many meters is this point from the camera?", "depth"),
-    "axis_depth": ("How many meters is this point from the camera, measured along the camera's viewing axis?",
-                   "axis_depth"),
+    "depth": Task("How many meters is this point from the camera?", "depth", _DISTANCE_ANSWER,
+                  "the distance in meters"),
+    "axis_depth": Task("How many meters is this point from the camera, measured along the camera's viewing axis?",
+                       "axis_depth", _DISTANCE_ANSWER, "the distance in meters"),
+    # no depth at all: can the model find the marked pixel and read what is there? (experiments/tiny_pretrain.yaml)
+    "brightness": Task("How bright is the surface at this point, from 0 (black) to 1 (white)?", None,
+                       "The brightness at this point is around {value:.2f}.", "the brightness", distance=False),
 }
-GRPO_INSTRUCTION = (" First think about it inside <think> </think> tags, then give the distance in meters "
+GRPO_INSTRUCTION = (" First think about it inside <think> </think> tags, then give {quantity} "
                     "as a single number inside <answer> </answer> tags.")
 
 
@@ -40,16 +57,16 @@ class Query:
     camera: Camera
     x: int
     y: int
-    value: float  # the label, meters
+    value: float  # the label (meters for distance tasks)
 
 
 def question(q: Query, *, reference: str, strategy: str, template: str) -> str:
-    base, _ = TASKS[q.task]
+    task = TASKS[q.task]
     if reference == "text":
         text = (f"Given this image of size (width = {q.camera.width}, height = {q.camera.height}), "
                 f"how far is the pixel at ({q.x}, {q.y}) from the camera?")
     else:
-        text = base
+        text = task.question
     if strategy == "intrinsics_in_prompt":
         c = q.camera
         text = (f"This image was taken by a camera where the camera intrinsics are (fx = {c.fx:.1f}, "
@@ -57,7 +74,7 @@ def question(q: Query, *, reference: str, strategy: str, template: str) -> str:
     if strategy == "predict_rays":
         text += " Give the direction of the point before its distance."
     if template == "grpo":
-        text += GRPO_INSTRUCTION
+        text += GRPO_INSTRUCTION.format(quantity=task.quantity)
     return text
 
 
@@ -70,7 +87,7 @@ def answer(q: Query, *, strategy: str, template: str) -> str:
         horiz = f"{abs(right):.1f} degrees to the {'right' if right >= 0 else 'left'}"
         vert = f"{abs(below):.1f} degrees {'below' if below >= 0 else 'above'}"
         return f"The point is around {horiz}, {vert} and {q.value:.2f} meters away from the camera."
-    return f"The point is around {q.value:.2f} meters away from the camera."
+    return TASKS[q.task].answer.format(value=q.value)
 
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -80,13 +97,20 @@ _BARE = re.compile(rf"^\s*({_NUMBER})\s*$")
 _ANY_NUMBER = re.compile(_NUMBER)
 
 
-def parse_depth(text) -> float | None:
-    """The predicted distance in meters, or None when there is no usable answer. Never raises.
+def _meters(text: str) -> str | None:
+    meters = _METERS.findall(text)
+    bare = _BARE.match(text)
+    return meters[-1] if meters else (bare.group(1) if bare else None)
 
-    Rules, in order: the content of the last <answer>...</answer> if it is exactly one number;
-    else the last number followed by a meter unit ("3.47 meters", "3.5m"); else the whole
-    text if it is one bare number. The result must be finite and positive (a distance).
-    """
+
+def _last_number(text: str) -> str | None:
+    nums = _ANY_NUMBER.findall(text)
+    return nums[-1] if nums else None
+
+
+def _parse(text, untagged) -> float | None:
+    """The content of the last <answer>...</answer> if it is exactly one number, else ``untagged(text)``;
+    None unless the result is a finite positive number. Never raises."""
     if not isinstance(text, str):
         return None
     try:
@@ -95,12 +119,27 @@ def parse_depth(text) -> float | None:
             nums = _ANY_NUMBER.findall(tags[-1])
             value = nums[0] if len(nums) == 1 else None
         else:
-            meters = _METERS.findall(text)
-            bare = _BARE.match(text)
-            value = meters[-1] if meters else (bare.group(1) if bare else None)
+            value = untagged(text)
         if value is None:
             return None
         v = float(value)
     except (ValueError, OverflowError, RecursionError):
         return None
     return v if math.isfinite(v) and v > 0 else None
+
+
+def parse_depth(text) -> float | None:
+    """The predicted distance in meters, or None when there is no usable answer. Never raises.
+
+    Rules, in order: the content of the last <answer>...</answer> if it is exactly one number;
+    else the last number followed by a meter unit ("3.47 meters", "3.5m"); else the whole
+    text if it is one bare number. The result must be finite and positive (a distance).
+    """
+    return _parse(text, _meters)
+
+
+def parse_answer(text, task: str = "depth") -> float | None:
+    """The predicted value for ``task``, or None. Never raises. Distances as parse_depth; other
+    values are the last <answer> tag's one number, else the text's last number, and must be finite
+    and positive (the ratio metrics cannot score 0)."""
+    return _parse(text, _meters if TASKS[task].distance else _last_number)

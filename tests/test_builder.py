@@ -174,6 +174,43 @@ def test_axis_depth_task_needs_its_labels():
         TrainStream([src], MINI, PromptOptions(task="axis_depth"))
 
 
+def test_brightness_task_reads_the_unmarked_image_at_the_pixel():
+    cam = cm.Camera(100.0, 100.0, 40.0, 30.0, 80, 60)  # f_uni = fx: no resize, eval: no crop
+    img = gradient_image(80, 60)
+    rec = _record(cam, [[20, 30], [0, 0]])
+    style = MarkerStyle("square", 9, color=(255, 0, 0), outline=(255, 255, 255))
+    s = make_sample(rec, 0, CameraOptions(f_uni=100.0), PromptOptions(task="brightness", marker=style),
+                    _cache_with(rec, img))
+    expected = np.asarray(img, dtype=float)[29:32, 19:22].mean() / 255  # 3x3 at (20, 30), R = x, G = y
+    assert s.query.value == pytest.approx(expected)
+    assert (np.asarray(s.image)[30, 20] == [255, 0, 0]).all()  # the marker hides what is asked about
+    assert s.question == "How bright is the surface at this point, from 0 (black) to 1 (white)?"
+    assert s.answer == f"The brightness at this point is around {expected:.2f}."
+    arrow = PromptOptions(task="brightness", marker=MarkerStyle("arrow", 5))  # its tip at the corner pixel
+    corner = make_sample(rec, 1, CameraOptions(f_uni=100.0), arrow, _cache_with(rec, img))
+    assert corner.query.value == pytest.approx(np.asarray(img, dtype=float)[0:2, 0:2].mean() / 255)  # clipped
+
+
+def test_brightness_task_has_no_record_labels_to_shuffle(synth_dir):
+    src = load_source(DatasetSpec(str(synth_dir / "indoor_train.jsonl")))
+    assert 0 <= TrainStream([src], MINI, PromptOptions(task="brightness")).sample(0).query.value <= 1
+    with pytest.raises(ValueError, match="shuffle_labels needs labels in the records"):
+        TrainStream([src], MINI, PromptOptions(task="brightness"), shuffle_labels=True)
+
+
+def test_brightness_eval_labels_come_from_the_rendered_pixels():
+    from rlkit.evaluate import selection_frame, summarize, train_medians
+
+    src = load_source(DatasetSpec(str(OFFICIAL)))
+    evalset = EvalSet([src], CameraOptions(strategy="direct"), PromptOptions(task="brightness"), 10)
+    frame = selection_frame(evalset)
+    assert len(frame) == len(evalset) > 0
+    assert frame["gt"].tolist() == [evalset.sample(k).query.value for k in range(len(evalset))]
+    assert frame["gt"].between(0, 1).all() and frame["gt"].nunique() > 1
+    assert train_medians([src], "brightness") is None  # the records hold no brightness labels
+    assert "median (train labels)" not in summarize(frame, 2.0, train_medians([src], "brightness"))
+
+
 def test_bad_options_name_the_value():
     with pytest.raises(ValueError, match="camera strategy 'bogus'"):
         CameraOptions(strategy="bogus")

@@ -147,6 +147,14 @@ def test_changed_config_refuses_a_used_run_dir(tmp_path):
         check_run_dir(exp, tmp_path)  # the default's lamp differs from the old default (none)
 
 
+def test_brightness_task_refuses_distance_only_wording():
+    for override, key in (("camera.strategy=predict_rays", "predict_rays"), ("prompt.reference=text", "text")):
+        with pytest.raises(ConfigError, match=f"tiny_pretrain.yaml: prompt.task 'brightness' is not a distance.*{key}"):
+            load_experiment(EXPERIMENTS / "tiny_pretrain.yaml", [override])
+    with pytest.raises(ConfigError, match="tiny_pretrain.yaml: data.shuffle_labels needs labels in the records"):
+        load_experiment(EXPERIMENTS / "tiny_pretrain.yaml", ["data.shuffle_labels=true"])
+
+
 def test_model_override_with_a_base_stage_is_rejected():
     with pytest.raises(ConfigError, match="differs from that of base .*base_synthetic.yaml"):
         load_experiment(EXPERIMENTS / "grpo_negl1.yaml", ["model.name=Qwen/Qwen2.5-VL-3B-Instruct"])

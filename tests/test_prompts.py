@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rlkit.camera import Camera
-from rlkit.prompts import Query, answer, parse_depth, question
+from rlkit.prompts import Query, answer, parse_answer, parse_depth, question
 
 CAM = Camera(1000.0, 1000.0, 600.0, 400.0, 1200, 800)
 
@@ -29,6 +29,21 @@ def test_predict_rays_answer_has_direction_then_depth():
     a = answer(q, strategy="predict_rays", template="sft")
     assert a == "The point is around 45.0 degrees to the right, 45.0 degrees above and 5.00 meters away from the camera."
     assert parse_depth(a) == 5.0
+
+
+def test_brightness_wording_and_parser():
+    q = Query("brightness", CAM, 1, 1, 0.4649)
+    assert answer(q, strategy="unify_focal", template="sft") == "The brightness at this point is around 0.46."
+    assert question(q, reference="marker", strategy="unify_focal", template="grpo").endswith(
+        "then give the brightness as a single number inside <answer> </answer> tags.")
+    assert answer(q, strategy="unify_focal", template="grpo") == "<answer>0.46</answer>"
+    assert parse_answer("The brightness at this point is around 0.46.", "brightness") == 0.46
+    assert parse_answer("<think>0.2?</think><answer>0.3</answer>", "brightness") == 0.3
+    assert parse_answer("around .05", "brightness") == 0.05
+    assert parse_answer("<answer>0.1 or 0.2</answer>", "brightness") is None
+    for bad in ("-0.2", "0.00", "dark", "", None, 0.5, "nan", "1e999"):
+        assert parse_answer(bad, "brightness") is None
+    assert parse_answer("3.47 meters", "depth") == 3.47 and parse_answer("0.5", "axis_depth") == 0.5
 
 
 def test_grpo_template():
