@@ -271,9 +271,10 @@ class TrainStream:
         # shuffle_labels: every answer carries a label from a random other image of the same dataset,
         # so a model learns the answer format and the label distribution but no depth (a GRPO base stage)
         self.shuffle_labels = shuffle_labels
-        if shuffle_labels and reads_image(prompt_opts.task):
-            raise ValueError(f"shuffle_labels needs labels in the records; task '{prompt_opts.task}' reads the image")
-        if not reads_image(prompt_opts.task):
+        if reads_image(prompt_opts.task):
+            if shuffle_labels:
+                raise ValueError(f"shuffle_labels needs labels in the records; task '{prompt_opts.task}' reads the image")
+        else:
             for s in sources:
                 label_values(s.records[0], prompt_opts.task)  # fail early if the task's labels are missing
 

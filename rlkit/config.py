@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, TrainStream
+from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, TrainStream, reads_image
 from rlkit.markers import MarkerStyle
 from rlkit.prompts import TASKS
 
@@ -270,7 +270,7 @@ def validate(exp: Experiment) -> None:
     if not TASKS[prompt.task].distance and (cam.strategy == "predict_rays" or prompt.reference == "text"):
         raise ConfigError(f"{src}: prompt.task '{prompt.task}' is not a distance; camera.strategy predict_rays "
                           "and prompt.reference text word their questions for distances")
-    if exp.data.shuffle_labels and TASKS[prompt.task].label_key is None:
+    if exp.data.shuffle_labels and reads_image(prompt.task):
         raise ConfigError(f"{src}: data.shuffle_labels needs labels in the records; prompt.task '{prompt.task}' "
                           "reads its labels from the image")
     synth = exp.data.synth
