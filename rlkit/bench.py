@@ -131,20 +131,28 @@ QWEN25VL_3B = {
 }
 
 
-def _qwen3b_random(out_dir: Path) -> str:
-    """A random-init model with Qwen2.5-VL-3B's architecture and the tiny kit tokenizer's processor."""
+def _qwen3b_random(out_dir: Path, text_layers: int = 36, vision_layers: int = 32) -> str:
+    """A random-init model with Qwen2.5-VL-3B's architecture (every dimension exact; layer counts may be
+    cut to fit a CPU's memory) and the tiny kit tokenizer's processor."""
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     from rlkit.tiny import tiny_path
 
+    out_dir = out_dir.with_name(f"{out_dir.name}-t{text_layers}-v{vision_layers}")
     if (out_dir / "config.json").exists():
         return str(out_dir)
     tiny = tiny_path(".cache/models")
     from transformers import AutoProcessor
     processor = AutoProcessor.from_pretrained(tiny)
     tok = processor.tokenizer
-    cfg = Qwen2_5_VLConfig(**QWEN25VL_3B, image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+    arch = {"text_config": {**QWEN25VL_3B["text_config"], "num_hidden_layers": text_layers},
+            # window attention everywhere but every 8th block, as in the full tower (the last of each 8)
+            "vision_config": {**QWEN25VL_3B["vision_config"], "depth": vision_layers,
+                              "fullatt_block_indexes": [i for i in range(vision_layers) if i % 8 == 7]
+                              or [vision_layers - 1]},
+            "tie_word_embeddings": True}
+    cfg = Qwen2_5_VLConfig(**arch, image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
                            video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
                            vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
                            vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"))
@@ -175,13 +183,16 @@ def bench_train(argv: list[str]) -> None:
     p.add_argument("--arch", choices=["tiny", "qwen2.5-vl-3b"], default="tiny",
                    help="qwen2.5-vl-3b: random init, exact 3B architecture, paper image sizes, bf16 (GPU)")
     p.add_argument("--batch", type=int, default=None, help="per-device batch size (default: the experiment's)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed optimizer steps first")
+    p.add_argument("--text-layers", type=int, default=36, help="qwen2.5-vl-3b: LM layers (36 in the real model)")
+    p.add_argument("--vision-layers", type=int, default=32, help="qwen2.5-vl-3b: vision blocks (32 in the real model)")
     p.add_argument("--peak-tflops", type=float, default=None, help="GPU peak bf16 TFLOP/s for MFU (H100 SXM: 989)")
     a = p.parse_args(argv)
 
     exp = load_experiment(a.experiment)
     d = exp.to_dict()
     d["output_dir"] = ".cache/bench_train"
-    d["train"] = {**d["train"], "max_steps": a.steps + 3, "save_strategy": "no", "report_to": "none",
+    d["train"] = {**d["train"], "max_steps": a.steps + a.warmup, "save_strategy": "no", "report_to": "none",
                   "logging_steps": 1000, "disable_tqdm": True}
     if a.batch:
         d["train"]["per_device_train_batch_size"] = a.batch
@@ -189,9 +200,15 @@ def bench_train(argv: list[str]) -> None:
         # the paper's image sizes: f_uni 1000, crops 1000-1400 x 700-1200
         d["camera"] = {**d["camera"], "f_uni": 1000, "crop_width": [1000, 1400], "crop_height": [700, 1200],
                        "multiple_of": 28}
-        d["model"] = {**d["model"], "name": _qwen3b_random(Path(".cache/models/qwen2.5-vl-3b-random")),
+        d["model"] = {**d["model"], "name": _qwen3b_random(Path(".cache/models/qwen2.5-vl-3b-random"),
+                                                            a.text_layers, a.vision_layers),
                       "min_pixels": 28 * 28 * 4, "max_pixels": 1400 * 1200, "tiny": {}}
         d["train"]["gradient_checkpointing"] = True
+        # scenes large enough that unified images fill the paper's largest crops (1400 x 1200)
+        out = "data/synth_bench_paper"
+        d["data"] = {**d["data"], "synth": {**(d["data"]["synth"] or {}), "out": out, "train_images": 16,
+                                            "eval_images": 0, "width": [640, 800], "hfov": [90, 95]},
+                     "train": [{"path": f"{out}/{f}_train.jsonl", "name": f} for f in ("indoor", "outdoor")]}
     exp = experiment_from_dict(d, source=a.experiment)
     ensure_synth(exp)
     sources = [load_source(s, seed=exp.seed) for s in exp.train_specs()]
@@ -220,12 +237,12 @@ def bench_train(argv: list[str]) -> None:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     batch = exp.train.get("per_device_train_batch_size", 8) * exp.train.get("gradient_accumulation_steps", 1)
-    timed = times[3:]
+    timed = times[a.warmup:]
     sps = batch * len(timed) / sum(timed)
-    rows = [["samples/s", f"{sps:.1f}"], ["s/step", f"{sum(timed) / len(timed):.3f}"], ["batch", batch]]
+    rows = [["samples/s", f"{sps:.3g}"], ["s/step", f"{sum(timed) / len(timed):.3f}"], ["batch", batch]]
     if torch.cuda.is_available():
         rows.append(["peak GPU memory (GiB)", f"{torch.cuda.max_memory_allocated() / 2**30:.1f}"])
-        tok_s = (tokens[-1] - tokens[2]) / sum(timed) if tokens and tokens[-1] else float("nan")
+        tok_s = (tokens[-1] - (tokens[a.warmup - 1] if a.warmup else 0)) / sum(timed) if tokens and tokens[-1] else float("nan")
         rows.append(["tokens/s", f"{tok_s:.0f}"])
         if a.peak_tflops:
             mfu = tok_s * _flops_per_token(trainer.model) / (a.peak_tflops * 1e12)
@@ -233,7 +250,9 @@ def bench_train(argv: list[str]) -> None:
     rows.append(["peak process RSS (GiB)", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f}"])
     n_params = sum(p.numel() for p in trainer.model.parameters())
     table = _table([f"SFT, {a.arch} ({n_params / 1e6:.2f}M params), {a.experiment}", "value"], rows)
-    record("train", table, f"{a.steps} timed steps after 3 warm-up steps; images and crops from the experiment's camera section.")
+    layers = f"; {a.text_layers} LM layers, {a.vision_layers} vision blocks" if a.arch != "tiny" else ""
+    record("train", table, f"{a.steps} timed steps after {a.warmup} warm-up steps; images and crops from the "
+                           f"experiment's camera section{layers}.")
 
 
 BENCHES = {"data": bench_data, "train": bench_train}

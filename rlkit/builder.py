@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -146,14 +146,6 @@ class Sample:
     record: Record
 
 
-@dataclass
-class SkipCounter:
-    counts: Counter = field(default_factory=Counter)
-
-    def add(self, reason: str):
-        self.counts[reason] += 1
-
-
 def reads_image(task: str) -> bool:
     """True when the task's labels are read from the image at the pixel, not from the record."""
     return TASKS[task].label_key is None
@@ -266,7 +258,7 @@ class TrainStream:
             raise ValueError(f"dataset weights must be >= 0 with a positive sum, got {weights.tolist()}")
         self.p = weights / weights.sum()
         self.images = ImageCache(cache_images)
-        self.skips = SkipCounter()
+        self.skips = Counter()  # reason -> samples skipped
         self.max_tries = max_tries
         # shuffle_labels: every answer carries a label from a random other image of the same dataset,
         # so a model learns the answer format and the label distribution but no depth (a GRPO base stage)
@@ -287,8 +279,8 @@ class TrainStream:
                               self.images, rng)
             if isinstance(out, Sample):
                 return self._shuffled(out, src, rng) if self.shuffle_labels else out
-            self.skips.add(out)
-        raise RuntimeError(f"no drawable label in {self.max_tries} tries (skips: {dict(self.skips.counts)}); "
+            self.skips[out] += 1
+        raise RuntimeError(f"no drawable label in {self.max_tries} tries (skips: {dict(self.skips)}); "
                            "is the marker larger than the crops?")
 
     def _shuffled(self, s: Sample, src: Source, rng: np.random.Generator) -> Sample:
@@ -382,14 +374,3 @@ class EvalSet:
                           self.prompt_opts, self.images)
         assert isinstance(out, Sample), out  # select_eval kept only drawable labels
         return out
-
-    def to_dataset(self):
-        """A Hugging Face Dataset of the selection whose rows are rendered lazily on access."""
-        from datasets import Dataset
-
-        ds = Dataset.from_dict({"k": list(range(len(self)))})
-        return ds.with_transform(lambda batch: _rows_by_column([to_row(self.sample(k)) for k in batch["k"]]))
-
-
-def _rows_by_column(rows: list[dict]) -> dict:
-    return {key: [r[key] for r in rows] for key in rows[0]} if rows else {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -92,9 +93,10 @@ def cmd_run(a) -> None:
 def cmd_eval(a) -> None:
     from rlkit.builder import load_source
     from rlkit.config import load_experiment
-    from rlkit.run import evaluate_run
+    from rlkit.run import check_inputs, evaluate_run
 
     exp = load_experiment(a.experiment, a.overrides)
+    check_inputs(exp)
     model = None if a.model == "none" else (a.model or str(Path(exp.output_dir) / "final"))
     if model is not None and a.model is None and not Path(model).is_dir():
         raise SystemExit(f"{model} does not exist: train first (./run.sh {a.experiment}) or pass --model")
@@ -102,6 +104,12 @@ def cmd_eval(a) -> None:
     exp.output_dir = a.out or str(Path(exp.output_dir) / ("eval-baselines" if model is None else "eval"))
     train_sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in exp.train_specs()]
     evaluate_run(exp, model, train_sources)
+
+
+def vllm_pixel_args(model) -> list[str]:
+    """vLLM's image processor bounds, set to training's (vLLM reads only the checkpoint's: vllm#15364)."""
+    bounds = {k: getattr(model, k) for k in ("min_pixels", "max_pixels") if getattr(model, k) is not None}
+    return ["--mm-processor-kwargs", json.dumps(bounds)] if bounds else []
 
 
 def cmd_serve(a) -> None:
@@ -124,7 +132,7 @@ def cmd_serve(a) -> None:
     else:
         model = resolve_model_path(exp.model)
     trl_cli = Path(sys.executable).with_name("trl")
-    cmd = [str(trl_cli), "vllm-serve", "--model", model, *a.serve_args]
+    cmd = [str(trl_cli), "vllm-serve", "--model", model, *a.serve_args, *vllm_pixel_args(exp.model)]
     log.info("exec %s", " ".join(cmd))
     os.execv(cmd[0], cmd)
 
@@ -198,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arguments for trl vllm-serve, e.g. --serve-args --tensor_parallel_size 2")
     v.set_defaults(func=cmd_serve)
 
-    b = sub.add_parser("bench", help="benchmarks: data, train, grpo")
+    b = sub.add_parser("bench", help="benchmarks: data, train")
     b.add_argument("name", help="which benchmark")
     b.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark")
     b.set_defaults(func=cmd_bench)

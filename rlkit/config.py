@@ -1,7 +1,7 @@
 """Experiment YAML: load, validate, override.
 
-Sections: method, output_dir, seed, base, model, data, camera, prompt, train, eval, rewards,
-reward_weights. ``train:`` is passed to TRL's SFTConfig / GRPOConfig unchanged, so every TRL
+Sections: method, output_dir, seed, global_batch_size, base, model, data, camera, prompt, train,
+eval, rewards, reward_kwargs. ``train:`` is passed to TRL's SFTConfig / GRPOConfig unchanged, so every TRL
 field works under its TRL name. Unknown keys and bad values raise ConfigError naming the file,
 the key and the closest valid key.
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +104,9 @@ class Experiment:
     method: str = "sft"
     output_dir: str = "runs/default"
     seed: int = 0
+    # samples (image + question) per optimizer step over all processes; the kit derives
+    # train.gradient_accumulation_steps from it and the world size, so a recipe keeps the paper's batch
+    global_batch_size: int | None = None
     base: str | None = None  # another experiment YAML whose final checkpoint is this run's starting model
     base_overrides: list = field(default_factory=list)  # key=value overrides for the base (sweeps set these)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -143,20 +148,64 @@ class Experiment:
     def eval_specs(self) -> list[DatasetSpec]:
         return [_construct(DatasetSpec, d, f"{self.source}: data.eval[{i}]") for i, d in enumerate(self.data.eval)]
 
-    def trl_config(self, **extra):
-        """The TRL config object for this method, from ``train:`` unchanged plus rlkit's needs."""
+    def trl_config(self, world_size: int | None = None, **extra):
+        """The TRL config object for this method, from ``train:`` unchanged plus rlkit's needs.
+
+        ``world_size`` (default: $WORLD_SIZE, set by torchrun and accelerate launch) turns
+        ``global_batch_size`` into gradient accumulation steps.
+        """
         import torch
 
         cls = trl_config_class(self.method)
         kw = {"output_dir": self.output_dir, "seed": self.seed, **self.train, **extra}
         if "bf16" not in kw:  # one config for CPU (fp32) and GPU (bf16); an explicit train.bf16 wins
             kw["bf16"] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if "use_cpu" not in kw and not torch.cuda.is_available() and not torch.backends.mps.is_available():
+            kw["use_cpu"] = True  # else the Trainer sets up no process group and CPU ranks run apart (no gloo)
+        if self.method == "sft" and "max_length" not in self.train:
+            # TRL's 1024 tokens cut paper-size images (a 1400 x 1176 crop alone is 2,100 tokens); the
+            # image budget (model.max_pixels) already bounds every sequence, so nothing is truncated
+            kw["max_length"] = None
+        if self.global_batch_size is not None:
+            ws = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+            kw["gradient_accumulation_steps"] = accumulation_steps(self, ws)
         return _construct(cls, kw, f"{self.source}: train")
+
+    def completions_per_sample(self) -> int:
+        """TRL's batch sizes count completions: a GRPO sample is a group of num_generations."""
+        return int(self.train.get("num_generations", trl_default("grpo", "num_generations"))) \
+            if self.method == "grpo" else 1
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("source")
         return d
+
+
+def accumulation_steps(exp: Experiment, world_size: int) -> int:
+    """train.gradient_accumulation_steps that makes exp.global_batch_size samples per optimizer step."""
+    per_device = int(exp.train.get("per_device_train_batch_size",
+                                   trl_default(exp.method, "per_device_train_batch_size")))
+    completions = exp.global_batch_size * exp.completions_per_sample()
+    steps, rest = divmod(completions, per_device * world_size)
+    arithmetic = (f"global_batch_size {exp.global_batch_size}"
+                  + (f" x num_generations {exp.completions_per_sample()}" if exp.method == "grpo" else "")
+                  + f" = {completions} completions per step, per_device_train_batch_size {per_device} x "
+                    f"world size {world_size} = {per_device * world_size} per micro-step")
+    if rest or steps < 1:
+        raise ConfigError(f"{exp.source}: global_batch_size: {arithmetic}: not a whole number of "
+                          "gradient accumulation steps; change train.per_device_train_batch_size or the "
+                          "number of processes")
+    given = exp.train.get("gradient_accumulation_steps")
+    if given is not None and given != steps:
+        raise ConfigError(f"{exp.source}: train.gradient_accumulation_steps {given} contradicts "
+                          f"global_batch_size ({arithmetic} needs {steps}); set only one of them")
+    return steps
+
+
+@functools.lru_cache(maxsize=None)
+def trl_default(method: str, name: str):
+    return next(f.default for f in dataclasses.fields(trl_config_class(method)) if f.name == name)
 
 
 def trl_config_class(method: str):
@@ -322,6 +371,29 @@ def validate(exp: Experiment) -> None:
                               "run starts from; set the model in the base experiment (or in base_overrides)")
     if exp.eval.samples_per_dataset < 1 or exp.eval.batch_size < 1:
         raise ConfigError(f"{src}: eval.samples_per_dataset and eval.batch_size must be >= 1")
+    gb = exp.global_batch_size
+    if gb is not None:
+        if isinstance(gb, bool) or not isinstance(gb, int) or gb < 1:
+            raise ConfigError(f"{src}: global_batch_size must be a whole number >= 1, got {gb!r}")
+        accumulation_steps(exp, int(os.environ.get("WORLD_SIZE", "1")))
+    check_max_length(exp, cam)
+
+
+def check_max_length(exp: Experiment, cam: CameraOptions) -> None:
+    """An SFT train.max_length must hold the largest training image (known from the model name)."""
+    from rlkit.models import family_from_name, image_pixel_bounds
+
+    max_length = exp.train.get("max_length")
+    family = family_from_name(exp.model.name)
+    if exp.method != "sft" or max_length is None or family is None or cam.crop_width is None \
+            or cam.crop_height is None:
+        return  # whole images have no size bound here; the trainer checks the real longest sample
+    tokens = family.max_image_tokens(cam.crop_width[1], cam.crop_height[1], image_pixel_bounds(exp.model))
+    if tokens is not None and max_length <= tokens:
+        raise ConfigError(f"{exp.source}: train.max_length {max_length} cannot hold the largest training image: "
+                          f"a {cam.crop_width[1]} x {cam.crop_height[1]} crop is {tokens} image tokens "
+                          f"(model.max_pixels {image_pixel_bounds(exp.model)}); set train.max_length above "
+                          f"{tokens} plus the prompt and answer, or leave it out (no truncation)")
 
 
 def save_resolved(exp: Experiment, path: str | Path) -> None:

@@ -45,21 +45,29 @@ def generate_answers(model, processor, prompts: list, images: list, max_new_toke
     return processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def predict(model, processor, evalset: EvalSet, batch_size: int = 32, max_new_tokens: int = 32,
-            progress: bool = True) -> pd.DataFrame:
+def predict(model, processor, evalset: EvalSet, batch_starts, batch_size: int = 32, max_new_tokens: int = 32,
+            progress: bool = True) -> dict[int, str]:
+    """Generated text per eval item for the batches starting at ``batch_starts``.
+
+    Batches are cut from the whole selection the same way for any number of processes, so every
+    item is generated in the same padded batch (and so gives the same text) on 1 or N processes.
+    """
     was_training = model.training
     model.eval()
-    frame = selection_frame(evalset)
-    texts = []
-    for start in tqdm(range(0, len(evalset), batch_size), desc="eval", disable=not progress):
-        rows = [to_row(evalset.sample(k)) for k in range(start, min(start + batch_size, len(evalset)))]
-        texts += generate_answers(model, processor, [r["prompt"] for r in rows],
-                                  [r["images"][0] for r in rows], max_new_tokens)
+    texts = {}
+    for start in tqdm(batch_starts, desc="eval", disable=not progress):
+        ks = range(start, min(start + batch_size, len(evalset)))
+        rows = [to_row(evalset.sample(k)) for k in ks]
+        texts.update(zip(ks, generate_answers(model, processor, [r["prompt"] for r in rows],
+                                              [r["images"][0] for r in rows], max_new_tokens)))
     model.train(was_training)
-    task = evalset.prompt_opts.task
-    frame["pred"] = np.array([parse_answer(t, task) for t in texts], dtype=float)  # None -> NaN: a failed parse
+    return texts
+
+
+def add_predictions(frame: pd.DataFrame, texts: list[str], task: str) -> None:
+    """The parsed answers (NaN: a failed parse) and the raw texts, in the frame's row order."""
+    frame["pred"] = np.array([parse_answer(t, task) for t in texts], dtype=float)
     frame["text"] = texts
-    return frame
 
 
 def train_medians(sources: list[Source], task: str) -> dict[str, float] | None:

@@ -18,8 +18,25 @@ log = logging.getLogger(__name__)
 GRPO_COLUMNS = ("images", "prompt", *ANSWER_COLUMNS)
 
 
+def pixel_bounds_resize(exp: Experiment) -> bool:
+    """Whether model.min_pixels/max_pixels can change a training image (else they need not reach vLLM)."""
+    lo, hi, cam = exp.model.min_pixels, exp.model.max_pixels, exp.camera_options()
+    if cam.crop_width is None or cam.crop_height is None:
+        return lo is not None or hi is not None
+    return (hi is not None and hi < cam.crop_width[1] * cam.crop_height[1]) or \
+        (lo is not None and lo > cam.crop_width[0] * cam.crop_height[0])
+
+
 def check_vllm(exp: Experiment) -> None:
-    if exp.train.get("use_vllm") and importlib.util.find_spec("vllm") is None:
+    if not exp.train.get("use_vllm"):
+        return
+    if exp.train.get("vllm_mode", "colocate") == "colocate" and pixel_bounds_resize(exp):
+        # TRL builds the colocated engine from the checkpoint alone; its image processor would resize
+        # images that training does not (vllm#15364). ./run.sh serve passes the bounds to the server.
+        raise ConfigError(f"{exp.source}: model.min_pixels/max_pixels are not passed to a colocated vLLM; use "
+                          "train.vllm_mode=server with ./run.sh serve, or save them in the checkpoint's "
+                          "preprocessor_config.json and drop them here")
+    if importlib.util.find_spec("vllm") is None:
         raise ConfigError(f"{exp.source}: train.use_vllm is true but vLLM is not installed; "
                           "install it with: pip install -e '.[vllm]'  (GPU machines only)")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("delta1", "delta2", "delta3", "abs_rel", "rmse", "log10", "parse_fail")
-HIGHER_IS_BETTER = {"delta1", "delta2", "delta3"}
 
 
 def depth_metrics(pred, gt, fallback: float = 2.0) -> dict[str, float]:

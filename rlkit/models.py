@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from rlkit.config import ModelConfig
 from rlkit.tiny import TINY_NAME, TinySpec, tiny_path
+
+if TYPE_CHECKING:
+    from rlkit.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -16,14 +19,39 @@ class Family:
     """What differs between model families, in one place."""
 
     pixel_bounds: bool = False  # the image processor takes min_pixels / max_pixels (Qwen2.x-VL)
+    token_px: int | None = None  # image side in pixels per image token (Qwen2.x-VL: 14-px patches merged 2 x 2)
+    names: tuple[str, ...] = ()  # lower-case fragments of Hugging Face ids of this family
+
+    def max_image_tokens(self, width: int, height: int, max_pixels: int | None) -> int | None:
+        """Image tokens of the largest width x height image after the processor's resize (None: unknown)."""
+        if self.token_px is None:
+            return None
+        p = self.token_px
+        tokens = max(1, round(width / p)) * max(1, round(height / p))
+        return min(tokens, max_pixels // (p * p)) if max_pixels else tokens
 
 
 FAMILIES = {
-    "qwen2_5_vl": Family(pixel_bounds=True),
-    "qwen2_vl": Family(pixel_bounds=True),
+    "qwen2_5_vl": Family(pixel_bounds=True, token_px=28, names=("qwen2.5-vl", "qwen2_5_vl")),
+    "qwen2_vl": Family(pixel_bounds=True, token_px=28, names=("qwen2-vl",)),
     "llava": Family(),
-    "pixtral": Family(),
+    "pixtral": Family(names=("pixtral", "depthlm")),
 }
+
+
+def family_from_name(name: str) -> Family | None:
+    """The family of a model id without reading any file (None: not known from the name)."""
+    if name == TINY_NAME:
+        return FAMILIES["qwen2_5_vl"]
+    low = name.lower()
+    return next((f for f in FAMILIES.values() if any(n in low for n in f.names)), None)
+
+
+def image_pixel_bounds(cfg: ModelConfig) -> int | None:
+    """model.max_pixels, or the embedded default's built-in bound."""
+    if cfg.max_pixels is not None:
+        return cfg.max_pixels
+    return TinySpec(**cfg.tiny).max_pixels if cfg.name == TINY_NAME else None
 
 
 def resolve_model_path(cfg: ModelConfig) -> str:

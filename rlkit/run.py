@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 
 from rlkit.builder import EvalSet, load_source
-from rlkit.config import Experiment, SynthConfig, load_experiment, save_resolved
-from rlkit.evaluate import predict, selection_frame, summarize, train_medians, write_results
+from rlkit.config import ConfigError, Experiment, SynthConfig, load_experiment, save_resolved
+from rlkit.evaluate import add_predictions, predict, selection_frame, summarize, train_medians, write_results
 from rlkit.models import load_model, load_processor, resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def check_run_dir(exp: Experiment, out: Path) -> None:
     """A run dir belongs to one config: refuse to resume or skip into it with another."""
     saved = out / "config.yaml"
     if saved.exists():
-        from rlkit.config import ConfigError, experiment_from_dict, parse_yaml
+        from rlkit.config import experiment_from_dict, parse_yaml
 
         def normal(e: Experiment) -> dict:
             return parse_yaml(yaml.safe_dump(e.to_dict(), sort_keys=False))
@@ -91,6 +91,9 @@ def save_final(trainer, final: Path, state) -> None:
     if state.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     state.wait_for_everyone()
+    fsdp = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if fsdp is not None:  # checkpoints stay sharded (resumable); final/ is one loadable model
+        fsdp.set_state_dict_type("FULL_STATE_DICT")
     if getattr(trainer.model, "peft_config", None):
         if state.is_main_process:  # a standalone checkpoint, loadable like any other
             trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(str(tmp))
@@ -153,15 +156,51 @@ def samples_seen(trainer) -> int:
     return completions // getattr(a, "num_generations", 1) if hasattr(a, "num_generations") else completions
 
 
+def process_state():
+    """The accelerate process state: one process, or one per rank under torchrun / accelerate launch
+    (gloo on a machine without a GPU, so CPU ranks really form one job)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def global_batch(trainer) -> str:
+    a = trainer.args
+    per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size
+    group = getattr(a, "num_generations", None)
+    samples = f"{per_step // group} samples ({per_step} completions, groups of {group})" if group else \
+        f"{per_step} samples"
+    return (f"global batch: {samples} per optimizer step = per_device_train_batch_size "
+            f"{a.per_device_train_batch_size} x gradient_accumulation_steps {a.gradient_accumulation_steps} "
+            f"x {a.world_size} process(es)")
+
+
+def check_inputs(exp: Experiment) -> None:
+    """What can fail on the user's input, checked before any scene is rendered or step trained: every
+    data file (those data.synth renders excepted) and the trainer arguments."""
+    synth_out = Path(exp.data.synth.out).resolve() if exp.data.synth is not None else None
+    for section in ("train", "eval"):
+        for i, spec in enumerate(getattr(exp.data, section)):
+            path = Path(spec["path"])
+            if not path.is_file() and not (synth_out is not None and path.resolve().parent == synth_out):
+                raise ConfigError(f"{exp.source}: data.{section}[{i}].path: file not found: {path}")
+    exp.trl_config()
+
+
+def load_reports(sources) -> dict:
+    """Per dataset: lines loaded, skipped (by field) and repaired, for metrics.json."""
+    return {s.spec.label: {k: v for k, v in s.report.items() if k != "path"} for s in sources}
+
+
 def run_experiment(exp: Experiment) -> dict:
     out = Path(exp.output_dir)
+    check_inputs(exp)
     check_run_dir(exp, out)
     if (out / "metrics.json").exists():
         log.info("%s is finished (metrics.json exists); delete it to run again", out)
         return json.loads((out / "metrics.json").read_text())
-    from accelerate import PartialState
-
-    state = PartialState()  # one process, or one per GPU under accelerate launch
+    state = process_state()
     with state.main_process_first():
         ensure_synth(exp)
     model_path = starting_model(exp, state)
@@ -172,6 +211,7 @@ def run_experiment(exp: Experiment) -> dict:
     final = out / "final"
     t0 = time.time()
     train_info = {}
+    model = processor = None
     if not (final / "config.json").exists():
         if exp.method == "sft":
             from rlkit.sft import make_trainer
@@ -180,41 +220,58 @@ def run_experiment(exp: Experiment) -> dict:
         resume = last_checkpoint(out)
         weights = resume_weights(resume)
         trainer, stream = make_trainer(exp, model_path, train_sources, weights=weights)
+        if state.is_main_process:
+            log.info(global_batch(trainer))
         if resume:
             log.info("resuming from %s%s", resume, " (weights loaded with from_pretrained)" if weights else "")
         with quiet_key_name_warnings(weights is not None):
             result = trainer.train(resume_from_checkpoint=resume)
         save_final(trainer, final, state)
         train_info = {"train_seconds": round(time.time() - t0, 1), "train_samples": samples_seen(trainer),
-                      "train_metrics": result.metrics, "builder_skips": dict(stream.skips.counts)}
-        sharded = state.num_processes > 1  # evaluate a reloaded final/, never a sharded training model
-        model, processor = (None, None) if sharded else (trainer.model, trainer.processing_class)
-    else:
-        model, processor = None, None
-    result = {}
-    if state.is_main_process:  # evaluation runs once; the other processes wait for it
-        result = evaluate_run(exp, final, train_sources, model=model, processor=processor, extra=train_info)
-    state.wait_for_everyone()
-    return result
+                      "train_data": load_reports(train_sources),
+                      "train_metrics": result.metrics, "builder_skips": dict(stream.skips)}
+        if state.num_processes == 1:
+            model, processor = trainer.model, trainer.processing_class
+        del trainer  # several processes evaluate a reloaded final/, never a (possibly sharded) training model
+    return evaluate_run(exp, final, train_sources, model=model, processor=processor, extra=train_info, state=state)
 
 
-def evaluate_run(exp: Experiment, model_path, train_sources, model=None, processor=None, extra=None) -> dict:
+def evaluate_run(exp: Experiment, model_path, train_sources, model=None, processor=None, extra=None,
+                 state=None) -> dict:
+    """Evaluate on the experiment's eval selection. Under several processes each generates whole
+    batches of the selection (batch b on rank b mod world size) and the main process writes the results."""
+    import gc
+
+    import torch
+    from accelerate.utils import gather_object
+
+    state = state or process_state()
     eval_sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in exp.eval_specs()]
     evalset = EvalSet(eval_sources, exp.camera_options(), exp.prompt_options(), exp.eval.samples_per_dataset,
                       exp.eval.seed, cache_images=exp.data.cache_images)
     if not len(evalset):
         raise ValueError(f"{exp.source}: no eval pixel could be drawn (skips: {evalset.skipped})")
+    frame = selection_frame(evalset)
     if model_path is not None:
         if model is None:
+            gc.collect()  # the training model (and its optimizer state) of a multi-process run is gone
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             processor = load_processor(str(model_path), exp.model)
-            model = load_model(str(model_path), exp.model)
+            model = load_model(str(model_path), exp.model).to(state.device)
         if getattr(model, "peft_config", None):
             model = model.merge_and_unload()
         processor.tokenizer.padding_side = "left"
-        frame = predict(model, processor, evalset, exp.eval.batch_size, exp.eval.max_new_tokens)
-    else:
-        frame = selection_frame(evalset)
+        batches = list(range(0, len(evalset), exp.eval.batch_size))[state.process_index::state.num_processes]
+        mine = predict(model, processor, evalset, batches, exp.eval.batch_size, exp.eval.max_new_tokens,
+                       progress=state.is_main_process)
+        texts = dict(gather_object(list(mine.items())) if state.num_processes > 1 else mine)
+        add_predictions(frame, [texts[k] for k in range(len(evalset))], exp.prompt_options().task)
     result = summarize(frame, exp.eval.constant, train_medians(train_sources, exp.prompt_options().task))
-    payload = {"eval_skipped": evalset.skipped, "eval_samples": len(evalset), **(extra or {})}
-    write_results(exp.output_dir, frame, result, payload)
+    payload = {"eval_skipped": evalset.skipped, "eval_samples": len(evalset), "eval_data": load_reports(eval_sources),
+               "world_size": state.num_processes,
+               **(extra or {})}
+    if state.is_main_process:
+        write_results(exp.output_dir, frame, result, payload)
+    state.wait_for_everyone()
     return {"metrics": result, **payload}

@@ -2,13 +2,52 @@
 
 from __future__ import annotations
 
-import logging
+from PIL import Image
 
+from rlkit import camera as cm
 from rlkit.builder import SFT_COLUMNS, Source, train_dataset
-from rlkit.config import Experiment
+from rlkit.camera import Camera
+from rlkit.config import ConfigError, Experiment
 from rlkit.models import load_model, load_processor, peft_config
+from rlkit.prompts import Query, answer, question
 
-log = logging.getLogger(__name__)
+
+def largest_train_image(exp: Experiment, sources: list[Source]) -> tuple[int, int]:
+    """The largest (width, height) a training image can have: the largest crop, else the largest
+    image after the camera transform."""
+    cam = exp.camera_options()
+    if cam.crop_width is not None and cam.crop_height is not None:
+        return cam.crop_width[1], cam.crop_height[1]
+    sizes = [(r.width, r.height) for s in sources for r in (
+        cm.unify_focal(rec.camera, cam.f_uni) if cam.strategy == "unify_focal" else cm.identity_resize(rec.camera)
+        for rec in s.records)]
+    return max(w for w, _ in sizes), max(h for _, h in sizes)
+
+
+def longest_sequence(exp: Experiment, processor, size: tuple[int, int]) -> int:
+    """Tokens of the longest training sequence: the largest image, the longest question and answer."""
+    opts, cam = exp.prompt_options(), exp.camera_options()
+    w, h = size
+    q = Query(opts.task, Camera(1e4, 1e4, -1e4, -1e4, w, h), w - 1, h - 1, 9999.99)  # widest numbers
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question(
+                    q, reference=opts.reference, strategy=cam.strategy, template=opts.template)}]},
+                {"role": "assistant", "content": [{"type": "text", "text": answer(
+                    q, strategy=cam.strategy, template=opts.template)}]}]
+    text = processor.apply_chat_template(messages, tokenize=False)
+    enc = processor(images=[Image.new("RGB", size)], text=[text], return_tensors="pt")
+    return int(enc["input_ids"].shape[1])
+
+
+def check_max_length(exp: Experiment, processor, sources: list[Source], max_length: int | None) -> None:
+    """Stop before training when TRL would cut an image or an answer (it truncates silently)."""
+    if max_length is None:
+        return
+    size = largest_train_image(exp, sources)
+    needed = longest_sequence(exp, processor, size)
+    if needed > max_length:
+        raise ConfigError(f"{exp.source}: train.max_length {max_length} is too short: the longest training "
+                          f"sequence ({size[0]} x {size[1]} image, longest question and answer) is {needed} "
+                          f"tokens; set train.max_length >= {needed}, or leave it out (no truncation)")
 
 
 def make_trainer(exp: Experiment, model_path: str, sources: list[Source], weights: str | None = None):
@@ -16,9 +55,10 @@ def make_trainer(exp: Experiment, model_path: str, sources: list[Source], weight
     from trl import SFTTrainer
 
     processor = load_processor(model_path, exp.model)
+    args = exp.trl_config()
+    check_max_length(exp, processor, sources, args.max_length)
     model = load_model(weights or model_path, exp.model)
     stream = exp.train_stream(sources)
-    args = exp.trl_config()
     data = train_dataset(stream, SFT_COLUMNS, num_shards=max(1, args.dataloader_num_workers))
     return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=processor,
                       peft_config=peft_config(exp.model)), stream

@@ -1,0 +1,69 @@
+"""Inputs are checked before any expensive work, and what loading skipped reaches metrics.json."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parent.parent
+
+
+def _cli(*args):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "rlkit", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_missing_eval_file_stops_before_training_with_one_line(tmp_path, synth_dir):
+    exp = {"method": "sft", "output_dir": str(tmp_path / "run"),
+           "data": {"train": [{"path": str(synth_dir / "indoor_train.jsonl")}],
+                    "eval": [{"path": str(synth_dir / "indoor_eval.jsonl")}]}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    r = _cli(path, "data.eval=[{path: missing.jsonl}]")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"error: {path}: data.eval[0].path: file not found: missing.jsonl"]
+    assert not (tmp_path / "run").exists()  # nothing written, nothing trained
+    r = _cli("eval", path, "data.train=[{path: gone.jsonl}]", "--model", "none")
+    assert r.returncode == 2 and "data.train[0].path: file not found: gone.jsonl" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_trainer_arguments_stop_before_any_scene_is_rendered(tmp_path):
+    exp = {"method": "sft", "output_dir": str(tmp_path / "run"),
+           "data": {"synth": {"out": str(tmp_path / "synth"), "train_images": 2, "eval_images": 1},
+                    "train": [{"path": str(tmp_path / "synth" / "indoor_train.jsonl")}],
+                    "eval": [{"path": str(tmp_path / "synth" / "indoor_eval.jsonl")}]},
+           "train": {"lr_scheduler_type": "sometimes"}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    r = _cli(path)
+    assert r.returncode == 2 and "train: " in r.stderr and "sometimes" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "synth").exists()
+
+
+def test_load_skips_and_repairs_reach_metrics_json(tmp_path, synth_dir):
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    lines = (data / "indoor_eval.jsonl").read_text().splitlines()
+    repaired = json.loads(lines[0])
+    repaired["intrinsics"][0] = 0  # fx == 0 means fx = fy (the official curation code's convention)
+    lines[0] = json.dumps(repaired)
+    (data / "indoor_eval.jsonl").write_text("\n".join(lines + ["{not json", '{"image": 3}']) + "\n")
+    exp = {"method": "sft", "output_dir": str(tmp_path / "run"),
+           "data": {"train": [{"path": str(data / "indoor_train.jsonl"), "name": "indoor"}],
+                    "eval": [{"path": str(data / "indoor_eval.jsonl"), "name": "indoor"}],
+                    "skip_invalid": True},
+           "camera": {"strategy": "direct"}, "eval": {"samples_per_dataset": 4}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    r = _cli("eval", path, "--model", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path / "run" / "eval-baselines" / "metrics.json").read_text())
+    assert m["eval_data"] == {"indoor": {"loaded": len(lines), "skipped": {"<json>": 1, "intrinsics": 1},
+                                         "repaired": {"fx0_as_fy": 1}}}
+    assert m["world_size"] == 1
