@@ -184,6 +184,7 @@ def bench_train(argv: list[str]) -> None:
                    help="qwen2.5-vl-3b: random init, exact 3B architecture, paper image sizes, bf16 (GPU)")
     p.add_argument("--batch", type=int, default=None, help="per-device batch size (default: the experiment's)")
     p.add_argument("--warmup", type=int, default=3, help="untimed optimizer steps first")
+    p.add_argument("--attn", default=None, help="model.attn_implementation, e.g. flash_attention_2 (GPU)")
     p.add_argument("--text-layers", type=int, default=36, help="qwen2.5-vl-3b: LM layers (36 in the real model)")
     p.add_argument("--vision-layers", type=int, default=32, help="qwen2.5-vl-3b: vision blocks (32 in the real model)")
     p.add_argument("--peak-tflops", type=float, default=None, help="GPU peak bf16 TFLOP/s for MFU (H100 SXM: 989)")
@@ -196,6 +197,8 @@ def bench_train(argv: list[str]) -> None:
                   "logging_steps": 1000, "disable_tqdm": True}
     if a.batch:
         d["train"]["per_device_train_batch_size"] = a.batch
+    if a.attn:
+        d["model"]["attn_implementation"] = a.attn
     if a.arch == "qwen2.5-vl-3b":
         # the paper's image sizes: f_uni 1000, crops 1000-1400 x 700-1200
         d["camera"] = {**d["camera"], "f_uni": 1000, "crop_width": [1000, 1400], "crop_height": [700, 1200],

@@ -331,8 +331,11 @@ def validate(exp: Experiment) -> None:
                 raise ConfigError(f"{src}: data.synth.{key} must be {what}, got {v!r}")
     if not exp.data.train and exp.data.synth is None:
         raise ConfigError(f"{src}: data.train is empty (list jsonl files, or set data.synth)")
-    exp.train_specs()
-    exp.eval_specs()
+    for section, specs in (("train", exp.train_specs()), ("eval", exp.eval_specs())):
+        labels = [s.label for s in specs]
+        twice = sorted({n for n in labels if labels.count(n) > 1})
+        if twice:  # results are keyed by name: two datasets would merge silently
+            raise ConfigError(f"{src}: data.{section}: dataset name(s) {twice} used twice; give each a distinct name:")
     if exp.method == "grpo" and not exp.rewards:
         raise ConfigError(f"{src}: method grpo needs rewards: (e.g. [neg_l1, format])")
     if not exp.data.eval:

@@ -111,13 +111,26 @@ def markdown_table(result: dict, metric: str = "delta1") -> str:
     return "\n".join(lines)
 
 
+def strict_json(obj):
+    """The object with every NaN or infinite float as None: metrics.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 def write_results(out_dir: str | Path, frame: pd.DataFrame, result: dict, extra: dict | None = None) -> str:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out_dir / "predictions.csv", index=False)
-    payload = {"metrics": result, **(extra or {})}
+    payload = strict_json({"metrics": result, **(extra or {})})
+    if "null" in json.dumps(payload["metrics"]):
+        payload["null_metrics"] = "undefined: computed over no samples or from a non-finite value"
     tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
     tmp.replace(out_dir / "metrics.json")  # metrics.json marks a finished run: write it last, whole
     tables = "\n\n".join(markdown_table(result, m) for m in ("delta1", "abs_rel", "parse_fail"))
     print(tables)

@@ -90,8 +90,12 @@ def answer(q: Query, *, strategy: str, template: str) -> str:
     return TASKS[q.task].answer.format(value=q.value)
 
 
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+# Linear time on any text (a GRPO completion can be 64k digits): a number starts only where no digit or
+# point stands before it, and its digits are matched atomically, so no match is retried from inside a run.
+# \d is Unicode-aware: '٣' and '３' are digits here, as in float() and so in the format reward.
+_NUMBER = r"(?<![\d.])[-+]?(?>\d+(?:\.\d*)?|\.\d+)(?>[eE][-+]?\d+)?"
+# a tag's content cannot hold another opening tag, so an unclosed <answer> is scanned only to the next one
+_ANSWER_TAG = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL | re.IGNORECASE)
 _METERS = re.compile(rf"({_NUMBER})\s*(?:meters?|metres?|m\b)", re.IGNORECASE)
 _BARE = re.compile(rf"^\s*({_NUMBER})\s*$")
 _ANY_NUMBER = re.compile(_NUMBER)

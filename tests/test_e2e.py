@@ -14,31 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import OFFICIAL
+from conftest import OFFICIAL, write_experiment
 
 ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.slow
 
 
-def _experiment(tmp_path, synth_dir, **over):
-    exp = {
-        "method": "sft",
-        "output_dir": str(tmp_path / "run"),
-        "model": {"name": "tiny-qwen2.5-vl", "cache_dir": str(ROOT / ".cache/models")},
-        "data": {"train": [{"path": str(synth_dir / "indoor_train.jsonl"), "name": "indoor"},
-                           {"path": str(synth_dir / "outdoor_train.jsonl"), "name": "outdoor"}],
-                 "eval": [{"path": str(synth_dir / "indoor_eval.jsonl"), "name": "indoor"},
-                          {"path": str(synth_dir / "outdoor_eval.jsonl"), "name": "outdoor"}]},
-        "camera": {"f_uni": 60, "crop_width": [56, 84], "crop_height": [56, 84], "multiple_of": 28},
-        "train": {"max_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "save_steps": 2,
-                  "logging_steps": 1, "report_to": "none", "disable_tqdm": True},
-        "eval": {"samples_per_dataset": 6, "batch_size": 6, "max_new_tokens": 12},
-    }
-    for k, v in over.items():
-        exp[k] = {**exp[k], **v} if isinstance(v, dict) and isinstance(exp.get(k), dict) else v
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(exp))
-    return path
+_experiment = write_experiment
 
 
 def _run(*args, timeout=600):

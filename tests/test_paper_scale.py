@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
+from conftest import write_experiment
 from rlkit.config import ConfigError, load_experiment
 
 ROOT = Path(__file__).parent.parent
@@ -38,21 +38,10 @@ def paper_synth_dir(tmp_path_factory):
 
 
 def _experiment(tmp_path, data_dir, **over) -> Path:
-    exp = {
-        "method": "sft", "output_dir": str(tmp_path / "run"),
-        "model": {"name": "tiny-qwen2.5-vl", "cache_dir": str(ROOT / ".cache/models")},
-        "data": {"train": [{"path": str(data_dir / f"{f}_train.jsonl"), "name": f} for f in ("indoor", "outdoor")],
-                 "eval": [{"path": str(data_dir / f"{f}_eval.jsonl"), "name": f} for f in ("indoor", "outdoor")]},
-        "camera": {"f_uni": 60, "crop_width": [56, 84], "crop_height": [56, 84], "multiple_of": 28},
-        "train": {"max_steps": 6, "per_device_train_batch_size": 2, "learning_rate": 1e-3, "save_steps": 3,
-                  "logging_steps": 1, "report_to": "none", "disable_tqdm": True},
-        "eval": {"samples_per_dataset": 5, "batch_size": 2, "max_new_tokens": 12},
-    }
-    for k, v in over.items():
-        exp[k] = {**exp[k], **v} if isinstance(v, dict) and isinstance(exp.get(k), dict) else v
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(exp))
-    return path
+    """conftest's experiment with 6 steps of 2 samples, a checkpoint every 3, 5 eval pixels per dataset."""
+    train = {"max_steps": 6, "per_device_train_batch_size": 2, "save_steps": 3, **over.pop("train", {})}
+    evaluation = {"samples_per_dataset": 5, "batch_size": 2, **over.pop("eval", {})}
+    return write_experiment(tmp_path, data_dir, train=train, eval=evaluation, **over)
 
 
 def _env():

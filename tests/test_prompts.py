@@ -72,3 +72,16 @@ def test_parse_depth_rules():
 def test_parse_depth_never_raises(text):
     v = parse_depth(text)
     assert v is None or (math.isfinite(v) and v > 0)
+
+
+def test_parser_work_grows_linearly_with_hostile_text():
+    # quadratic backtracking took 136 s on 64k digits; 200k characters must stay far below a second
+    import time
+
+    from rlkit.prompts import parse_depth
+
+    for text in ("1" * 200_000 + " x", "<answer>" * 25_000, "1 " * 100_000 + "m", "3" * 100_000 + " meters"):
+        start = time.perf_counter()
+        parse_depth(text)
+        assert time.perf_counter() - start < 2.0, text[:20]
+    assert parse_depth("٣.٥ m") == 3.5  # Unicode digits are digits, as for float() and the format reward

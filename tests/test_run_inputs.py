@@ -67,3 +67,31 @@ def test_load_skips_and_repairs_reach_metrics_json(tmp_path, synth_dir):
     assert m["eval_data"] == {"indoor": {"loaded": len(lines), "skipped": {"<json>": 1, "intrinsics": 1},
                                          "repaired": {"fx0_as_fy": 1}}}
     assert m["world_size"] == 1
+
+
+def test_metrics_json_is_strict_json_with_undefined_metrics_as_null(tmp_path):
+    import pandas as pd
+
+    from rlkit.evaluate import write_results
+    from rlkit.metrics import METRICS
+
+    values = {**{m: 0.5 for m in METRICS}, "delta1": float("nan"), "rmse": float("inf")}
+    result = {"model": {"a": values}}
+    write_results(tmp_path, pd.DataFrame({"gt": [1.0]}), result, {"train_metrics": {"loss": float("nan")}})
+    text = (tmp_path / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    m = json.loads(text)
+    assert m["metrics"]["model"]["a"] == {**values, "delta1": None, "rmse": None}
+    assert m["train_metrics"] == {"loss": None} and m["null_metrics"].startswith("undefined")
+
+
+def test_two_datasets_with_one_name_are_an_error(tmp_path):
+    import pytest
+
+    from rlkit.config import ConfigError, experiment_from_dict
+
+    d = {"data": {"train": [{"path": "a/x.jsonl"}], "eval": [{"path": "a/x.jsonl"}, {"path": "b/x.jsonl"}]}}
+    with pytest.raises(ConfigError, match=r"data.eval: dataset name\(s\) \['x'\] used twice"):
+        experiment_from_dict(d)
+    d["data"]["eval"][1]["name"] = "x_b"
+    assert [s.label for s in experiment_from_dict(d).eval_specs()] == ["x", "x_b"]
