@@ -174,8 +174,7 @@ def bench_train(argv: list[str]) -> None:
     import torch
 
     from rlkit.config import experiment_from_dict, load_experiment
-    from rlkit.run import ensure_synth, starting_model
-    from rlkit.builder import load_source
+    from rlkit.run import build_stream, load_sources, render_scenes, resolve_model, train_base_stage
 
     p = argparse.ArgumentParser(prog="bench train")
     p.add_argument("--experiment", default="experiments/sft_synthetic.yaml", help="experiment whose data/camera/prompt are used")
@@ -213,12 +212,11 @@ def bench_train(argv: list[str]) -> None:
                                             "eval_images": 0, "width": [640, 800], "hfov": [90, 95]},
                      "train": [{"path": f"{out}/{f}_train.jsonl", "name": f} for f in ("indoor", "outdoor")]}
     exp = experiment_from_dict(d, source=a.experiment)
-    ensure_synth(exp)
-    sources = [load_source(s, seed=exp.seed) for s in exp.train_specs()]
+    render_scenes(exp)
+    train_base_stage(exp)
     from rlkit.sft import make_trainer
 
-    model_path = starting_model(exp) if a.arch == "tiny" else exp.model.name
-    trainer, _ = make_trainer(exp, model_path, sources)
+    trainer = make_trainer(exp, resolve_model(exp), build_stream(exp, load_sources(exp, ("train",))))
     times, tokens = [], []
 
     from transformers import TrainerCallback

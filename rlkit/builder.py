@@ -30,12 +30,14 @@ from PIL import Image
 from rlkit import camera as cm
 from rlkit import markers
 from rlkit.markers import MarkerStyle
-from rlkit.prompts import REFERENCES, TASKS, TEMPLATES, Query, answer, question
+from rlkit.prompts import REFERENCES, TASKS, TEMPLATES, Query, answer, check_official, question
 from rlkit.records import Record, RecordError, load_records
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("unify_focal", "direct", "intrinsics_in_prompt", "predict_rays")
+# exact: rlkit's resize (pixel centers kept, W*f/fx x H*f/fy); official: the official DepthLM code's (camera.OfficialTransform)
+RESIZES = ("exact", "official")
 SFT_COLUMNS = ("images", "prompt", "completion")
 ANSWER_COLUMNS = ("depth", "task", "dataset", "image", "pixel", "intrinsics")
 
@@ -47,12 +49,19 @@ class CameraOptions:
     crop_width: tuple[int, int] | None = (1000, 1400)  # train crops; None keeps the whole image
     crop_height: tuple[int, int] | None = (700, 1200)
     multiple_of: int = 1  # crop sizes only multiples of this (28 = Qwen2.5-VL's merged patch)
+    resize: str = "exact"  # how unify_focal resizes: one of RESIZES
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"camera strategy {self.strategy!r} is not one of {STRATEGIES}")
-        if self.f_uni <= 0:
-            raise ValueError(f"f_uni must be positive, got {self.f_uni}")
+        if self.resize not in RESIZES:
+            raise ValueError(f"camera resize {self.resize!r} is not one of {RESIZES}")
+        if self.resize == "official" and self.strategy != "unify_focal":
+            raise ValueError(f"camera resize 'official' is the official code's unify_focal; strategy is {self.strategy!r}")
+        if not (0 < self.f_uni < float("inf")):
+            raise ValueError(f"f_uni must be a positive, finite number of pixels, got {self.f_uni}")
+        if self.multiple_of < 1:
+            raise ValueError(f"multiple_of must be >= 1 (1: any crop size), got {self.multiple_of}")
         for name in ("crop_width", "crop_height"):
             r = getattr(self, name)
             if r is not None and not (len(r) == 2 and 1 <= r[0] <= r[1]):
@@ -70,6 +79,8 @@ class PromptOptions:
         for name, allowed in (("task", tuple(TASKS)), ("template", TEMPLATES), ("reference", REFERENCES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"prompt {name} {getattr(self, name)!r} is not one of {allowed}")
+        if self.template == "official":
+            check_official(self.task, self.reference, None)
 
 
 @dataclass(frozen=True)
@@ -169,8 +180,12 @@ def brightness(img: Image.Image, x: int, y: int) -> float:
 
 
 def marked_pixel(rec: Record, label: int, cam_opts: CameraOptions) -> tuple[cm.Resize, int, int]:
-    """The image resize of the camera strategy and the label's nearest pixel after it."""
+    """The image resize of the camera strategy and the label's nearest pixel after it (with
+    ``resize: official``, the official code's size and its int()-truncated pixel)."""
     cam = rec.camera
+    if cam_opts.resize == "official":
+        t = cm.official_transform(cam, cam_opts.f_uni)
+        return (t.resize(), *t.point(*rec.pixels[label]))
     resize = cm.unify_focal(cam, cam_opts.f_uni) if cam_opts.strategy == "unify_focal" else cm.identity_resize(cam)
     point = cm.resize_points(rec.pixels[label:label + 1], resize)[0]
     return resize, int(np.rint(point[0])), int(np.rint(point[1]))
@@ -205,7 +220,10 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
         return "marker_outside_image"
 
     src = images.get(rec)
-    if resize.sx == 1.0 and resize.sy == 1.0:
+    official = cm.official_transform(rec.camera, cam_opts.f_uni) if cam_opts.resize == "official" else None
+    if official is not None:  # as the official code: the whole image, then the crop
+        img = official.image(src).crop((crop.x0, crop.y0, crop.x0 + crop.width, crop.y0 + crop.height))
+    elif resize.sx == 1.0 and resize.sy == 1.0:
         img = src.crop((crop.x0, crop.y0, crop.x0 + crop.width, crop.y0 + crop.height))
     else:  # resize only the cropped region: PIL maps output pixel centers through the box exactly
         box = (crop.x0 / resize.sx, crop.y0 / resize.sy,
@@ -220,7 +238,7 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
         markers.draw(patch, left, top, prompt_opts.marker)
         img.paste(Image.fromarray(patch), patch_box[:2])
 
-    new_cam = cm.crop_camera(cm.resize_camera(rec.camera, resize), crop)
+    new_cam = cm.crop_camera(official.camera if official is not None else cm.resize_camera(rec.camera, resize), crop)
     q = Query(prompt_opts.task, new_cam, x, y, value)
     strategy, template = cam_opts.strategy, prompt_opts.template
     return Sample(img, question(q, reference=prompt_opts.reference, strategy=strategy, template=template),
@@ -253,6 +271,8 @@ class TrainStream:
         if not sources:
             raise ValueError("no training datasets")
         self.sources, self.cam_opts, self.prompt_opts, self.seed = sources, cam_opts, prompt_opts, seed
+        if prompt_opts.template == "official":
+            check_official(prompt_opts.task, prompt_opts.reference, cam_opts.strategy)
         weights = np.array([s.spec.weight for s in sources], dtype=np.float64)
         if (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"dataset weights must be >= 0 with a positive sum, got {weights.tolist()}")
@@ -328,6 +348,8 @@ def select_eval(sources: list[Source], cam_opts: CameraOptions, prompt_opts: Pro
 
     Returns the items and, per dataset, how many labels were skipped and why.
     """
+    if prompt_opts.template == "official":
+        check_official(prompt_opts.task, prompt_opts.reference, cam_opts.strategy)
     items, skipped = [], {}
     for d, src in enumerate(sources):
         counts = np.array([r.num_labels for r in src.records])

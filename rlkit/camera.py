@@ -8,13 +8,18 @@ OpenCV convention that DepthLMBench intrinsics use, so the ray of pixel (u, v) i
 Under a resize by s (new size = old size * s) a point therefore maps as
 u' = (u + 0.5) * s - 0.5 and the intrinsics as fx' = fx * s, cx' = (cx + 0.5) * s - 0.5,
 which keeps every ray exactly. A crop at offset (x0, y0) maps u' = u - x0, cx' = cx - x0.
+
+``official_transform`` is the official DepthLM code's own transform instead (int() sizes and
+pixels, no half-pixel shift, OpenCV undistortion when fx != fy), for ``camera.resize: official``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -118,3 +123,76 @@ def ray_angles(cam: Camera, x: float, y: float) -> tuple[float, float]:
     right = np.degrees(np.arctan2(x - cam.cx, cam.fx))
     below = np.degrees(np.arctan2(y - cam.cy, cam.fy))
     return float(right), float(below)
+
+
+# ---------------------------------------------------------------- the official DepthLM code's transform
+
+OFFICIAL_FXFY_TOLERANCE = 1e-3  # |fx - fy| above this: the official code undistorts first
+
+
+@dataclass(frozen=True)
+class OfficialTransform:
+    """The camera transform of the official DepthLM code (facebookresearch/DepthLM_Official,
+    utils/datasets.py), reproduced to the pixel so that a model trained with it (the released
+    facebook/DepthLM) sees its own inputs. It differs from ``unify_focal`` on purpose:
+
+    1. when |fx - fy| > 1e-3, OpenCV undistorts the image with zero distortion into the camera matrix of
+       ``cv2.getOptimalNewCameraMatrix(alpha=1)`` (with zero distortion that matrix is the same one up to
+       float rounding, so the pixels stay non-square);
+    2. both axes are resized by s = f_uni / fx (fx after step 1) to int(W s) x int(H s) pixels with PIL's
+       default filter (bicubic), so fy' = fy s is not f_uni when fx != fy;
+    3. pixel (u, v) maps to (int((u - cx) fx' / fx + cx'), int((v - cy) fy' / fy + cy')), where fx', cx', ...
+       are the intrinsics after the resize, fx' = fx s and cx' = cx s (no half-pixel shift), and int()
+       truncates toward zero.
+
+    ``camera`` holds those intrinsics and the resized size, as the official code reports them.
+    """
+
+    source: Camera  # the record's camera
+    undistorted: Camera | None  # the camera matrix after step 1 (same size); None when step 1 is skipped
+    camera: Camera  # after step 2
+
+    def point(self, u: float, v: float) -> tuple[int, int]:
+        src, new = self.source, self.camera
+        return int((u - src.cx) * (new.fx / src.fx) + new.cx), int((v - src.cy) * (new.fy / src.fy) + new.cy)
+
+    def resize(self) -> Resize:
+        """The size after step 2 (the scales are new/old size, for callers that read them)."""
+        w, h = self.camera.width, self.camera.height
+        return Resize(w, h, w / self.source.width, h / self.source.height)
+
+    def image(self, img: Image.Image) -> Image.Image:
+        """Steps 1 and 2 on the record's whole image (a new image; ``img`` is left as it is)."""
+        if self.undistorted is not None:
+            a, b = _camera_matrix(self.source), _camera_matrix(self.undistorted)
+            img = Image.fromarray(_cv2().undistort(np.asarray(img), a, np.zeros((4, 1)), None, b))
+        # Image.resize's default for RGB images since Pillow 7 (what the official code's bare resize() used)
+        return img.resize((self.camera.width, self.camera.height), Image.BICUBIC)
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise ImportError("camera.resize 'official' needs OpenCV to undistort a camera with fx != fy: "
+                          f"pip install opencv-python-headless (or pip install -e '.[official]'); import cv2: {e}") from None
+    return cv2
+
+
+def _camera_matrix(cam: Camera) -> np.ndarray:
+    return np.array([[cam.fx, 0.0, cam.cx], [0.0, cam.fy, cam.cy], [0.0, 0.0, 1.0]])
+
+
+@lru_cache(maxsize=4096)
+def official_transform(cam: Camera, f_uni: float) -> OfficialTransform:
+    """The official code's transform for a camera (cached: eval selection asks once per label)."""
+    undistorted = None
+    fx, fy, cx, cy = cam.fx, cam.fy, cam.cx, cam.cy
+    if abs(fx - fy) > OFFICIAL_FXFY_TOLERANCE:
+        size = (cam.width, cam.height)
+        k, _ = _cv2().getOptimalNewCameraMatrix(_camera_matrix(cam), np.zeros((4, 1)), size, 1, size)
+        fx, fy, cx, cy = float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2])
+        undistorted = Camera(fx, fy, cx, cy, cam.width, cam.height)
+    s = f_uni / fx
+    resized = Camera(fx * s, fy * s, cx * s, cy * s, int(cam.width * s), int(cam.height * s))
+    return OfficialTransform(cam, undistorted, resized)

@@ -20,58 +20,47 @@ def _pair(kind):
     return parse
 
 
-def _non_negative(s: str) -> float:
-    v = float(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
-    return v
-
-
 def cmd_data_synth(a) -> None:
-    from rlkit.synth import CameraRange, Rooms, generate_split
+    from rlkit.config import ConfigError, SynthConfig
+    from rlkit.run import render_synth
 
-    cam = CameraRange(width=a.width, hfov_deg=a.hfov)
-    rooms = Rooms(lamp=a.indoor_lamp, color_jitter=a.indoor_color_jitter)
-    for family in a.families:
-        for split, n in (("train", a.train_images), ("eval", a.eval_images)):
-            if n > 0:
-                path = generate_split(a.out, family, split, n, seed=a.seed, points_per_image=a.points, camera=cam,
-                                      rooms=rooms)
-                print(path)
+    try:
+        cfg = SynthConfig(out=a.out, families=a.families, train_images=a.train_images, eval_images=a.eval_images,
+                          points=a.points, seed=a.seed, width=list(a.width), hfov=list(a.hfov),
+                          indoor_lamp=a.indoor_lamp, indoor_color_jitter=a.indoor_color_jitter)
+    except ValueError as e:
+        raise ConfigError(f"data synth: {e}") from None
+    for path in render_synth(cfg):
+        print(path)
 
 
 def cmd_data_preview(a) -> None:
+    """Exactly what a model gets: the plan's own train stream (crops, shuffled labels) or eval set."""
     import numpy as np
 
-    from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, TrainStream, EvalSet, load_source
-    from rlkit.markers import MarkerStyle
+    from rlkit.config import ConfigError, apply_overrides, experiment_from_dict, load_experiment
     from rlkit.preview import save_preview
+    from rlkit.run import build_evalset, build_stream, check_experiment, load_sources, render_scenes
 
-    if a.experiment:  # exactly what that experiment's model gets
-        from rlkit.config import load_experiment
-        from rlkit.run import ensure_synth
-
-        exp = load_experiment(a.experiment)
-        ensure_synth(exp)
-        specs = exp.train_specs() if a.mode == "train" else exp.eval_specs()
-        sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in specs]
-        cam, prompt = exp.camera_options(), exp.prompt_options()
-        a.seed = exp.seed if a.seed is None else a.seed
-    elif a.data:
-        sources = [load_source(DatasetSpec(p)) for p in a.data]
-        cam = CameraOptions(strategy=a.strategy, f_uni=a.f_uni, crop_width=a.crop_width, crop_height=a.crop_height)
-        prompt = PromptOptions(template=a.template, reference=a.reference,
-                               marker=MarkerStyle(shape=a.marker, size=a.marker_size))
+    if a.experiment:
+        exp = load_experiment(a.experiment, a.overrides)
+    elif a.data:  # the kit's defaults (the paper's camera and marker), with key=value overrides
+        files = [{"path": p} for p in a.data]
+        exp = experiment_from_dict(apply_overrides({"data": {"train": files, "eval": files}}, a.overrides),
+                                   source="data preview --data")
     else:
-        raise SystemExit("data preview needs --experiment EXP.yaml or --data A.jsonl ...")
-    a.seed = 0 if a.seed is None else a.seed
+        raise ConfigError("data preview needs --experiment EXP.yaml or --data A.jsonl ...")
+    check_experiment(exp, training=False)
+    render_scenes(exp)
+    if a.seed is not None:
+        exp.seed = exp.eval.seed = a.seed
     if a.mode == "train":
-        stream = TrainStream(sources, cam, prompt, seed=a.seed)
+        stream = build_stream(exp, load_sources(exp, ("train",)))
         samples = [stream.sample(i) for i in range(a.n)]
     else:
-        ev = EvalSet(sources, cam, prompt, num_per_dataset=a.n, seed=a.seed)
-        pick = np.linspace(0, len(ev) - 1, a.n).astype(int)
-        samples = [ev.sample(int(k)) for k in pick]
+        exp.eval.samples_per_dataset = a.n
+        ev = build_evalset(exp, load_sources(exp, ("eval",)))
+        samples = [ev.sample(int(k)) for k in np.linspace(0, len(ev) - 1, a.n).astype(int)]
     print(save_preview(samples, a.out))
 
 
@@ -91,25 +80,36 @@ def cmd_run(a) -> None:
 
 
 def cmd_eval(a) -> None:
-    from rlkit.builder import load_source
     from rlkit.config import load_experiment
-    from rlkit.run import check_inputs, evaluate_run
+    from rlkit.run import check_experiment, evaluate_run, load_sources
 
     exp = load_experiment(a.experiment, a.overrides)
-    check_inputs(exp)
+    check_experiment(exp, training=False)
+    sources = load_sources(exp)
     model = None if a.model == "none" else (a.model or str(Path(exp.output_dir) / "final"))
     if model is not None and a.model is None and not Path(model).is_dir():
         raise SystemExit(f"{model} does not exist: train first (./run.sh {a.experiment}) or pass --model")
+    api_model = model is not None and model.startswith("openai:")  # a model behind an API: no folder (rlkit.api)
+    api = {k: v for k, v in (("api_base", a.api_base), ("concurrency", a.api_concurrency), ("cache_dir", a.api_cache))
+           if v is not None}
+    if api and not api_model:
+        raise SystemExit("--api-base, --api-concurrency and --api-cache are for --model openai:NAME")
     # never the run dir itself: its metrics.json marks a finished training run
-    exp.output_dir = a.out or str(Path(exp.output_dir) / ("eval-baselines" if model is None else "eval"))
-    train_sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in exp.train_specs()]
-    evaluate_run(exp, model, train_sources)
+    sub = "eval-baselines" if model is None else "eval"
+    if api_model:  # eval-openai-gpt-4o
+        sub = "eval-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in model)
+    exp.output_dir = a.out or str(Path(exp.output_dir) / sub)
+    evaluate_run(exp, model, sources, api=api)
 
 
 def vllm_pixel_args(model) -> list[str]:
-    """vLLM's image processor bounds, set to training's (vLLM reads only the checkpoint's: vllm#15364)."""
-    bounds = {k: getattr(model, k) for k in ("min_pixels", "max_pixels") if getattr(model, k) is not None}
-    return ["--mm-processor-kwargs", json.dumps(bounds)] if bounds else []
+    """vLLM's image processor size arguments, set to training's (vLLM reads only the checkpoint's: vllm#15364);
+    the family table says how model.min_pixels/max_pixels read for this model."""
+    from rlkit.models import FAMILIES, family_from_name
+
+    family = family_from_name(model.name) or FAMILIES["qwen2_5_vl"]
+    kwargs = family.image_size_kwargs(model, model.name)
+    return ["--mm-processor-kwargs", json.dumps(kwargs)] if kwargs else []
 
 
 def cmd_serve(a) -> None:
@@ -144,40 +144,36 @@ def cmd_bench(a) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rlkit.config import SynthConfig
+
     p = argparse.ArgumentParser(prog="rlkit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="make or look at datasets").add_subparsers(dest="data_command", required=True)
     s = data.add_parser("synth", help="render procedural scenes into DepthLMBench jsonl + PNGs")
-    s.add_argument("--out", default="data/synth", help="output folder")
-    s.add_argument("--families", nargs="+", default=["indoor", "outdoor"], help="scene families")
-    s.add_argument("--train-images", type=int, default=2000, help="train images per family")
-    s.add_argument("--eval-images", type=int, default=200, help="eval images per family")
-    s.add_argument("--points", type=int, default=16, help="labeled pixels per image")
-    s.add_argument("--seed", type=int, default=0, help="base seed (train and eval scenes never share a seed)")
-    s.add_argument("--width", type=_pair(int), default=(160, 320), help="image width range 'MIN,MAX' in pixels")
-    s.add_argument("--hfov", type=_pair(float), default=(45.0, 95.0), help="horizontal field of view range, degrees")
-    s.add_argument("--indoor-lamp", type=_non_negative, default=0.0,
+    d = SynthConfig()  # the defaults, stated once there
+    s.add_argument("--out", default=d.out, help="output folder")
+    s.add_argument("--families", nargs="+", default=d.families, help="scene families")
+    s.add_argument("--train-images", type=int, default=d.train_images, help="train images per family")
+    s.add_argument("--eval-images", type=int, default=d.eval_images, help="eval images per family")
+    s.add_argument("--points", type=int, default=d.points, help="labeled pixels per image")
+    s.add_argument("--seed", type=int, default=d.seed, help="base seed (train and eval scenes never share a seed)")
+    s.add_argument("--width", type=_pair(int), default=d.width, help="image width range 'MIN,MAX' in pixels")
+    s.add_argument("--hfov", type=_pair(float), default=d.hfov, help="horizontal field of view range, degrees")
+    s.add_argument("--indoor-lamp", type=float, default=d.indoor_lamp,
                    help="light rooms from the camera (a flash): meters at which a facing surface is half lit; 0: no lamp")
-    s.add_argument("--indoor-color-jitter", type=_non_negative, default=1.0,
+    s.add_argument("--indoor-color-jitter", type=float, default=d.indoor_color_jitter,
                    help="scale the room-to-room spread of paint colors (1: full spread; 0: fixed paints)")
     s.set_defaults(func=cmd_data_synth)
 
     v = data.add_parser("preview", help="write a PNG grid of built samples (what the model sees)")
+    v.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. camera.f_uni=500 prompt.marker.shape=cross")
     v.add_argument("--experiment", help="take data, camera and prompt from this experiment YAML")
-    v.add_argument("--data", nargs="+", help="DepthLMBench jsonl files (without --experiment)")
+    v.add_argument("--data", nargs="+", help="DepthLMBench jsonl files (without --experiment: the kit's defaults)")
     v.add_argument("--out", default="preview.png", help="output PNG")
     v.add_argument("--n", type=int, default=8, help="number of samples")
     v.add_argument("--mode", choices=["train", "eval"], default="train", help="train: random crops; eval: no crop")
-    v.add_argument("--strategy", default="unify_focal", help="camera strategy")
-    v.add_argument("--f-uni", type=float, default=1000.0, help="unified focal length in pixels")
-    v.add_argument("--crop-width", type=_pair(int), default=(1000, 1400), help="train crop width range")
-    v.add_argument("--crop-height", type=_pair(int), default=(700, 1200), help="train crop height range")
-    v.add_argument("--template", default="sft", help="sft or grpo")
-    v.add_argument("--reference", default="marker", help="marker or text")
-    v.add_argument("--marker", default="arrow", help="arrow, cross, circle or square")
-    v.add_argument("--marker-size", type=int, default=5, help="marker size in pixels")
-    v.add_argument("--seed", type=int, default=None, help="sampling seed (default: the experiment's, else 0)")
+    v.add_argument("--seed", type=int, default=None, help="sampling seed (default: the experiment's)")
     v.set_defaults(func=cmd_data_preview)
 
     r = sub.add_parser("run", help="train and evaluate one experiment (also: ./run.sh EXPERIMENT.yaml)")
@@ -194,9 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a checkpoint (default: the run's final/) on the experiment's eval data")
     e.add_argument("experiment", help="experiment YAML (its data, camera, prompt and eval sections are used)")
     e.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    e.add_argument("--model", help="checkpoint folder or Hugging Face id; 'none' scores only the baselines")
+    e.add_argument("--model", help="checkpoint folder or Hugging Face id; 'none' scores only the baselines; "
+                                   "openai:MODEL a model behind an OpenAI-compatible server (key: $OPENAI_API_KEY)")
     e.add_argument("--out", help="where predictions.csv and metrics.json go (default: OUTPUT_DIR/eval, "
-                                 "or OUTPUT_DIR/eval-baselines with --model none)")
+                                 "OUTPUT_DIR/eval-baselines with --model none, OUTPUT_DIR/eval-openai-MODEL)")
+    e.add_argument("--api-base", help="openai:MODEL: the server's URL, e.g. http://localhost:8000/v1 (default: OpenAI)")
+    e.add_argument("--api-concurrency", type=int, help="openai:MODEL: requests in flight at once (default 8)")
+    e.add_argument("--api-cache", help="openai:MODEL: response cache folder, shared across runs (default .cache/api)")
     e.set_defaults(func=cmd_eval)
 
     v = sub.add_parser("serve", help="start TRL's vLLM server with the experiment's model (GRPO server mode)")

@@ -19,15 +19,21 @@ import dataclasses
 import difflib
 import functools
 import os
+import json
+import math
 import re
+import types
+import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, TrainStream, reads_image
+from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, reads_image
 from rlkit.markers import MarkerStyle
+from rlkit.models import DTYPES, no_accelerator
 from rlkit.prompts import TASKS
 
 METHODS = ("sft", "grpo")
@@ -63,6 +69,10 @@ class ModelConfig:
     tiny: dict = field(default_factory=dict)  # rlkit.tiny.TinySpec fields for the embedded default
     cache_dir: str = ".cache/models"  # where the embedded default is built once
 
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {DTYPES}")
+
 
 @dataclass
 class SynthConfig:
@@ -79,11 +89,26 @@ class SynthConfig:
     # scales the room-to-room spread of paint colors (1: the full spread; smaller: brightness says more)
     indoor_color_jitter: float = 1.0
 
+    def __post_init__(self):
+        for key, what in (("indoor_lamp", "a distance in meters >= 0 (0: no lamp)"),
+                          ("indoor_color_jitter", "a number >= 0 (1: the full paint spread)")):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"{key} must be {what}, got {v!r}")
+        for key in ("train_images", "eval_images", "points"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{key} must be a whole number >= 0, got {v!r}")
+
+    def jsonl(self, family: str, split: str) -> Path:
+        return Path(self.out) / f"{family}_{split}.jsonl"
+
 
 @dataclass
 class DataConfig:
-    train: list = field(default_factory=list)  # DatasetSpec fields: path, name, weight, images, points_per_image, root
-    eval: list = field(default_factory=list)
+    # DatasetSpec fields: path, name, weight, images, points_per_image, root; left out with synth: the rendered scenes
+    train: list[DatasetSpec] = field(default_factory=list)
+    eval: list[DatasetSpec] = field(default_factory=list)
     synth: SynthConfig | None = None  # render the procedural scenes first if missing
     skip_invalid: bool = False  # count and log bad jsonl lines instead of failing
     shuffle_labels: bool = False  # answers carry random labels of the dataset: format without depth (GRPO base)
@@ -111,42 +136,26 @@ class Experiment:
     base_overrides: list = field(default_factory=list)  # key=value overrides for the base (sweeps set these)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    camera: dict = field(default_factory=dict)  # rlkit.builder.CameraOptions fields
-    prompt: dict = field(default_factory=dict)  # rlkit.builder.PromptOptions fields; marker: MarkerStyle fields
+    camera: CameraOptions = field(default_factory=CameraOptions)
+    prompt: PromptOptions = field(default_factory=PromptOptions)  # marker: rlkit.markers.MarkerStyle fields
     train: dict = field(default_factory=dict)  # TRL SFTConfig / GRPOConfig fields, unchanged
     eval: EvalConfig = field(default_factory=EvalConfig)
     rewards: list = field(default_factory=list)  # GRPO: registry names, module:function, or path.py:function
     reward_kwargs: dict = field(default_factory=dict)  # per reward name: keyword arguments (e.g. clip)
     source: str = "<dict>"
 
-    # ------------------------------------------------------------ derived objects
-    def train_stream(self, sources) -> TrainStream:
-        return TrainStream(sources, self.camera_options(), self.prompt_options(), seed=self.seed,
-                           cache_images=self.data.cache_images, shuffle_labels=self.data.shuffle_labels)
-
+    # ------------------------------------------------------------ names the pipeline reads
     def camera_options(self) -> CameraOptions:
-        kw = dict(self.camera)
-        for k in ("crop_width", "crop_height"):
-            if kw.get(k) is not None:
-                kw[k] = tuple(kw[k])
-        return _construct(CameraOptions, kw, f"{self.source}: camera")
+        return self.camera
 
     def prompt_options(self) -> PromptOptions:
-        kw = dict(self.prompt)
-        if self.method == "grpo":
-            kw.setdefault("template", "grpo")
-        marker = dict(kw.pop("marker", None) or {})  # a copy: the experiment's own dict stays as written
-        for k in ("color", "outline"):
-            if marker.get(k) is not None:
-                marker[k] = tuple(marker[k])
-        kw["marker"] = _construct(MarkerStyle, marker, f"{self.source}: prompt.marker")
-        return _construct(PromptOptions, kw, f"{self.source}: prompt")
+        return self.prompt
 
     def train_specs(self) -> list[DatasetSpec]:
-        return [_construct(DatasetSpec, d, f"{self.source}: data.train[{i}]") for i, d in enumerate(self.data.train)]
+        return self.data.train
 
     def eval_specs(self) -> list[DatasetSpec]:
-        return [_construct(DatasetSpec, d, f"{self.source}: data.eval[{i}]") for i, d in enumerate(self.data.eval)]
+        return self.data.eval
 
     def trl_config(self, world_size: int | None = None, **extra):
         """The TRL config object for this method, from ``train:`` unchanged plus rlkit's needs.
@@ -160,7 +169,7 @@ class Experiment:
         kw = {"output_dir": self.output_dir, "seed": self.seed, **self.train, **extra}
         if "bf16" not in kw:  # one config for CPU (fp32) and GPU (bf16); an explicit train.bf16 wins
             kw["bf16"] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        if "use_cpu" not in kw and not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        if "use_cpu" not in kw and no_accelerator():
             kw["use_cpu"] = True  # else the Trainer sets up no process group and CPU ranks run apart (no gloo)
         if self.method == "sft" and "max_length" not in self.train:
             # TRL's 1024 tokens cut paper-size images (a 1400 x 1176 crop alone is 2,100 tokens); the
@@ -169,7 +178,12 @@ class Experiment:
         if self.global_batch_size is not None:
             ws = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
             kw["gradient_accumulation_steps"] = accumulation_steps(self, ws)
-        return _construct(cls, kw, f"{self.source}: train")
+        hints = _trl_hints(cls)
+        kw = {k: _check_type(v, hints[k], f"{self.source}: train.{k}") if k in hints and k in self.train else v
+              for k, v in kw.items()}
+        with warnings.catch_warnings():  # TRL 1.16 itself still sets transformers' old gradient_checkpointing name
+            warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+            return _construct(cls, kw, f"{self.source}: train")
 
     def completions_per_sample(self) -> int:
         """TRL's batch sizes count completions: a GRPO sample is a group of num_generations."""
@@ -177,7 +191,8 @@ class Experiment:
             if self.method == "grpo" else 1
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        """Plain YAML-able data (tuples as lists): what config.yaml holds."""
+        d = json.loads(json.dumps(dataclasses.asdict(self)))
         d.pop("source")
         return d
 
@@ -208,6 +223,15 @@ def trl_default(method: str, name: str):
     return next(f.default for f in dataclasses.fields(trl_config_class(method)) if f.name == name)
 
 
+@functools.lru_cache(maxsize=None)
+def _trl_hints(cls) -> dict:
+    """TRL's field annotations, for the same type checks as the kit's own keys (none if they don't resolve)."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an annotation TRL's own module cannot resolve: TRL checks those itself
+        return {}
+
+
 def trl_config_class(method: str):
     from trl import GRPOConfig, SFTConfig
 
@@ -219,36 +243,87 @@ def _closest(key: str, valid) -> str:
     return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(sorted(valid))}"
 
 
-def _construct(cls, kw: dict, where: str):
+def _check_type(value, hint, where: str):
+    """``value`` as the annotation ``hint`` wants it (lists as tuples where a tuple is declared), or a
+    ConfigError naming ``where``. Numbers must be finite; bools are not numbers."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for a in options[:-1]:
+            try:
+                return _check_type(value, a, where)
+            except ConfigError:
+                pass
+        return _check_type(value, options[-1], where)
+    if dataclasses.is_dataclass(hint):
+        return _construct(hint, value, where)
+    what = {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string"}.get(hint)
+    if hint is bool and isinstance(value, bool) or hint is str and isinstance(value, str):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    if what:
+        raise ConfigError(f"{where}: must be {what}, got {value!r}")
+    if origin is tuple or hint is tuple:
+        if not isinstance(value, (list, tuple)) or (args and len(value) != len(args)):
+            raise ConfigError(f"{where}: must be a list of {len(args) or 'some'} values, got {value!r}")
+        return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))) if args \
+            else tuple(value)
+    if origin is list or hint is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: must be a list, got {value!r}")
+        return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: must be a mapping, got {value!r}")
+        return value
+    return value
+
+
+def _key_path(where: str, key: str) -> str:
+    """'exp.yaml' + 'camera' -> 'exp.yaml: camera'; 'exp.yaml: camera' + 'f_uni' -> 'exp.yaml: camera.f_uni'."""
+    return f"{where}.{key}" if ": " in where else f"{where}: {key}"
+
+
+def _construct(cls, kw, where: str):
+    """A config dataclass from a mapping: unknown keys, wrong types and the class's own checks are
+    ConfigErrors naming the key's path."""
+    if isinstance(kw, cls):
+        return kw
     if not isinstance(kw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(kw).__name__}")
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
     for key in kw:
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key '{key}'{_closest(key, names)}")
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key '{key}'{_closest(key, fields)}")
+    values = {k: _check_type(v, hints[k], _key_path(where, k)) for k, v in kw.items()}
     try:
-        return cls(**kw)
+        return cls(**values)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
 
 
-NESTED = {(None, "model"): ModelConfig, (None, "data"): DataConfig, (None, "eval"): EvalConfig,
-          ("data", "synth"): SynthConfig}
-
-
-def _from_dict(cls, data: dict, source: str, section: str | None = None):
-    """Recursively build the nested config dataclasses; errors name the key's full path."""
-    prefix = f"{section}." if section else ""
+def _from_dict(data: dict, source: str) -> Experiment:
+    """The typed experiment; errors name the key's full path."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: '{section or '<top>'}' must be a mapping, got {type(data).__name__}")
-    valid = {f.name for f in dataclasses.fields(cls)} - {"source"}
-    kw = {}
-    for key, value in data.items():
-        if key not in valid:
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{_closest(key, valid)}")
-        sub = NESTED.get((section, key))
-        kw[key] = _from_dict(sub, value, source, prefix + key) if sub is not None and value is not None else value
-    return cls(**kw)
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    data = dict(data)
+    if data.get("method") == "grpo" and isinstance(data.get("prompt"), dict):  # GRPO asks for tagged answers
+        data["prompt"] = {"template": "grpo", **data["prompt"]}
+    elif data.get("method") == "grpo" and data.get("prompt") is None:
+        data["prompt"] = {"template": "grpo"}
+    for key in ("model", "data", "eval", "camera", "prompt"):
+        if data.get(key) is None:
+            data.pop(key, None)
+    exp = _construct(Experiment, {k: v for k, v in data.items() if k != "source"}, source)
+    return exp
 
 
 def set_dotted(d: dict, dotted: str, value: Any, where: str) -> None:
@@ -292,20 +367,29 @@ def read_yaml(path: Path, _seen: tuple = ()) -> dict:
     return data
 
 
-def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
-    path = Path(path)
-    data = read_yaml(path)
-    data.setdefault("output_dir", f"runs/{path.stem}")
+def apply_overrides(data: dict, overrides: list[str] = ()) -> dict:
+    """``key.sub=value`` overrides (values parsed as YAML) set into a raw experiment mapping."""
     for o in overrides:
         if "=" not in o:
             raise ConfigError(f"override {o!r} must look like key.sub=value (e.g. train.learning_rate=1e-4)")
         key, raw = o.split("=", 1)
-        set_dotted(data, key.strip(), parse_yaml(raw), f"override {o!r}")
-    return experiment_from_dict(data, source=str(path))
+        try:
+            value = parse_yaml(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {o!r}: invalid YAML value: {e}") from None
+        set_dotted(data, key.strip(), value, f"override {o!r}")
+    return data
+
+
+def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
+    path = Path(path)
+    data = read_yaml(path)
+    data.setdefault("output_dir", f"runs/{path.stem}")
+    return experiment_from_dict(apply_overrides(data, overrides), source=str(path))
 
 
 def experiment_from_dict(data: dict, source: str = "<dict>") -> Experiment:
-    exp = _from_dict(Experiment, data, source)
+    exp = _from_dict(data, source)
     exp.source = source
     validate(exp)
     return exp
@@ -323,12 +407,10 @@ def validate(exp: Experiment) -> None:
         raise ConfigError(f"{src}: data.shuffle_labels needs labels in the records; prompt.task '{prompt.task}' "
                           "reads its labels from the image")
     synth = exp.data.synth
-    if synth is not None:
-        for key, what in (("indoor_lamp", "a distance in meters >= 0 (0: no lamp)"),
-                          ("indoor_color_jitter", "a number >= 0 (1: the full paint spread)")):
-            v = getattr(synth, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ConfigError(f"{src}: data.synth.{key} must be {what}, got {v!r}")
+    if synth is not None:  # data paths left out are the rendered scenes'
+        for split in ("train", "eval"):
+            if not getattr(exp.data, split):
+                setattr(exp.data, split, [DatasetSpec(str(synth.jsonl(f, split)), f) for f in synth.families])
     if not exp.data.train and exp.data.synth is None:
         raise ConfigError(f"{src}: data.train is empty (list jsonl files, or set data.synth)")
     for section, specs in (("train", exp.train_specs()), ("eval", exp.eval_specs())):
@@ -343,58 +425,53 @@ def validate(exp: Experiment) -> None:
     unknown = set(exp.reward_kwargs) - set(exp.rewards)
     if unknown:
         raise ConfigError(f"{src}: reward_kwargs names {sorted(unknown)}, which are not in rewards: {exp.rewards}")
-    if exp.method == "grpo":
-        from rewards import RewardLoadError, load_reward
-
-        for ref in exp.rewards:  # resolve plugins now, before any model is loaded
-            try:
-                load_reward(ref, exp.reward_kwargs.get(ref))
-            except RewardLoadError as e:
-                raise ConfigError(f"{src}: rewards: {e}") from None
     if exp.method == "sft" and exp.rewards:
         raise ConfigError(f"{src}: rewards: is only used by method grpo")
-    # TRL field names are checked now, before any model is loaded
-    cls = trl_config_class(exp.method)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    for key in exp.train:
-        if key not in names:
-            raise ConfigError(f"{src}: train: unknown {cls.__name__} field '{key}'{_closest(key, names)}")
-    from rlkit.tiny import TINY_NAME, TinySpec
+    if not isinstance(exp.train, dict):
+        raise ConfigError(f"{src}: train must be a mapping of TRL {exp.method.upper()}Config fields")
+    from rlkit.tiny import TINY_SPECS
 
-    if exp.model.name == TINY_NAME and exp.model.tiny:
+    if exp.model.name in TINY_SPECS and exp.model.tiny:  # the sizes of the tiny model named
 
-        fields = {f.name for f in dataclasses.fields(TinySpec)}
+        fields = {f.name for f in dataclasses.fields(TINY_SPECS[exp.model.name])}
         for key in exp.model.tiny:
             if key not in fields:
-                raise ConfigError(f"{src}: model.tiny: unknown field '{key}'{_closest(key, fields)}")
-    if exp.base and exp.model != ModelConfig():  # the base's checkpoint is the model: settings must agree
-        base_model = load_experiment(exp.base, exp.base_overrides).model
-        if exp.model != base_model:
-            raise ConfigError(f"{src}: model.* differs from that of base {exp.base}, whose final checkpoint this "
-                              "run starts from; set the model in the base experiment (or in base_overrides)")
+                raise ConfigError(f"{src}: model.tiny: unknown field '{key}'{_closest(key, fields)} "
+                                  f"(sizes of {exp.model.name})")
     if exp.eval.samples_per_dataset < 1 or exp.eval.batch_size < 1:
         raise ConfigError(f"{src}: eval.samples_per_dataset and eval.batch_size must be >= 1")
     gb = exp.global_batch_size
     if gb is not None:
         if isinstance(gb, bool) or not isinstance(gb, int) or gb < 1:
             raise ConfigError(f"{src}: global_batch_size must be a whole number >= 1, got {gb!r}")
-        accumulation_steps(exp, int(os.environ.get("WORLD_SIZE", "1")))
-    check_max_length(exp, cam)
+    check_max_length_holds_images(exp, cam)
 
 
-def check_max_length(exp: Experiment, cam: CameraOptions) -> None:
-    """An SFT train.max_length must hold the largest training image (known from the model name)."""
+def check_trainer_fields(exp: Experiment) -> None:
+    """Every train: key is a field of TRL's config class for the method (imports TRL: a plan step)."""
+    cls = trl_config_class(exp.method)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key in exp.train:
+        if key not in names:
+            raise ConfigError(f"{exp.source}: train: unknown {cls.__name__} field '{key}'{_closest(key, names)}")
+
+
+def check_max_length_holds_images(exp: Experiment, cam: CameraOptions) -> None:
+    """An SFT train.max_length must hold the largest training crop's image tokens (family known from the
+    model name; sft.check_longest_sequence later checks the real longest sample with the processor)."""
     from rlkit.models import family_from_name, image_pixel_bounds
 
     max_length = exp.train.get("max_length")
     family = family_from_name(exp.model.name)
     if exp.method != "sft" or max_length is None or family is None or cam.crop_width is None \
             or cam.crop_height is None:
-        return  # whole images have no size bound here; the trainer checks the real longest sample
-    tokens = family.max_image_tokens(cam.crop_width[1], cam.crop_height[1], image_pixel_bounds(exp.model))
+        return  # whole images have no size bound here
+    m = cam.multiple_of
+    width, height = cam.crop_width[1] // m * m, cam.crop_height[1] // m * m  # the largest crop drawn
+    tokens = family.max_image_tokens(width, height, image_pixel_bounds(exp.model))
     if tokens is not None and max_length <= tokens:
         raise ConfigError(f"{exp.source}: train.max_length {max_length} cannot hold the largest training image: "
-                          f"a {cam.crop_width[1]} x {cam.crop_height[1]} crop is {tokens} image tokens "
+                          f"a {width} x {height} crop is {tokens} image tokens "
                           f"(model.max_pixels {image_pixel_bounds(exp.model)}); set train.max_length above "
                           f"{tokens} plus the prompt and answer, or leave it out (no truncation)")
 

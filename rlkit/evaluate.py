@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from rlkit.builder import EvalSet, Source, label_values, reads_image, to_row
+from rlkit.io import atomic_write_text
 from rlkit.metrics import METRICS, depth_metrics
 from rlkit.prompts import parse_answer
 
@@ -129,9 +130,8 @@ def write_results(out_dir: str | Path, frame: pd.DataFrame, result: dict, extra:
     payload = strict_json({"metrics": result, **(extra or {})})
     if "null" in json.dumps(payload["metrics"]):
         payload["null_metrics"] = "undefined: computed over no samples or from a non-finite value"
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False))
-    tmp.replace(out_dir / "metrics.json")  # metrics.json marks a finished run: write it last, whole
+    # metrics.json marks a finished run: written last, whole
+    atomic_write_text(out_dir / "metrics.json", json.dumps(payload, indent=1, allow_nan=False))
     tables = "\n\n".join(markdown_table(result, m) for m in ("delta1", "abs_rel", "parse_fail"))
     print(tables)
     return tables

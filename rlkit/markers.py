@@ -10,6 +10,12 @@ Shapes (``size`` is the stencil's side in pixels, default 5 as in the paper):
 - cross: a plus centred on the pixel.
 - circle: a ring centred on the pixel (the pixel itself stays visible).
 - square: a filled square centred on the pixel (a large, easy marker for small models).
+- official_arrow: the marker of the official DepthLM code (facebookresearch/DepthLM_Official,
+  utils/datasets.py), which the released facebook/DepthLM model was trained on: a "-->" whose
+  tip stops one pixel left of the query pixel (the pixel itself stays visible), a ``size``-pixel
+  horizontal shaft and two ``size // 2``-pixel diagonal barbs. That code skips a label closer than
+  ``size`` pixels to any border, so the stencil is the (2 size + 1)-pixel square centred on the pixel
+  and ``fits`` skips exactly the labels the official code skips.
 An optional ``outline`` color draws a one-pixel border around the stencil for contrast.
 """
 
@@ -20,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-SHAPES = ("arrow", "cross", "circle", "square")
+SHAPES = ("arrow", "cross", "circle", "square", "official_arrow")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,14 @@ def stencil(shape: str, size: int) -> tuple[np.ndarray, int, int]:
         m[0, :head] = True
         m[:head, 0] = True
         return m, 0, 0
+    if shape == "official_arrow":
+        m = np.zeros((2 * s + 1, 2 * s + 1), dtype=bool)  # the query pixel is the centre cell (s, s)
+        d = np.arange(1, s + 1)
+        m[s, s - d] = True  # shaft: the s pixels left of the query pixel
+        d = np.arange(1, s // 2 + 1)
+        m[s - d, s - d - 1] = True  # barbs: diagonals running back (left) from the tip (s, s - 1)
+        m[s + d, s - d - 1] = True
+        return m, s, s
     if shape == "cross":
         m[c, :] = True
         m[:, c] = True

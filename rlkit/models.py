@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rlkit.tiny import TINY_NAME, TinySpec, tiny_path
+from rlkit.tiny import TINY_SPECS, tiny_path
 
 if TYPE_CHECKING:
     from rlkit.config import ModelConfig
@@ -14,19 +15,70 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Pixtral's conversation format ([INST] user [/INST] answer</s>, mistral_common's layout): images first,
+# then the text, whatever the chunk order; a text chunk's words under "text" (the kit's rows, TRL) or
+# "content" (older mistral-community/pixtral-12b templates read only that); string or list contents.
+PIXTRAL_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(system='') %}{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{%- if message['content'] is string %}{%- set chunks = [{'type': 'text', 'text': message['content']}] %}"
+    "{%- else %}{%- set chunks = message['content'] %}{%- endif %}"
+    "{%- if message['role'] == 'system' %}"
+    "{%- for c in chunks if c['type'] == 'text' %}{%- set ns.system = ns.system + (c['text'] if 'text' in c "
+    "else c['content']) + '\n\n' %}{%- endfor %}"
+    "{%- elif message['role'] == 'user' %}{{- '[INST]' }}"
+    "{%- for c in chunks if c['type'] == 'image' or 'image' in c %}{{- '[IMG]' }}{%- endfor %}"
+    "{{- ns.system }}{%- set ns.system = '' %}"
+    "{%- for c in chunks if c['type'] == 'text' %}{{- c['text'] if 'text' in c else c['content'] }}{%- endfor %}"
+    "{{- '[/INST]' }}"
+    "{%- elif message['role'] == 'assistant' %}"
+    "{%- for c in chunks if c['type'] == 'text' %}{{- c['text'] if 'text' in c else c['content'] }}{%- endfor %}"
+    "{{- eos_token }}"
+    "{%- else %}{{- raise_exception('Pixtral chat: roles are system, user and assistant') }}{%- endif %}"
+    "{%- endfor %}"
+)
+
+
 @dataclass(frozen=True)
 class Family:
     """What differs between model families, in one place."""
 
     pixel_bounds: bool = False  # the image processor takes min_pixels / max_pixels (Qwen2.x-VL)
-    token_px: int | None = None  # image side in pixels per image token (Qwen2.x-VL: 14-px patches merged 2 x 2)
+    # the image processor takes size={"longest_edge": N} (Pixtral): model.max_pixels maps to N = isqrt(max_pixels),
+    # so no image keeps more than max_pixels pixels; model.min_pixels has no counterpart (Pixtral never upscales)
+    longest_edge: bool = False
+    # image side in pixels per image token (Qwen2.x-VL: 14-px patches merged 2 x 2; Pixtral: 16-px patches, unmerged)
+    token_px: int | None = None
+    row_break: bool = False  # one more token per row of patches: [IMG_BREAK], the last one [IMG_END] (Pixtral)
+    # replaces a checkpoint's chat template that cannot render the kit's rows (image chunk, then a text chunk
+    # under "text"; the answer as a list of chunks, as TRL passes it); None: such a checkpoint is refused
+    chat_template: str | None = None
     names: tuple[str, ...] = ()  # lower-case fragments of Hugging Face ids of this family
+
+    def image_size_kwargs(self, cfg: ModelConfig, model_type: str) -> dict:
+        """The image processor's size arguments for model.min_pixels / max_pixels (unset: the checkpoint's)."""
+        lo, hi = cfg.min_pixels, cfg.max_pixels
+        if self.pixel_bounds:
+            return {k: v for k, v in (("min_pixels", lo), ("max_pixels", hi)) if v is not None}
+        if self.longest_edge and lo is None:
+            return {} if hi is None else {"size": {"longest_edge": math.isqrt(hi)}}
+        if self.longest_edge:
+            raise ValueError(f"model.min_pixels does not apply to {model_type} (Pixtral): its image processor only "
+                             "scales a longer side down to sqrt(model.max_pixels) and never upscales; drop min_pixels")
+        if lo is not None or hi is not None:
+            raise ValueError(f"model.min_pixels/max_pixels apply to Qwen2.x-VL and Pixtral, not {model_type}")
+        return {}
 
     def max_image_tokens(self, width: int, height: int, max_pixels: int | None) -> int | None:
         """Image tokens of the largest width x height image after the processor's resize (None: unknown)."""
         if self.token_px is None:
             return None
         p = self.token_px
+        if self.longest_edge:  # Pixtral: scale the longer side down to the edge, then whole patches (rounded up)
+            edge = math.isqrt(max_pixels) if max_pixels else max(width, height)
+            ratio = max(width / edge, height / edge, 1.0)
+            cols, rows = (math.ceil(math.floor(v / ratio) / p) for v in (width, height))
+            return rows * (cols + self.row_break)
         tokens = max(1, round(width / p)) * max(1, round(height / p))
         return min(tokens, max_pixels // (p * p)) if max_pixels else tokens
 
@@ -35,32 +87,59 @@ FAMILIES = {
     "qwen2_5_vl": Family(pixel_bounds=True, token_px=28, names=("qwen2.5-vl", "qwen2_5_vl")),
     "qwen2_vl": Family(pixel_bounds=True, token_px=28, names=("qwen2-vl",)),
     "llava": Family(),
-    "pixtral": Family(names=("pixtral", "depthlm")),
+    # Pixtral checkpoints are model_type llava with a pixtral vision_config: family_key picks this entry
+    "pixtral": Family(longest_edge=True, token_px=16, row_break=True, chat_template=PIXTRAL_CHAT_TEMPLATE,
+                      names=("pixtral", "depthlm")),
 }
+
+
+def family_key(config) -> str:
+    """The FAMILIES key of a checkpoint's config: its model_type, or for a LLaVA wrapper around a vision
+    tower with an entry of its own (Pixtral), the tower's model_type."""
+    vision = getattr(getattr(config, "vision_config", None), "model_type", None)
+    return vision if config.model_type == "llava" and vision in FAMILIES else config.model_type
 
 
 def family_from_name(name: str) -> Family | None:
     """The family of a model id without reading any file (None: not known from the name)."""
-    if name == TINY_NAME:
-        return FAMILIES["qwen2_5_vl"]
+    if name in TINY_SPECS:
+        return FAMILIES[TINY_SPECS[name].family]
     low = name.lower()
     return next((f for f in FAMILIES.values() if any(n in low for n in f.names)), None)
 
 
+def tiny_spec(cfg: ModelConfig):
+    """The sizes of the tiny model model.name names (model.tiny over its defaults), or None for any other model."""
+    spec = TINY_SPECS.get(cfg.name)
+    return spec(**cfg.tiny) if spec else None  # keys checked at config load
+
+
 def image_pixel_bounds(cfg: ModelConfig) -> int | None:
-    """model.max_pixels, or the embedded default's built-in bound."""
+    """model.max_pixels, or a tiny model's built-in bound."""
     if cfg.max_pixels is not None:
         return cfg.max_pixels
-    return TinySpec(**cfg.tiny).max_pixels if cfg.name == TINY_NAME else None
+    spec = tiny_spec(cfg)
+    return spec.max_pixels if spec else None
+
+
+def no_accelerator() -> bool:
+    """No CUDA and no Apple GPU: train on the CPU (and run several ranks over gloo)."""
+    import torch
+
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
 def resolve_model_path(cfg: ModelConfig) -> str:
-    """The checkpoint to load: the embedded default is built (once) into the cache."""
-    if cfg.name == TINY_NAME:
-        return str(tiny_path(cfg.cache_dir, TinySpec(**cfg.tiny)))  # keys checked at config load
+    """The checkpoint to load: a tiny model (the embedded default, tiny-pixtral) is built (once) into the cache."""
+    spec = tiny_spec(cfg)
+    if spec is not None:
+        return str(tiny_path(cfg.cache_dir, spec))
     if cfg.tiny:  # e.g. the default YAML with model.name overridden: the tiny sizes do not apply
-        log.info("model.tiny is ignored: it sizes only %s, not %s", TINY_NAME, cfg.name)
+        log.info("model.tiny is ignored: it sizes only %s, not %s", " and ".join(TINY_SPECS), cfg.name)
     return cfg.name
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: bf16 on a GPU, fp32 on a CPU
 
 
 def torch_dtype(name: str):
@@ -68,10 +147,7 @@ def torch_dtype(name: str):
 
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    except KeyError:
-        raise ValueError(f"model.dtype {name!r} is not one of auto, float32, bfloat16, float16") from None
+    return getattr(torch, name)  # one of DTYPES: checked at config load
 
 
 def family_of(model_type: str) -> Family:
@@ -80,26 +156,38 @@ def family_of(model_type: str) -> Family:
     return FAMILIES.get(model_type, Family())
 
 
+def renders_rows(processor) -> bool:
+    """Whether the processor's chat template renders a kit row: its image, question and answer."""
+    row = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "QQ"}]},
+           {"role": "assistant", "content": [{"type": "text", "text": "AA"}]}]
+    try:
+        text = processor.apply_chat_template(row, tokenize=False)
+    except Exception:  # e.g. an old Pixtral template: message['content'] + eos_token on a list
+        return False
+    return "QQ" in text and "AA" in text
+
+
 def load_processor(path: str, cfg: ModelConfig):
     from transformers import AutoConfig, AutoProcessor
 
-    model_type = AutoConfig.from_pretrained(path).model_type
-    kwargs = {}
-    if family_of(model_type).pixel_bounds:
-        for k in ("min_pixels", "max_pixels"):
-            if getattr(cfg, k) is not None:
-                kwargs[k] = getattr(cfg, k)
-    elif cfg.min_pixels or cfg.max_pixels:
-        raise ValueError(f"model.min_pixels/max_pixels apply to Qwen2.x-VL, not {model_type}")
-    processor = AutoProcessor.from_pretrained(path, **kwargs)
+    key = family_key(AutoConfig.from_pretrained(path))
+    family = family_of(key)
+    processor = AutoProcessor.from_pretrained(path, **family.image_size_kwargs(cfg, key))
     processor.tokenizer.padding_side = "left"  # generation pads prompts on the left
+    if family.chat_template and not renders_rows(processor):
+        log.warning("%s: the chat template cannot render the kit's rows (text chunks under 'text', a list as the "
+                    "answer); using rlkit's %s template", path, key)
+        processor.chat_template = family.chat_template
     return processor
 
 
-def load_model(path: str, cfg: ModelConfig):
+def load_model(path: str, cfg: ModelConfig, device=None):
+    """``device``: load straight onto it (each eval rank), not first as a full copy in CPU memory."""
     from transformers import AutoModelForImageTextToText
 
     kwargs = {"dtype": torch_dtype(cfg.dtype)}
+    if device is not None:
+        kwargs["device_map"] = {"": device}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     return AutoModelForImageTextToText.from_pretrained(path, **kwargs)

@@ -3,6 +3,12 @@
 Templates:
 - "sft":  the paper's plain text answer, "The point is around 3.47 meters away from the camera."
 - "grpo": reason in <think></think>, then the meter number alone in <answer></answer>.
+- "generalist": for models the kit did not train (API baselines): points at the marked pixel and asks
+  for a best estimate, the number alone in <answer></answer>.
+- "official": the words of the official DepthLM code (facebookresearch/DepthLM_Official), which the
+  released facebook/DepthLM model was trained on: one fixed question about "the point pointed by the
+  red arrow" (depth task, marker reference only) and the target
+  "<think> The point is around 3.47 meters away from the camera. </think>" + blank line + "<answer> 3.47 </answer>".
 
 Pixel reference: "marker" (the pixel is drawn on the image; the question says "this point")
 or "text" (the question carries the image size and pixel coordinates).
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 
 from rlkit.camera import Camera, ray_angles
 
-TEMPLATES = ("sft", "grpo")
+TEMPLATES = ("sft", "grpo", "generalist", "official")
 REFERENCES = ("marker", "text")
 
 
@@ -47,6 +53,15 @@ TASKS = {
 }
 GRPO_INSTRUCTION = (" First think about it inside <think> </think> tags, then give {quantity} "
                     "as a single number inside <answer> </answer> tags.")
+# utils/datasets.py of the official code writes the question and, for training, "<think> ... </think>" and
+# "<answer> ... </answer>" (two decimals each); its train.py joins the two with a blank line.
+OFFICIAL_QUESTION = ("Given this image, how far is the point pointed by the red arrow from the camera? Output the "
+                     "thinking process in <think> </think> and final answer (the meter number only, without the "
+                     "unit) in <answer> </answer> tags.")
+OFFICIAL_ANSWER = ("<think> The point is around {value:.2f} meters away from the camera. </think>\n\n"
+                   "<answer> {value:.2f} </answer>")
+GENERALIST_INSTRUCTION = (" Give your best estimate of {quantity}, even if you are unsure, as a single number "
+                          "without units inside <answer> </answer> tags.")
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,9 @@ class Query:
 
 def question(q: Query, *, reference: str, strategy: str, template: str) -> str:
     task = TASKS[q.task]
+    if template == "official":
+        check_official(q.task, reference, strategy)
+        return OFFICIAL_QUESTION
     if reference == "text":
         text = (f"Given this image of size (width = {q.camera.width}, height = {q.camera.height}), "
                 f"how far is the pixel at ({q.x}, {q.y}) from the camera?")
@@ -75,12 +93,17 @@ def question(q: Query, *, reference: str, strategy: str, template: str) -> str:
         text += " Give the direction of the point before its distance."
     if template == "grpo":
         text += GRPO_INSTRUCTION.format(quantity=task.quantity)
+    if template == "generalist":
+        text = ("The point in question is marked in the image. " if reference == "marker" else "") + text
+        text += GENERALIST_INSTRUCTION.format(quantity=task.quantity)
     return text
 
 
 def answer(q: Query, *, strategy: str, template: str) -> str:
     """The target text (two decimals, as in the paper)."""
-    if template == "grpo":
+    if template == "official":
+        return OFFICIAL_ANSWER.format(value=q.value)
+    if template in ("grpo", "generalist"):
         return f"<answer>{q.value:.2f}</answer>"
     if strategy == "predict_rays":
         right, below = ray_angles(q.camera, q.x, q.y)
@@ -88,6 +111,14 @@ def answer(q: Query, *, strategy: str, template: str) -> str:
         vert = f"{abs(below):.1f} degrees {'below' if below >= 0 else 'above'}"
         return f"The point is around {horiz}, {vert} and {q.value:.2f} meters away from the camera."
     return TASKS[q.task].answer.format(value=q.value)
+
+
+def check_official(task: str, reference: str, strategy: str | None = None) -> None:
+    """The official template has one fixed question: the depth of the marked pixel, no other words."""
+    if task != "depth" or reference != "marker" or strategy in ("intrinsics_in_prompt", "predict_rays"):
+        raise ValueError(f"prompt template 'official' asks only the depth of a marked pixel (task depth, reference "
+                         f"marker, camera strategy unify_focal or direct); got task {task!r}, reference "
+                         f"{reference!r}, strategy {strategy!r}")
 
 
 # Linear time on any text (a GRPO completion can be 64k digits): a number starts only where no digit or

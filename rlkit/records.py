@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rlkit.camera import Camera
+from rlkit.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +187,4 @@ def load_records(path: str | Path, *, root: str | Path | None = None, dataset: s
 
 def write_records(path: str | Path, rows: list[dict]) -> None:
     """Write jsonl rows atomically (a half-written file never appears under the final name)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))

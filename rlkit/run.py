@@ -1,6 +1,10 @@
-"""Run one experiment: data -> (cached base stage) -> train -> save -> evaluate.
+"""The plan that runs an experiment, one named step after another:
 
-A run dir holds config.yaml (resolved), checkpoint-*/ (resumable), final/ (the trained
+    check_experiment -> render_scenes -> train_base_stage -> load_sources -> resolve_model
+    -> build_stream / build_evalset -> train -> evaluate
+
+``run``, ``eval``, ``data preview``, ``bench`` and the sweeps all take their steps from here; nothing
+else loads sources. A run dir holds config.yaml (resolved), checkpoint-*/ (resumable), final/ (the trained
 model and processor), predictions.csv and metrics.json. metrics.json is written last; a run
 dir that has it is finished and is not run again (this is what sweeps resume on).
 """
@@ -17,26 +21,33 @@ from pathlib import Path
 
 import yaml
 
-from rlkit.builder import EvalSet, load_source
-from rlkit.config import ConfigError, Experiment, SynthConfig, load_experiment, save_resolved
-from rlkit.evaluate import add_predictions, predict, selection_frame, summarize, train_medians, write_results
-from rlkit.models import load_model, load_processor, resolve_model_path
+from rlkit.builder import EvalSet, Source, TrainStream, load_source
+from rlkit.config import (ConfigError, Experiment, ModelConfig, SynthConfig, check_trainer_fields, load_experiment,
+                          save_resolved)
+from rlkit.evaluate import (add_predictions, predict, selection_frame, strict_json, summarize, train_medians,
+                            write_results)
+from rlkit.io import atomic_write_text
+from rlkit.models import load_model, load_processor, no_accelerator, resolve_model_path
 
 log = logging.getLogger(__name__)
 
 
-def ensure_synth(exp: Experiment) -> None:
+def render_scenes(exp: Experiment) -> None:
     """Render the procedural scenes the experiment names, once (skipped when the files exist)."""
-    s = exp.data.synth
-    if s is None:
-        return
+    if exp.data.synth is not None:
+        render_synth(exp.data.synth)
+
+
+def render_synth(s: SynthConfig) -> list[Path]:
+    """Render each family x split whose files are missing or were rendered with other options."""
     from rlkit.synth import CameraRange, Rooms, generate_split
 
     cam = CameraRange(width=tuple(s.width), hfov_deg=tuple(s.hfov))
     rooms = Rooms(lamp=s.indoor_lamp, color_jitter=s.indoor_color_jitter)
+    written = []
     for family in s.families:
         for split, n in (("train", s.train_images), ("eval", s.eval_images)):
-            jsonl = Path(s.out) / f"{family}_{split}.jsonl"
+            jsonl = s.jsonl(family, split)
             manifest = jsonl.with_suffix(".synth.json")
             wanted = {"family": family, "split": split, "images": n, "seed": s.seed, "points": s.points,
                       "camera": dataclasses.asdict(cam)}
@@ -47,24 +58,57 @@ def ensure_synth(exp: Experiment) -> None:
             if n > 0 and (not jsonl.exists() or current != json.loads(json.dumps(wanted))):
                 generate_split(s.out, family, split, n, seed=s.seed, points_per_image=s.points, camera=cam,
                                rooms=rooms)
-                manifest.write_text(json.dumps(wanted))
+                atomic_write_text(manifest, json.dumps(wanted))
+            if n > 0:
+                written.append(jsonl)
+    return written
 
 
 def base_experiment(exp: Experiment) -> Experiment:
     return load_experiment(exp.base, exp.base_overrides)
 
 
-def starting_model(exp: Experiment, state=None) -> str:
-    """The checkpoint training starts from: a base stage's final model (trained first if
-    needed, on every process), or model.name (the tiny default is built once, on the main process)."""
+def train_base_stage(exp: Experiment) -> None:
+    """Train (or find finished) the base stage whose final checkpoint this experiment starts from."""
     if exp.base:
-        base = base_experiment(exp)
-        run_experiment(base)
-        return str(Path(base.output_dir) / "final")
-    if state is None:
+        run_experiment(base_experiment(exp))
+
+
+def resolve_model(exp: Experiment, state=None) -> str:
+    """The checkpoint training starts from: the base stage's final model, or model.name (the tiny
+    default is built once, on the main process first)."""
+    if exp.base:
+        return str(Path(base_experiment(exp).output_dir) / "final")
+    with state.main_process_first() if state is not None else contextlib.nullcontext():
         return resolve_model_path(exp.model)
-    with state.main_process_first():
-        return resolve_model_path(exp.model)
+
+
+@dataclasses.dataclass
+class Sources:
+    """The experiment's loaded datasets, loaded once per command."""
+
+    train: list[Source]
+    eval: list[Source]
+
+
+def load_sources(exp: Experiment, splits: tuple[str, ...] = ("train", "eval")) -> Sources:
+    load = lambda specs: [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in specs]  # noqa: E731
+    return Sources(train=load(exp.train_specs()) if "train" in splits else [],
+                   eval=load(exp.eval_specs()) if "eval" in splits else [])
+
+
+def build_stream(exp: Experiment, sources: Sources) -> TrainStream:
+    """The endless training stream, exactly as the trainer gets it (label shuffling and image cache too)."""
+    return TrainStream(sources.train, exp.camera_options(), exp.prompt_options(), seed=exp.seed,
+                       cache_images=exp.data.cache_images, shuffle_labels=exp.data.shuffle_labels)
+
+
+def build_evalset(exp: Experiment, sources: Sources) -> EvalSet:
+    evalset = EvalSet(sources.eval, exp.camera_options(), exp.prompt_options(), exp.eval.samples_per_dataset,
+                      exp.eval.seed, cache_images=exp.data.cache_images)
+    if not len(evalset):
+        raise ConfigError(f"{exp.source}: no eval pixel could be drawn (skips: {evalset.skipped})")
+    return evalset
 
 
 def check_run_dir(exp: Experiment, out: Path) -> None:
@@ -159,10 +203,9 @@ def samples_seen(trainer) -> int:
 def process_state():
     """The accelerate process state: one process, or one per rank under torchrun / accelerate launch
     (gloo on a machine without a GPU, so CPU ranks really form one job)."""
-    import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=no_accelerator())
 
 
 def global_batch(trainer) -> str:
@@ -176,16 +219,43 @@ def global_batch(trainer) -> str:
             f"x {a.world_size} process(es)")
 
 
-def check_inputs(exp: Experiment) -> None:
-    """What can fail on the user's input, checked before any scene is rendered or step trained: every
-    data file (those data.synth renders excepted) and the trainer arguments."""
+def check_experiment(exp: Experiment, training: bool = True) -> None:
+    """What can fail on the user's input, checked before any scene is rendered or step trained: the
+    trainer arguments, the reward plugins (imported only by commands that train with them), the base
+    stage's model and every data file (those data.synth renders excepted)."""
+    if training:
+        check_trainer_fields(exp)
+        exp.trl_config()
+        if exp.method == "grpo":
+            from rewards import RewardLoadError
+            from rlkit.grpo import reward_functions
+
+            try:
+                reward_functions(exp)
+            except RewardLoadError as e:
+                raise ConfigError(f"{exp.source}: rewards: {e}") from None
+        check_base_chain(exp)
+        if exp.base and exp.model != ModelConfig() and exp.model != base_experiment(exp).model:
+            raise ConfigError(f"{exp.source}: model.* differs from that of base {exp.base}, whose final checkpoint "
+                              "this run starts from; set the model in the base experiment (or in base_overrides)")
     synth_out = Path(exp.data.synth.out).resolve() if exp.data.synth is not None else None
     for section in ("train", "eval"):
         for i, spec in enumerate(getattr(exp.data, section)):
-            path = Path(spec["path"])
+            path = Path(spec.path)
             if not path.is_file() and not (synth_out is not None and path.resolve().parent == synth_out):
                 raise ConfigError(f"{exp.source}: data.{section}[{i}].path: file not found: {path}")
-    exp.trl_config()
+
+
+def check_base_chain(exp: Experiment) -> None:
+    """base: stages lead to a first stage, never back to one already on the way."""
+    seen, current = [Path(exp.source).resolve()], exp
+    while current.base:
+        path = Path(current.base).resolve()
+        if path in seen:
+            chain = " -> ".join(str(p) for p in [*seen, path])
+            raise ConfigError(f"{exp.source}: base: the stages loop back: {chain}")
+        seen.append(path)
+        current = base_experiment(current)
 
 
 def load_reports(sources) -> dict:
@@ -194,71 +264,99 @@ def load_reports(sources) -> dict:
 
 
 def run_experiment(exp: Experiment) -> dict:
+    """Every step of the plan, in order; a finished run dir (metrics.json) is not run again."""
     out = Path(exp.output_dir)
-    check_inputs(exp)
+    check_experiment(exp)
     check_run_dir(exp, out)
     if (out / "metrics.json").exists():
         log.info("%s is finished (metrics.json exists); delete it to run again", out)
         return json.loads((out / "metrics.json").read_text())
     state = process_state()
     with state.main_process_first():
-        ensure_synth(exp)
-    model_path = starting_model(exp, state)
+        render_scenes(exp)
+    train_base_stage(exp)
+    sources = load_sources(exp)
+    model_path = resolve_model(exp, state)
+    evalset = build_evalset(exp, sources)  # before training: an eval set with no drawable pixel fails now
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        save_resolved(exp, out / "config.yaml")
-    train_sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in exp.train_specs()]
-    final = out / "final"
-    t0 = time.time()
-    train_info = {}
+        save_resolved(exp, out / "config.yaml")  # only now that the experiment and its data are checked
+    final, info_path = out / "final", out / "train_info.json"
     model = processor = None
     if not (final / "config.json").exists():
-        if exp.method == "sft":
-            from rlkit.sft import make_trainer
-        else:
-            from rlkit.grpo import make_trainer
-        resume = last_checkpoint(out)
-        weights = resume_weights(resume)
-        trainer, stream = make_trainer(exp, model_path, train_sources, weights=weights)
-        if state.is_main_process:
-            log.info(global_batch(trainer))
-        if resume:
-            log.info("resuming from %s%s", resume, " (weights loaded with from_pretrained)" if weights else "")
-        with quiet_key_name_warnings(weights is not None):
-            result = trainer.train(resume_from_checkpoint=resume)
-        save_final(trainer, final, state)
-        train_info = {"train_seconds": round(time.time() - t0, 1), "train_samples": samples_seen(trainer),
-                      "train_data": load_reports(train_sources),
-                      "train_metrics": result.metrics, "builder_skips": dict(stream.skips)}
+        trainer, info = train(exp, model_path, sources, state)
+        if state.is_main_process:  # kept before evaluation starts: a kill during eval loses nothing
+            atomic_write_text(info_path, json.dumps(strict_json(info), indent=1))
         if state.num_processes == 1:
             model, processor = trainer.model, trainer.processing_class
         del trainer  # several processes evaluate a reloaded final/, never a (possibly sharded) training model
-    return evaluate_run(exp, final, train_sources, model=model, processor=processor, extra=train_info, state=state)
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    return evaluate_run(exp, final, sources, model=model, processor=processor, extra=info, state=state,
+                        evalset=evalset)
 
 
-def evaluate_run(exp: Experiment, model_path, train_sources, model=None, processor=None, extra=None,
-                 state=None) -> dict:
+def train(exp: Experiment, model_path: str, sources: Sources, state):
+    """Train (resuming from the newest checkpoint) and save final/; returns the trainer and what
+    training did (for metrics.json)."""
+    if exp.method == "sft":
+        from rlkit.sft import make_trainer
+    else:
+        from rlkit.grpo import make_trainer
+    out = Path(exp.output_dir)
+    resume = last_checkpoint(out)
+    weights = resume_weights(resume)
+    stream = build_stream(exp, sources)
+    trainer = make_trainer(exp, model_path, stream, weights=weights)
+    sharded = getattr(trainer.accelerator.state, "fsdp_plugin", None) is not None or trainer.is_deepspeed_enabled
+    if sharded and getattr(trainer.model, "peft_config", None):
+        raise ConfigError(f"{exp.source}: model.lora with FSDP or DeepSpeed: final/ merges the adapters on one "
+                          "process, which needs the whole model there; train LoRA with DDP (accelerate/ddp.yaml)")
+    if state.is_main_process:
+        log.info(global_batch(trainer))
+    if resume:
+        log.info("resuming from %s%s", resume, " (weights loaded with from_pretrained)" if weights else "")
+    t0 = time.time()
+    with quiet_key_name_warnings(weights is not None):
+        result = trainer.train(resume_from_checkpoint=resume)
+    save_final(trainer, out / "final", state)
+    return trainer, {"train_seconds": round(time.time() - t0, 1), "train_samples": samples_seen(trainer),
+                     "train_data": load_reports(sources.train), "train_metrics": result.metrics,
+                     "builder_skips": dict(stream.skips)}
+
+
+def evaluate_run(exp: Experiment, model_path, sources: Sources, model=None, processor=None, extra=None,
+                 state=None, evalset: EvalSet | None = None, api: dict | None = None) -> dict:
     """Evaluate on the experiment's eval selection. Under several processes each generates whole
-    batches of the selection (batch b on rank b mod world size) and the main process writes the results."""
+    batches of the selection (batch b on rank b mod world size) and the main process writes the results.
+    A model_path ``openai:MODEL`` is a model behind an OpenAI-compatible server (rlkit.api; ``api``:
+    predict_api's options)."""
     import gc
 
     import torch
     from accelerate.utils import gather_object
 
     state = state or process_state()
-    eval_sources = [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in exp.eval_specs()]
-    evalset = EvalSet(eval_sources, exp.camera_options(), exp.prompt_options(), exp.eval.samples_per_dataset,
-                      exp.eval.seed, cache_images=exp.data.cache_images)
-    if not len(evalset):
-        raise ValueError(f"{exp.source}: no eval pixel could be drawn (skips: {evalset.skipped})")
+    evalset = evalset or build_evalset(exp, sources)
     frame = selection_frame(evalset)
-    if model_path is not None:
+    if isinstance(model_path, str) and model_path.startswith("openai:"):
+        from rlkit.api import predict_api
+
+        if state.num_processes > 1:
+            raise ConfigError("an API model is evaluated by one process: run it without torchrun / accelerate launch")
+        texts, stats = predict_api(model_path, evalset, exp.eval.max_new_tokens, **(api or {}))
+        add_predictions(frame, [texts[k] for k in range(len(evalset))], exp.prompt_options().task)
+        extra = {**(extra or {}), "api": stats}
+    elif model_path is not None:
+        gc.collect()  # what training left (optimizer state, a sharded model) before the eval model comes
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         if model is None:
-            gc.collect()  # the training model (and its optimizer state) of a multi-process run is gone
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            from transformers.integrations import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+            if is_deepspeed_zero3_enabled():  # ZeRO-3's config outlives training: it would shard the eval model
+                unset_hf_deepspeed_config()
             processor = load_processor(str(model_path), exp.model)
-            model = load_model(str(model_path), exp.model).to(state.device)
+            model = load_model(str(model_path), exp.model, device=state.device)
         if getattr(model, "peft_config", None):
             model = model.merge_and_unload()
         processor.tokenizer.padding_side = "left"
@@ -267,8 +365,8 @@ def evaluate_run(exp: Experiment, model_path, train_sources, model=None, process
                        progress=state.is_main_process)
         texts = dict(gather_object(list(mine.items())) if state.num_processes > 1 else mine)
         add_predictions(frame, [texts[k] for k in range(len(evalset))], exp.prompt_options().task)
-    result = summarize(frame, exp.eval.constant, train_medians(train_sources, exp.prompt_options().task))
-    payload = {"eval_skipped": evalset.skipped, "eval_samples": len(evalset), "eval_data": load_reports(eval_sources),
+    result = summarize(frame, exp.eval.constant, train_medians(sources.train, exp.prompt_options().task))
+    payload = {"eval_skipped": evalset.skipped, "eval_samples": len(evalset), "eval_data": load_reports(sources.eval),
                "world_size": state.num_processes,
                **(extra or {})}
     if state.is_main_process:

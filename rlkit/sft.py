@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from rlkit import camera as cm
-from rlkit.builder import SFT_COLUMNS, Source, train_dataset
+from rlkit.builder import SFT_COLUMNS, Source, TrainStream, train_dataset
 from rlkit.camera import Camera
 from rlkit.config import ConfigError, Experiment
 from rlkit.models import load_model, load_processor, peft_config
@@ -17,7 +17,8 @@ def largest_train_image(exp: Experiment, sources: list[Source]) -> tuple[int, in
     image after the camera transform."""
     cam = exp.camera_options()
     if cam.crop_width is not None and cam.crop_height is not None:
-        return cam.crop_width[1], cam.crop_height[1]
+        m = cam.multiple_of
+        return cam.crop_width[1] // m * m, cam.crop_height[1] // m * m
     sizes = [(r.width, r.height) for s in sources for r in (
         cm.unify_focal(rec.camera, cam.f_uni) if cam.strategy == "unify_focal" else cm.identity_resize(rec.camera)
         for rec in s.records)]
@@ -38,7 +39,7 @@ def longest_sequence(exp: Experiment, processor, size: tuple[int, int]) -> int:
     return int(enc["input_ids"].shape[1])
 
 
-def check_max_length(exp: Experiment, processor, sources: list[Source], max_length: int | None) -> None:
+def check_longest_sequence(exp: Experiment, processor, sources: list[Source], max_length: int | None) -> None:
     """Stop before training when TRL would cut an image or an answer (it truncates silently)."""
     if max_length is None:
         return
@@ -50,15 +51,14 @@ def check_max_length(exp: Experiment, processor, sources: list[Source], max_leng
                           f"tokens; set train.max_length >= {needed}, or leave it out (no truncation)")
 
 
-def make_trainer(exp: Experiment, model_path: str, sources: list[Source], weights: str | None = None):
+def make_trainer(exp: Experiment, model_path: str, stream: TrainStream, weights: str | None = None):
     """``weights``: a checkpoint to take the model's weights from (a resumed run); else ``model_path``."""
     from trl import SFTTrainer
 
     processor = load_processor(model_path, exp.model)
     args = exp.trl_config()
-    check_max_length(exp, processor, sources, args.max_length)
+    check_longest_sequence(exp, processor, stream.sources, args.max_length)
     model = load_model(weights or model_path, exp.model)
-    stream = exp.train_stream(sources)
     data = train_dataset(stream, SFT_COLUMNS, num_shards=max(1, args.dataloader_num_workers))
     return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=processor,
-                      peft_config=peft_config(exp.model)), stream
+                      peft_config=peft_config(exp.model))

@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from rlkit.config import ConfigError, _closest, load_experiment, read_yaml
+from rlkit.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 SWEEP_KEYS = {"figure", "experiment", "seeds", "scales", "arms", "description"}
@@ -167,9 +168,7 @@ def write_results(sweep: Sweep, scale: str) -> Path:
     table = collect(sweep, scale)
     path = sweep.results_path(scale)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write_text(path, table.to_csv(index=False))
     return path
 
 
@@ -186,12 +185,13 @@ def pending_jobs(sweep: Sweep, scale: str, arms=None, seeds=None) -> list[tuple[
 def prepare(sweep: Sweep, scale: str, jobs) -> None:
     """What the runs share, made once before they start side by side: rendered scenes, the
     tiny model's cache and the base stage (two processes must never build these at once)."""
-    from rlkit.run import ensure_synth, starting_model
+    from rlkit.run import render_scenes, resolve_model, train_base_stage
 
     for arm, seed in jobs:
         exp = arm_experiment(sweep, scale, arm, seed)
-        ensure_synth(exp)
-        starting_model(exp)
+        render_scenes(exp)
+        train_base_stage(exp)
+        resolve_model(exp)
 
 
 def _run_side_by_side(sweep: Sweep, scale: str, jobs, n_jobs: int) -> None:

@@ -1,11 +1,13 @@
-"""The embedded default model: a small random-init Qwen2.5-VL built offline.
+"""The embedded models: a small random-init Qwen2.5-VL (the default) and Pixtral, built offline.
 
 ``build_tiny`` writes an ordinary checkpoint folder (config, weights, tokenizer, chat
 template, Qwen2.5-VL image processor) that is then loaded exactly like
 ``Qwen/Qwen2.5-VL-3B-Instruct``: the same Auto classes, the same processor, the same trainers.
+``build_tiny_pixtral`` does the same for ``mistral-community/pixtral-12b``'s layout: a LLaVA
+checkpoint with a Pixtral vision tower, a Mistral LM and Pixtral's processor.
 
-The tokenizer is a byte-level BPE trained on the kit's own prompt and answer texts, with
-Qwen's chat and vision special tokens, and digits always split one per token (as in Qwen).
+The tokenizers are byte-level BPEs trained on the kit's own prompt and answer texts, with
+each family's chat and vision special tokens, and digits always split one per token (as in Qwen).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 TINY_NAME = "tiny-qwen2.5-vl"
+TINY_PIXTRAL_NAME = "tiny-pixtral"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
 # Qwen2.5-VL's chat template, without the default system turn (short sequences for a tiny model).
@@ -34,12 +38,15 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+PIXTRAL_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]", "<pad>"]
 
 
 @dataclass(frozen=True)
 class TinySpec:
     """Sizes of the embedded default. Changing any field builds (and caches) a new model."""
 
+    name: ClassVar[str] = TINY_NAME
+    family: ClassVar[str] = "qwen2_5_vl"  # its rlkit.models.FAMILIES entry
     text_layers: int = 2
     text_hidden: int = 128
     text_heads: int = 4
@@ -57,6 +64,37 @@ class TinySpec:
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
+
+@dataclass(frozen=True)
+class TinyPixtralSpec:
+    """Sizes of the tiny Pixtral (model.name tiny-pixtral): the same field names as TinySpec where they
+    mean the same, so one experiment's model.tiny sizes either model."""
+
+    name: ClassVar[str] = TINY_PIXTRAL_NAME
+    family: ClassVar[str] = "pixtral"
+
+    text_layers: int = 2
+    text_hidden: int = 128
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate: int = 384
+    vision_layers: int = 2
+    vision_hidden: int = 64
+    vision_heads: int = 4
+    vision_intermediate: int = 192
+    vocab_size: int = 512
+    longest_edge: int = 224  # the image processor's size {"longest_edge": N}: a longer image side is scaled to N
+    seed: int = 0
+
+    @property
+    def max_pixels(self) -> int:
+        """The most pixels an image keeps (a square one), as model.max_pixels would say it."""
+        return self.longest_edge ** 2
+
+    key = TinySpec.key
+
+
+TINY_SPECS = {spec.name: spec for spec in (TinySpec, TinyPixtralSpec)}  # model.name -> its sizes
 
 def _corpus(seed: int = 0) -> list[str]:
     """Texts the tokenizer is trained on: every prompt and answer template of the kit."""
@@ -78,7 +116,9 @@ def _corpus(seed: int = 0) -> list[str]:
     return texts
 
 
-def build_tokenizer(vocab_size: int = 512, seed: int = 0):
+def build_tokenizer(vocab_size: int = 512, seed: int = 0, special_tokens: list[str] = SPECIAL_TOKENS,
+                    chat_template: str = CHAT_TEMPLATE, roles: dict | None = None):
+    """``roles``: the tokenizer's special-token arguments (eos_token, pad_token, ...); default Qwen's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -88,13 +128,13 @@ def build_tokenizer(vocab_size: int = 512, seed: int = 0):
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_corpus(seed), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   extra_special_tokens={"image_token": "<|image_pad|>",
-                                                         "video_token": "<|video_pad|>"})
-    fast.chat_template = CHAT_TEMPLATE
+    roles = roles or {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                      "extra_special_tokens": {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"}}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **roles)
+    fast.chat_template = chat_template
     return fast
 
 
@@ -147,9 +187,63 @@ def build_tiny(out_dir: str | Path, spec: TinySpec = TinySpec()) -> Path:
     return out_dir
 
 
-def tiny_path(cache_dir: str | Path, spec: TinySpec = TinySpec()) -> Path:
-    """The cached tiny checkpoint for this spec, built on first use."""
-    path = Path(cache_dir) / f"{TINY_NAME}-{spec.key()}"
+def build_tiny_pixtral(out_dir: str | Path, spec: TinyPixtralSpec = TinyPixtralSpec()) -> Path:
+    """The tiny Pixtral into ``out_dir`` (atomically), laid out as mistral-community/pixtral-12b: a LLaVA
+    config (model_type llava) with a Pixtral vision tower (16-px patches, no merging) and a Mistral LM."""
+    import torch
+    from transformers import (LlavaConfig, LlavaForConditionalGeneration, MistralConfig, PixtralImageProcessor,
+                              PixtralProcessor, PixtralVisionConfig)
+
+    from rlkit.models import FAMILIES
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    template = FAMILIES[spec.family].chat_template
+    tokenizer = build_tokenizer(spec.vocab_size, spec.seed, PIXTRAL_SPECIAL_TOKENS, template,
+                                {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"})
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in PIXTRAL_SPECIAL_TOKENS}
+    config = LlavaConfig(
+        text_config=MistralConfig(
+            vocab_size=len(tokenizer), hidden_size=spec.text_hidden, intermediate_size=spec.text_intermediate,
+            num_hidden_layers=spec.text_layers, num_attention_heads=spec.text_heads,
+            num_key_value_heads=spec.text_kv_heads, head_dim=spec.text_hidden // spec.text_heads,
+            max_position_embeddings=4096, sliding_window=None, tie_word_embeddings=True,
+            bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"],
+        ),
+        vision_config=PixtralVisionConfig(
+            hidden_size=spec.vision_hidden, intermediate_size=spec.vision_intermediate,
+            num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
+            image_size=1024, patch_size=16, hidden_act="silu",  # image_size: the 2-D rope's extent, as Pixtral's
+        ),
+        image_token_index=ids["[IMG]"], projector_hidden_act="gelu", vision_feature_layer=-1,
+        vision_feature_select_strategy="full", tie_word_embeddings=True,
+    )
+    torch.manual_seed(spec.seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.bos_token_id = ids["<s>"]
+    model.generation_config.eos_token_id = ids["</s>"]
+    model.generation_config.pad_token_id = ids["<pad>"]
+    image_processor = PixtralImageProcessor(size={"longest_edge": spec.longest_edge},
+                                            patch_size={"height": 16, "width": 16})
+    processor = PixtralProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=16,
+                                 spatial_merge_size=1, chat_template=template)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "rlkit_tiny.json").write_text(json.dumps(asdict(spec), indent=1))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    n = sum(p.numel() for p in model.parameters())
+    log.info("built %s (%.2fM parameters) in %s", spec.name, n / 1e6, out_dir)
+    return out_dir
+
+
+BUILDERS = {TinySpec: build_tiny, TinyPixtralSpec: build_tiny_pixtral}
+
+
+def tiny_path(cache_dir: str | Path, spec: TinySpec | TinyPixtralSpec = TinySpec()) -> Path:
+    """The cached tiny checkpoint for this spec (of either tiny model), built on first use."""
+    path = Path(cache_dir) / f"{spec.name}-{spec.key()}"
     if not (path / "config.json").exists():
-        build_tiny(path, spec)
+        BUILDERS[type(spec)](path, spec)
     return path

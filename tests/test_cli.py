@@ -21,7 +21,7 @@ def test_data_synth_and_preview(tmp_path):
     assert len(list((tmp_path / "rgb" / "outdoor_eval").glob("*.png"))) == 2
     out = tmp_path / "p.png"
     _rlkit("data", "preview", "--data", tmp_path / "outdoor_train.jsonl", "--out", out, "--n", 4,
-           "--f-uni", 60, "--crop-width", "40,60", "--crop-height", "30,50")
+           "camera.f_uni=60", "camera.crop_width=[40, 60]", "camera.crop_height=[30, 50]")
     assert Image.open(out).size[0] > 400
     exp = {"method": "sft", "data": {"train": [{"path": str(tmp_path / "outdoor_train.jsonl")}],
                                      "eval": [{"path": str(tmp_path / "outdoor_eval.jsonl")}]},
@@ -43,5 +43,24 @@ def test_bad_experiment_fails_with_a_named_key(tmp_path):
 def test_data_synth_rejects_a_negative_room_option(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rlkit", "data", "synth", "--out", str(tmp_path), "--indoor-color-jitter",
                         "-1"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2 and "argument --indoor-color-jitter: must be >= 0, got -1" in r.stderr
+    assert r.returncode == 2 and "data synth: indoor_color_jitter must be a number >= 0" in r.stderr
     assert not any(tmp_path.iterdir())  # nothing rendered
+
+
+def test_preview_shows_what_training_sees_shuffled_labels_included(tmp_path, synth_dir, monkeypatch):
+    # the GRPO base stage trains on shuffled answers: its preview must show them, not the true labels
+    import rlkit.preview
+    from rlkit.cli import main
+
+    shown = []
+    monkeypatch.setattr(rlkit.preview, "save_preview", lambda samples, out: shown.extend(samples) or out)
+    exp = {"method": "sft", "data": {"train": [{"path": str(synth_dir / "indoor_train.jsonl")}],
+                                     "eval": [{"path": str(synth_dir / "indoor_eval.jsonl")}], "shuffle_labels": True},
+           "camera": {"f_uni": 60, "crop_width": [56, 84], "crop_height": [56, 84]}}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    assert main(["data", "preview", "--experiment", str(tmp_path / "e.yaml"), "--n", "16"]) == 0
+    assert len(shown) == 16
+    own = [s.query.value in set(s.record.depth.tolist()) for s in shown]
+    assert sum(own) <= 4, own  # almost every answer carries another image's label
+    main(["data", "preview", "--experiment", str(tmp_path / "e.yaml"), "--n", "16", "data.shuffle_labels=false"])
+    assert all(s.query.value in set(s.record.depth.tolist()) for s in shown[16:])

@@ -4,6 +4,14 @@ import pytest
 import yaml
 
 from rlkit.config import ConfigError, load_experiment
+from rlkit.run import check_experiment
+
+
+def _checked(path, overrides=()):
+    """Load, then the plan's input checks (trainer fields, rewards, base model), as a run does first."""
+    exp = load_experiment(path, overrides)
+    check_experiment(exp)
+    return exp
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 
@@ -42,11 +50,11 @@ def test_unknown_keys_name_file_key_and_closest(tmp_path):
     with pytest.raises(ConfigError, match=r"exp.yaml: unknown key 'camra'; did you mean 'camera'\?"):
         load_experiment(p)
     p = _write(tmp_path, BASE + "model: {nmae: x}\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'model.nmae'; did you mean 'name'"):
+    with pytest.raises(ConfigError, match=r"exp.yaml: model: unknown key 'nmae'; did you mean 'name'"):
         load_experiment(p)
     p = _write(tmp_path, BASE + "train: {learning_rat: 0.1}\n")
     with pytest.raises(ConfigError, match=r"train: unknown SFTConfig field 'learning_rat'; did you mean 'learning_rate'"):
-        load_experiment(p)
+        _checked(p)
     p = _write(tmp_path, BASE + "camera: {f_unii: 10}\n")
     with pytest.raises(ConfigError, match=r"camera: unknown key 'f_unii'; did you mean 'f_uni'"):
         load_experiment(p)
@@ -62,11 +70,13 @@ def test_bad_values_are_named(tmp_path):
     with pytest.raises(ConfigError, match="grpo needs rewards"):
         load_experiment(_write(tmp_path, BASE.replace("sft", "grpo")))
     with pytest.raises(ConfigError, match="rewards: reward 'neg_l3': as a registry name"):
-        load_experiment(_write(tmp_path, BASE.replace("sft", "grpo") + "rewards: [neg_l3]\n"))
+        _checked(_write(tmp_path, BASE.replace("sft", "grpo") + "rewards: [neg_l3]\n"))
     with pytest.raises(ConfigError, match="data.train\\[0\\]: unknown key 'pth'"):
         load_experiment(_write(tmp_path, "data: {train: [{pth: a.jsonl}], eval: [{path: a.jsonl}]}\n"))
-    for key, value in (("indoor_lamp", -1), ("indoor_color_jitter", -0.5), ("indoor_color_jitter", "low")):
-        with pytest.raises(ConfigError, match=f"exp.yaml: data.synth.{key} must be .* got {value!r}"):
+    for key, value, message in (("indoor_lamp", -1, "data.synth: indoor_lamp must be a distance in meters >= 0"),
+                                ("indoor_color_jitter", -0.5, "data.synth: indoor_color_jitter must be a number >= 0"),
+                                ("indoor_color_jitter", "low", "data.synth.indoor_color_jitter: must be a finite number")):
+        with pytest.raises(ConfigError, match=f"exp.yaml: {message}.* got {value!r}"):
             load_experiment(_write(tmp_path, BASE), [f"data.synth={{{key}: {value}}}"])
     with pytest.raises(ConfigError, match="data.eval is empty"):
         load_experiment(_write(tmp_path, "data: {train: [{path: a.jsonl}]}\n"))
@@ -87,7 +97,7 @@ def test_overrides_and_trl_passthrough(tmp_path):
 def test_extends_merges_and_does_not_inherit_output_dir(tmp_path):
     _write(tmp_path, BASE + "output_dir: runs/parent\ncamera: {f_uni: 50, crop_width: [10, 20]}\n", "parent.yaml")
     child = load_experiment(_write(tmp_path, "extends: parent.yaml\ncamera: {f_uni: 70}\n", "child.yaml"))
-    assert child.camera == {"f_uni": 70, "crop_width": [10, 20]}
+    assert (child.camera.f_uni, child.camera.crop_width) == (70, (10, 20))
     assert child.output_dir == "runs/child"
     with pytest.raises(ConfigError, match="loops back"):
         load_experiment(_write(tmp_path, "extends: self.yaml\n", "self.yaml"))
@@ -120,11 +130,11 @@ def test_vllm_requested_but_missing_fails_before_model_load(monkeypatch):
 def test_reward_kwargs_are_checked_at_load(tmp_path):
     grpo = BASE.replace("sft", "grpo") + "rewards: [neg_l1]\n"
     with pytest.raises(ConfigError, match=r"reward_kwargs names \['neg_l2'\]"):
-        load_experiment(_write(tmp_path, grpo + "reward_kwargs: {neg_l2: {clip: 1}}\n"))
+        _checked(_write(tmp_path, grpo + "reward_kwargs: {neg_l2: {clip: 1}}\n"))
     with pytest.raises(ConfigError, match=r"unknown argument\(s\) \['cilp'\]"):
-        load_experiment(_write(tmp_path, grpo + "reward_kwargs: {neg_l1: {cilp: 1}}\n"))
+        _checked(_write(tmp_path, grpo + "reward_kwargs: {neg_l1: {cilp: 1}}\n"))
     with pytest.raises(ConfigError, match="non-finite rewards"):
-        load_experiment(_write(tmp_path, grpo + "reward_kwargs: {neg_l1: {clip: .inf}}\n"))
+        _checked(_write(tmp_path, grpo + "reward_kwargs: {neg_l1: {clip: .inf}}\n"))
 
 
 def test_changed_config_refuses_a_used_run_dir(tmp_path):
@@ -157,7 +167,7 @@ def test_brightness_task_refuses_distance_only_wording():
 
 def test_model_override_with_a_base_stage_is_rejected():
     with pytest.raises(ConfigError, match="differs from that of base .*base_synthetic.yaml"):
-        load_experiment(EXPERIMENTS / "grpo_negl1.yaml", ["model.name=Qwen/Qwen2.5-VL-3B-Instruct"])
+        _checked(EXPERIMENTS / "grpo_negl1.yaml", ["model.name=Qwen/Qwen2.5-VL-3B-Instruct"])
     # the same model in both (inherited, or set in both through base_overrides) is fine
     exp = load_experiment(EXPERIMENTS / "grpo_negl1.yaml", [
         "model.name=Qwen/Qwen2.5-VL-3B-Instruct", 'base_overrides=["model.name=Qwen/Qwen2.5-VL-3B-Instruct"]'])

@@ -56,11 +56,21 @@ def _rlkit(*args, launcher=(sys.executable, "-m", "rlkit"), timeout=900):
                           timeout=timeout)
 
 
-TORCHRUN = (str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port", "29517",
-            "-m", "rlkit")
-ACCELERATE = (str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
-              str(PAPER / "accelerate" / "ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no", "--main_process_port",
-              "29518", "-m", "rlkit")
+def _free_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+TORCHRUN = (str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2", "-m", "rlkit")
+
+
+def _accelerate():
+    return (str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+            str(PAPER / "accelerate" / "ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+            "--main_process_port", _free_port(), "-m", "rlkit")
 
 
 # ---------------------------------------------------------------- recipes and config
@@ -89,14 +99,16 @@ def test_paper_recipes_load_with_the_papers_numbers(name, monkeypatch):
 
 
 def test_global_batch_that_does_not_divide_names_the_numbers(tmp_path, synth_dir):
-    exp = _experiment(tmp_path, synth_dir, global_batch_size=10, train={"per_device_train_batch_size": 4})
+    from rlkit.run import check_experiment
+
+    exp = load_experiment(_experiment(tmp_path, synth_dir, global_batch_size=10, train={"per_device_train_batch_size": 4}))
     with pytest.raises(ConfigError, match=r"global_batch_size: global_batch_size 10 = 10 completions per step, "
                                           r"per_device_train_batch_size 4 x world size 1 = 4 per micro-step"):
-        load_experiment(exp)
-    exp = _experiment(tmp_path, synth_dir, global_batch_size=8,
-                      train={"per_device_train_batch_size": 4, "gradient_accumulation_steps": 3})
+        check_experiment(exp)  # the plan's first step, before any scene or model
+    exp = load_experiment(_experiment(tmp_path, synth_dir, global_batch_size=8,
+                                      train={"per_device_train_batch_size": 4, "gradient_accumulation_steps": 3}))
     with pytest.raises(ConfigError, match="gradient_accumulation_steps 3 contradicts global_batch_size"):
-        load_experiment(exp)
+        check_experiment(exp)
     exp = load_experiment(_experiment(tmp_path, synth_dir, global_batch_size=8,
                                       train={"per_device_train_batch_size": 2}))
     assert exp.trl_config(world_size=2).gradient_accumulation_steps == 2
@@ -108,7 +120,7 @@ def test_sft_max_length_defaults_to_no_truncation_and_a_short_one_fails_at_load(
     path = _experiment(tmp_path, synth_dir, camera=PAPER_CAMERA, model={"max_pixels": 1680000})
     assert load_experiment(path).trl_config().max_length is None  # TRL's 1024 would cut the image
     with pytest.raises(ConfigError, match=r"train.max_length 1024 cannot hold the largest training image: "
-                                          r"a 1400 x 1200 crop is 2142 image tokens"):
+                                          r"a 1400 x 1176 crop is 2100 image tokens"):
         load_experiment(path, ["train.max_length=1024"])
     # with the tiny model's own bound (64 tokens) the same crops fit
     assert load_experiment(_experiment(tmp_path, synth_dir, camera=PAPER_CAMERA),
@@ -116,19 +128,19 @@ def test_sft_max_length_defaults_to_no_truncation_and_a_short_one_fails_at_load(
 
 
 def test_max_length_is_checked_against_the_real_longest_sequence_before_training(tmp_path, paper_synth_dir):
-    from rlkit.builder import load_source
     from rlkit.models import load_processor, resolve_model_path
-    from rlkit.sft import check_max_length, largest_train_image, longest_sequence
+    from rlkit.run import load_sources
+    from rlkit.sft import check_longest_sequence, largest_train_image, longest_sequence
 
     exp = load_experiment(_experiment(tmp_path, paper_synth_dir, camera=PAPER_CAMERA, model={"max_pixels": 1680000}))
     processor = load_processor(resolve_model_path(exp.model), exp.model)
-    sources = [load_source(s) for s in exp.train_specs()]
-    assert largest_train_image(exp, sources) == (1400, 1200)
-    n = longest_sequence(exp, processor, (1400, 1200))
-    assert 2142 < n < 2142 + 200  # the image plus the words
-    check_max_length(exp, processor, sources, n)  # exactly enough
+    sources = load_sources(exp, ("train",)).train
+    assert largest_train_image(exp, sources) == (1400, 1176)  # crop sizes are multiples of 28
+    n = longest_sequence(exp, processor, (1400, 1176))
+    assert 2100 < n < 2100 + 200  # the image (50 x 42 merged patches) plus the words
+    check_longest_sequence(exp, processor, sources, n)  # exactly enough
     with pytest.raises(ConfigError, match=rf"train.max_length {n - 1} is too short: .* is {n} tokens"):
-        check_max_length(exp, processor, sources, n - 1)
+        check_longest_sequence(exp, processor, sources, n - 1)
 
 
 def test_mixed_image_sizes_in_one_batch_give_each_samples_own_loss(tmp_path, synth_dir):
@@ -137,13 +149,14 @@ def test_mixed_image_sizes_in_one_batch_give_each_samples_own_loss(tmp_path, syn
     import torch
     import torch.nn.functional as F
 
-    from rlkit.builder import SFT_COLUMNS, load_source
+    from rlkit.builder import SFT_COLUMNS
     from rlkit.models import resolve_model_path
+    from rlkit.run import build_stream, load_sources
     from rlkit.sft import make_trainer
 
     exp = load_experiment(_experiment(tmp_path, synth_dir, camera={"crop_width": [28, 140], "crop_height": [28, 140]}))
-    sources = [load_source(s) for s in exp.train_specs()]
-    trainer, stream = make_trainer(exp, resolve_model_path(exp.model), sources)
+    stream = build_stream(exp, load_sources(exp, ("train",)))
+    trainer = make_trainer(exp, resolve_model_path(exp.model), stream)
     rows = [{k: v for k, v in stream.rows().__next__().items() if k in SFT_COLUMNS}]
     i = 1
     while len(rows) < 3:  # three samples of three different image sizes
@@ -238,7 +251,7 @@ def test_accelerate_launch_two_ranks_grpo_with_the_shipped_ddp_config(tmp_path, 
                       global_batch_size=4,
                       train={"max_steps": 2, "save_steps": 100, "per_device_train_batch_size": 4,
                              "num_generations": 4, "max_completion_length": 8, "beta": 0.0})
-    r = _rlkit(exp, launcher=ACCELERATE)
+    r = _rlkit(exp, launcher=_accelerate())
     assert r.returncode == 0, r.stderr[-4000:]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["world_size"] == 2
@@ -251,15 +264,14 @@ def test_accelerate_launch_two_ranks_grpo_with_the_shipped_ddp_config(tmp_path, 
 RANK_SCRIPT = """
 import json, sys
 from accelerate.utils import gather_object
-from rlkit.builder import load_source
 from rlkit.config import load_experiment
-from rlkit.models import resolve_model_path
-from rlkit.run import process_state
+from rlkit.run import build_stream, load_sources, process_state, resolve_model
 from rlkit.sft import make_trainer
 
 state = process_state()
 exp = load_experiment(sys.argv[1])
-trainer, stream = make_trainer(exp, resolve_model_path(exp.model), [load_source(s) for s in exp.train_specs()])
+stream = build_stream(exp, load_sources(exp, ("train",)))
+trainer = make_trainer(exp, resolve_model(exp, state), stream)
 tok = trainer.processing_class.tokenizer
 seen = []
 for step, batch in zip(range(3), trainer.get_train_dataloader()):
@@ -278,7 +290,7 @@ def test_two_ranks_draw_disjoint_training_samples(tmp_path, synth_dir):
     script.write_text(RANK_SCRIPT)
     exp = _experiment(tmp_path, synth_dir)
     out = tmp_path / "seen.json"
-    launcher = (str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port", "29519")
+    launcher = (str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2")
     r = _rlkit(script, exp, out, launcher=launcher)
     assert r.returncode == 0, r.stderr[-4000:]
     got = json.loads(out.read_text())
@@ -292,12 +304,20 @@ def test_two_ranks_draw_disjoint_training_samples(tmp_path, synth_dir):
         assert texts == expected[4 * step + 2 * rank: 4 * step + 2 * rank + 2], (rank, step)
 
 
-def test_vllm_gets_the_training_pixel_bounds():
+def test_vllm_gets_the_training_pixel_bounds(monkeypatch):
+    import importlib.util
+
     from rlkit.cli import vllm_pixel_args
     from rlkit.grpo import check_vllm
 
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+
     exp = load_experiment(PAPER / "qwen2_5_vl_3b_grpo.yaml")
     assert vllm_pixel_args(exp.model) == ["--mm-processor-kwargs", '{"min_pixels": 3136, "max_pixels": 1680000}']
+    # Pixtral's processor takes a longest edge: the recipe's keeps the largest crop (1400 px) whole
+    pixtral = load_experiment(PAPER / "pixtral_12b_sft.yaml")
+    assert vllm_pixel_args(pixtral.model) == ["--mm-processor-kwargs", '{"size": {"longest_edge": 1400}}']
     # colocate: the recipe's bounds change no 1000-1400 x 700-1200 crop, so only the missing vLLM stops it here
     with pytest.raises(ConfigError, match="vLLM is not installed"):
         check_vllm(load_experiment(PAPER / "qwen2_5_vl_3b_grpo.yaml", ["train.use_vllm=true"]))

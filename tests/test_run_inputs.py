@@ -95,3 +95,32 @@ def test_two_datasets_with_one_name_are_an_error(tmp_path):
         experiment_from_dict(d)
     d["data"]["eval"][1]["name"] = "x_b"
     assert [s.label for s in experiment_from_dict(d).eval_specs()] == ["x", "x_b"]
+
+
+def test_config_values_are_type_checked_at_load_with_the_key_named(tmp_path):
+    import pytest
+
+    from rlkit.config import ConfigError, load_experiment
+    from rlkit.run import check_experiment
+
+    (tmp_path / "x.jsonl").write_text("")
+    base = f"data: {{train: [{{path: {tmp_path / 'x.jsonl'}}}], eval: [{{path: {tmp_path / 'x.jsonl'}}}]}}\n"
+    path = tmp_path / "exp.yaml"
+    path.write_text(base)
+    cases = {"seed=x": "seed: must be a whole number, got 'x'",
+             "data.skip_invalid='false'": "data.skip_invalid: must be true or false, got 'false'",
+             "camera.multiple_of=0": "camera: multiple_of must be >= 1",
+             "model.dtype=float8": "model: dtype 'float8' is not one of",
+             "prompt.marker.color=[255, 0]": "prompt.marker.color: must be a list of 3 values",
+             "camera.f_uni=abc": "camera.f_uni: must be a finite number, got 'abc'",
+             "camera.f_uni=.nan": "camera.f_uni: must be a finite number, got nan"}
+    for override, message in cases.items():
+        with pytest.raises(ConfigError, match=rf"{path}: " + message.replace("[", r"\[").replace("(", r"\(")):
+            load_experiment(path, [override])
+    with pytest.raises(ConfigError, match=rf"{path}: train.learning_rate: must be a finite number, got 'abc'"):
+        check_experiment(load_experiment(path, ["train.learning_rate=abc"]))
+    # a base stage that leads back to itself is named, not a RecursionError
+    (tmp_path / "a.yaml").write_text(base + "base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text(base + "base: a.yaml\n")
+    with pytest.raises(ConfigError, match="base: the stages loop back: .*a.yaml -> .*b.yaml -> .*a.yaml"):
+        check_experiment(load_experiment(tmp_path / "a.yaml"))

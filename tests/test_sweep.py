@@ -39,7 +39,7 @@ def test_sweep_runs_missing_arms_only_and_writes_a_tidy_table(tmp_path):
     calls = []
 
     def runner(exp):
-        calls.append((exp.camera["strategy"], exp.seed, exp.train["max_steps"]))
+        calls.append((exp.camera.strategy, exp.seed, exp.train["max_steps"]))
         out = Path(exp.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(_fake_metrics(0.1 * len(calls))))

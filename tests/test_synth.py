@@ -99,9 +99,9 @@ def test_synth_covers_focal_lengths_and_depth_ranges(synth_dir):
     assert 0.3 < d_in.min() and d_in.max() < 20 and np.median(d_out) > np.median(d_in)
 
 
-def test_ensure_synth_renders_once_and_again_when_the_rooms_change(tmp_path):
+def test_render_scenes_renders_once_and_again_when_the_rooms_change(tmp_path):
     from rlkit.config import load_experiment
-    from rlkit.run import ensure_synth
+    from rlkit.run import render_scenes
 
     root = Path(__file__).resolve().parents[1]
     synth = f"{{out: {tmp_path}, train_images: 2, eval_images: 1, points: 2, width: [48, 64]}}"
@@ -109,7 +109,7 @@ def test_ensure_synth_renders_once_and_again_when_the_rooms_change(tmp_path):
     def run(lamp, jitter=1.0):
         exp = load_experiment(root / "experiments/sft_synthetic.yaml", [
             f"data.synth={synth}", f"data.synth.indoor_lamp={lamp}", f"data.synth.indoor_color_jitter={jitter}"])
-        ensure_synth(exp)
+        render_scenes(exp)
         return json.loads((tmp_path / "indoor_train.synth.json").read_text()), \
             (tmp_path / "rgb/indoor_train/000000.png").read_bytes(), \
             (tmp_path / "outdoor_train.synth.json").stat().st_mtime_ns

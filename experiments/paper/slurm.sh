@@ -95,8 +95,8 @@ export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-1}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
-# machine_rank is the node's index in the list: one srun step per node pins each rank to a known host, so rank 0
-# is main_process_ip by construction (c10d hosts the rendezvous store on the node whose name matches it).
+# One srun step per node; c10d hosts the rendezvous store on main_process_ip (the first node) and assigns node
+# ranks itself when the nodes join, so --machine_rank is informative only (checkpoints need a shared filesystem).
 show() { printf '%s:' "$1"; shift; printf ' %q' "$@"; echo; }  # NODE COMMAND...: one copy-pasteable line
 
 train_cmd() {  # $1: machine rank

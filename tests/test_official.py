@@ -1,0 +1,238 @@
+"""The official DepthLM conventions (prompt.template official, marker official_arrow, camera.resize official)
+give, pixel for pixel and character for character, what the official code gives.
+
+``official_sample`` below restates the rules of facebookresearch/DepthLM_Official (utils/datasets.py,
+dataset_eval; train.py for the join of the target) in the most literal way, independently of rlkit:
+PIL's resize with int() sizes and its default filter, int() pixel mapping, a per-pixel putpixel arrow.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rewards.format import format_reward
+from rlkit import camera as cm
+from rlkit.builder import CameraOptions, ImageCache, PromptOptions, Sample, make_sample, marked_pixel
+from rlkit.config import load_experiment
+from rlkit.markers import MarkerStyle, draw, fits, footprint
+from rlkit.prompts import Query, answer, parse_depth, question
+from rlkit.records import Record
+
+from conftest import gradient_image
+
+ROOT = Path(__file__).parent.parent
+QUESTION = ("Given this image, how far is the point pointed by the red arrow from the camera? Output the thinking "
+            "process in <think> </think> and final answer (the meter number only, without the unit) in "
+            "<answer> </answer> tags.")
+PROMPT = PromptOptions(template="official", marker=MarkerStyle("official_arrow"))
+
+
+def official_sample(image, intrinsics, coord, depth, f_uni):
+    """(image, (x, y), question, target) as the official code builds them, or None where it skips the label."""
+    intrinsics = list(intrinsics[:4])
+    if intrinsics[0] == 0.0:
+        intrinsics[0] = intrinsics[1]
+    new = intrinsics
+    if abs(intrinsics[0] - intrinsics[1]) > 1e-3:
+        import cv2
+
+        k = np.array([[intrinsics[0], 0, intrinsics[2]], [0, intrinsics[1], intrinsics[3]], [0, 0, 1]])
+        a = np.array(image)
+        k_new, _ = cv2.getOptimalNewCameraMatrix(k, np.zeros((4, 1)), (a.shape[1], a.shape[0]), 1,
+                                                 (a.shape[1], a.shape[0]))
+        image = Image.fromarray(cv2.undistort(a, k, np.zeros((4, 1)), None, k_new))
+        new = [float(k_new[0, 0]), float(k_new[1, 1]), float(k_new[0, 2]), float(k_new[1, 2])]
+    scale = f_uni / new[0]
+    width, height = int(image.width * scale), int(image.height * scale)
+    new = [new[0] * scale, new[1] * scale, new[2] * scale, new[3] * scale]
+    image = image.resize((width, height))
+    x = int((coord[0] - intrinsics[2]) * (new[0] / intrinsics[0]) + new[2])
+    y = int((coord[1] - intrinsics[3]) * (new[1] / intrinsics[1]) + new[3])
+    size = 5
+    if not (size <= x < image.width - size and size <= y < image.height - size):
+        return None
+    for dx in range(1, size + 1):
+        image.putpixel((x - dx, y), (255, 0, 0))
+    for dy in range(1, size // 2 + 1):
+        image.putpixel((x - dy - 1, y + dy), (255, 0, 0))
+        image.putpixel((x - dy - 1, y - dy), (255, 0, 0))
+    think = f"<think> The point is around {depth:.2f} meters away from the camera. </think>"
+    solution = f"<answer> {depth:.2f} </answer>"
+    return image, (x, y), QUESTION, f"{think}\n\n{solution}", new + [width, height]
+
+
+def noise_image(width, height, seed=0):
+    """Every pixel independent: any difference in resampling or placement shows."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def _record(cam, pixels, depth=None):
+    pixels = np.asarray(pixels, dtype=np.float64)
+    depth = np.asarray(depth if depth is not None else np.linspace(0.7, 41.3, len(pixels)), dtype=np.float64)
+    return Record(Path("mem.png"), cam, pixels, depth, "mem", "mem:1")
+
+
+def _cache_with(rec, img):
+    cache = ImageCache(4)
+    cache._items[rec.image] = img
+    return cache
+
+
+def _check_same(rec, img, f_uni, cam_opts=None):
+    """Every label of rec: the kit's eval sample equals the official one (or both skip). Returns the skip count."""
+    cam_opts = cam_opts or CameraOptions(f_uni=f_uni, crop_width=None, crop_height=None, resize="official")
+    c = rec.camera
+    skipped = 0
+    for label in range(rec.num_labels):
+        want = official_sample(img.copy(), [c.fx, c.fy, c.cx, c.cy, c.width, c.height], rec.pixels[label].tolist(),
+                               float(rec.depth[label]), f_uni)
+        got = make_sample(rec, label, cam_opts, PROMPT, _cache_with(rec, img))
+        if want is None:
+            assert isinstance(got, str), (label, rec.pixels[label])
+            skipped += 1
+            continue
+        assert isinstance(got, Sample), (label, rec.pixels[label], got)
+        w_img, (wx, wy), w_q, w_a, w_cam = want
+        assert (got.query.x, got.query.y) == (wx, wy)
+        assert got.image.size == w_img.size
+        assert np.array_equal(np.asarray(got.image), np.asarray(w_img)), label
+        assert got.question == w_q and got.answer == w_a
+        assert got.query.camera.as_list() == w_cam
+    return skipped
+
+
+@pytest.mark.parametrize("f_uni", [750.0, 333.0, 90.0])
+@pytest.mark.parametrize("make_image", [noise_image, gradient_image])
+def test_eval_samples_equal_the_official_code(f_uni, make_image):
+    # fx == fy: no undistortion, so no OpenCV needed; a down- (750 / 1000), up- (333 / 201.5) and odd resize
+    cams = {750.0: cm.Camera(1000.0, 1000.0, 96.3, 71.8, 192, 144),
+            333.0: cm.Camera(201.5, 201.5, 60.0, 41.25, 120, 90),
+            90.0: cm.Camera(61.0, 61.0, 33.7, 22.2, 64, 48)}
+    c = cams[f_uni]
+    rng = np.random.default_rng(int(f_uni))
+    pixels = np.concatenate([rng.uniform(0, [c.width - 1, c.height - 1], (12, 2)),
+                             rng.integers(0, [c.width, c.height], (12, 2)),
+                             [[0, 0], [c.width - 1, c.height - 1], [c.cx, c.cy], [7.5, 9.25]]])
+    rec = _record(c, pixels)
+    _check_same(rec, make_image(c.width, c.height), f_uni)
+
+
+def test_fx_within_tolerance_of_fy_is_not_undistorted(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # any use of OpenCV would fail
+    c = cm.Camera(120.0, 120.0009, 50.5, 40.5, 100, 80)
+    rec = _record(c, [[50, 40], [10.2, 70.9], [93.0, 5.0]])
+    assert cm.official_transform(c, 90.0).undistorted is None
+    _check_same(rec, noise_image(100, 80, seed=3), 90.0)
+
+
+def test_fx_not_fy_is_undistorted_as_the_official_code():
+    pytest.importorskip("cv2", reason="the undistortion step needs opencv-python-headless (pip install -e '.[official]')")
+    for c, f_uni in [(cm.Camera(35.0, 45.0, 19.0, 20.5, 40, 40), 60.0),
+                     (cm.Camera(718.856, 718.3, 96.19, 55.21, 190, 110), 750.0),
+                     (cm.Camera(91.7, 83.3, 47.9, 31.1, 96, 64), 133.0)]:
+        t = cm.official_transform(c, f_uni)
+        assert t.undistorted is not None
+        assert t.camera.fy != f_uni  # pixels stay non-square: only fx is unified
+        rng = np.random.default_rng(1)
+        rec = _record(c, rng.uniform(0, [c.width - 1, c.height - 1], (20, 2)))
+        _check_same(rec, noise_image(c.width, c.height, seed=2), f_uni)
+
+
+def test_missing_opencv_names_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    c = cm.Camera(50.0, 55.0, 20.0, 20.0, 40, 40)
+    cm.official_transform.cache_clear()
+    with pytest.raises(ImportError, match=r"pip install opencv-python-headless"):
+        cm.official_transform(c, 60.0)
+    cm.official_transform.cache_clear()
+
+
+def test_labels_near_the_border_are_skipped_exactly_where_the_official_code_skips():
+    c = cm.Camera(80.0, 80.0, 31.6, 23.4, 64, 48)
+    img = noise_image(64, 48, seed=5)
+    # every quarter pixel of the image: the skip decision and the marked pixel agree everywhere
+    xs, ys = np.meshgrid(np.arange(0, 63.01, 0.25), np.arange(0, 47.01, 0.25))
+    rec = _record(c, np.stack([xs.ravel(), ys.ravel()], 1))
+    drawable = 0
+    for label in range(rec.num_labels):
+        want = official_sample(img.copy(), [c.fx, c.fy, c.cx, c.cy, c.width, c.height],
+                               rec.pixels[label].tolist(), 1.0, 100.0)
+        resize, x, y = marked_pixel(rec, label, CameraOptions(f_uni=100.0, resize="official"))
+        ok = fits(PROMPT.marker, x, y, resize.width, resize.height)
+        assert ok == (want is not None), rec.pixels[label]
+        if ok:
+            drawable += 1
+            assert (x, y) == want[1]
+    assert 0 < drawable < rec.num_labels
+    # and whole samples, on a few labels on either side of the border
+    edge = _record(c, [[3.9, 20], [4.0, 20], [4.1, 20], [55.9, 20], [56.0, 20], [30, 3.9], [30, 4.0], [30, 40.0]])
+    assert 0 < _check_same(edge, img, 100.0) < edge.num_labels
+
+
+def test_train_crop_is_a_crop_of_the_official_image():
+    c = cm.Camera(100.0, 100.0, 60.5, 45.5, 120, 90)
+    rec = _record(c, [[60, 45], [20.7, 70.2]])
+    img = noise_image(120, 90, seed=7)
+    opts = CameraOptions(f_uni=130.0, crop_width=(60, 100), crop_height=(50, 80), resize="official")
+    for label in range(2):
+        whole = official_sample(img.copy(), [c.fx, c.fy, c.cx, c.cy, c.width, c.height],
+                                rec.pixels[label].tolist(), float(rec.depth[label]), 130.0)
+        full = np.asarray(whole[0])
+        for seed in range(5):
+            s = make_sample(rec, label, opts, PROMPT, _cache_with(rec, img), np.random.default_rng(seed))
+            x0, y0 = round(whole[4][2] - s.query.camera.cx), round(whole[4][3] - s.query.camera.cy)
+            w, h = s.image.size
+            assert np.array_equal(np.asarray(s.image), full[y0:y0 + h, x0:x0 + w])
+            assert (s.query.x + x0, s.query.y + y0) == whole[1]
+
+
+def test_official_marker_stencil():
+    img = np.zeros((20, 20, 3), np.uint8)
+    draw(img, 10, 10, MarkerStyle("official_arrow"))
+    red = {(int(x), int(y)) for y, x in zip(*np.nonzero((img == [255, 0, 0]).all(-1)))}
+    assert red == {(5, 10), (6, 10), (7, 10), (8, 10), (9, 10), (8, 9), (8, 11), (7, 8), (7, 12)}
+    assert footprint(MarkerStyle("official_arrow")) == (5, 5, 5, 5)
+    assert fits(MarkerStyle("official_arrow"), 5, 5, 11, 11) and not fits(MarkerStyle("official_arrow"), 5, 5, 10, 11)
+
+
+def make_target(depth):
+    return answer(Query("depth", cm.Camera(1, 1, 0, 0, 2, 2), 0, 0, depth), strategy="unify_focal",
+                  template="official")
+
+
+def test_official_words_and_parser():
+    q = Query("depth", cm.Camera(1, 1, 0, 0, 2, 2), 0, 0, 3.4567)
+    assert question(q, reference="marker", strategy="unify_focal", template="official") == QUESTION
+    target = make_target(3.4567)
+    assert target == ("<think> The point is around 3.46 meters away from the camera. </think>\n\n"
+                      "<answer> 3.46 </answer>")
+    assert parse_depth(target) == 3.46
+    assert parse_depth("<think> The point is around 12.00 meters away from the camera. </think>\n\n"
+                       "<answer> 12.00 </answer>") == 12.0
+    assert format_reward([target], require_think=True) == [1.0]
+    with pytest.raises(ValueError, match="official"):
+        question(q, reference="marker", strategy="predict_rays", template="official")
+    with pytest.raises(ValueError, match="official"):
+        PromptOptions(template="official", reference="text")
+    with pytest.raises(ValueError, match="official"):
+        PromptOptions(template="official", task="axis_depth")
+    with pytest.raises(ValueError, match="resize"):
+        CameraOptions(resize="official", strategy="direct")
+    with pytest.raises(ValueError, match="resize"):
+        CameraOptions(resize="nearest")
+
+
+def test_eval_preset_loads_without_downloads():
+    exp = load_experiment(ROOT / "experiments" / "eval_depthlm_official.yaml")
+    cam, prompt = exp.camera_options(), exp.prompt_options()
+    assert exp.model.name == "facebook/DepthLM"
+    assert (cam.strategy, cam.f_uni, cam.resize, cam.crop_width, cam.crop_height) == \
+        ("unify_focal", 750, "official", None, None)
+    assert (prompt.template, prompt.task, prompt.reference) == ("official", "depth", "marker")
+    assert prompt.marker == MarkerStyle("official_arrow", 5, (255, 0, 0))
+    assert exp.eval.samples_per_dataset == 8192
+    assert [d.name for d in exp.data.eval] == ["nyuv2", "ibims1", "sunrgbd", "eth3d", "kitti", "ddad",
+                                                  "argoverse2", "nuscenes"]
