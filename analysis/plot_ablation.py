@@ -5,7 +5,7 @@
 
 Reads every results.csv under --runs (written by ``./run.sh experiments/ablations/NAME.yaml``)
 and writes, per figure, NAME.png, NAME.pdf and NAME.md (the numbers behind it: mean ± std over
-seeds, n = seeds). The no-model baselines (constant 2 m, median of the training labels) and, for
+seeds, n = seeds). The no-model baselines (the constant answer, the median training label) and, for
 sweeps that start from a base stage, that stage's own accuracy are drawn as dashed reference lines.
 """
 
@@ -22,6 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from rlkit.evaluate import MEDIAN, MODEL, is_constant  # noqa: E402
+from rlkit.sweep import BASE_STAGE  # noqa: E402
 
 METRIC_LABEL = {"delta1": "δ1 (share within 1.25× of truth)", "abs_rel": "AbsRel", "rmse": "RMSE (m)"}
 
@@ -67,7 +70,7 @@ def _agg(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def summarize(df: pd.DataFrame, fig: Figure, metric: str) -> pd.DataFrame:
     """Mean ± std over seeds of the model's metric per arm (and dataset, or their per-seed average)."""
-    d = df[(df["method"] == "model") & (df["metric"] == metric)]
+    d = df[(df["method"] == MODEL) & (df["metric"] == metric)]
     if fig.by_dataset:
         d = d[d["dataset"] != "avg"]
         return _agg(d, ["arm", "series", "x", "dataset"] if fig.kind == "line" else ["arm", "dataset"])
@@ -75,25 +78,26 @@ def summarize(df: pd.DataFrame, fig: Figure, metric: str) -> pd.DataFrame:
     return _agg(d, ["arm", "series", "x"] if fig.kind == "line" else ["arm"])
 
 
-BASELINES = {"constant": ("constant 2 m", "gray"), "median": ("median of train labels", "tab:red"),
-             "base stage": ("base stage", "tab:green")}
+# the reference lines: which results.csv methods each one averages, and its colour
+BASELINES = {"constant": (is_constant, "gray"), "median": (lambda m: m == MEDIAN, "tab:red"),
+             "base stage": (lambda m: m == BASE_STAGE, "tab:green")}
 
 
-def baseline(df: pd.DataFrame, metric: str, kind: str = "constant") -> float | None:
-    """A no-model baseline's metric, averaged over eval datasets and runs."""
-    d = df[df["method"].str.startswith(kind) & (df["metric"] == metric) & (df["dataset"] == "avg")]
-    return float(d["value"].mean()) if len(d) else None
+def baseline(df: pd.DataFrame, metric: str, kind: str = "constant") -> tuple[str, float] | None:
+    """A no-model baseline's method name (e.g. ``constant 3 m``) and its metric, averaged over eval
+    datasets and runs; None if the results hold no such baseline."""
+    d = df[df["method"].map(BASELINES[kind][0]) & (df["metric"] == metric) & (df["dataset"] == "avg")]
+    return (" / ".join(dict.fromkeys(d["method"])), float(d["value"].mean())) if len(d) else None
 
 
-def markdown(table: pd.DataFrame, metric: str, bases: dict[str, float | None]) -> str:
-    cols = [c for c in table.columns if c not in ("mean", "std", "n")]
-    lines = ["| " + " | ".join(cols) + f" | {metric} mean | std | seeds |", "|" + "---|" * (len(cols) + 3)]
-    for _, r in table.iterrows():
-        lines.append("| " + " | ".join(str(r[c]) for c in cols) + f" | {r['mean']:.3f} | {r['std']:.3f} | {int(r['n'])} |")
-    for kind, value in bases.items():
-        if value is not None:
-            lines.append(f"\n{BASELINES[kind][0].capitalize()} baseline ({metric}, average over eval datasets): {value:.3f}")
-    return "\n".join(lines)
+def markdown(table: pd.DataFrame, metric: str, bases: dict[str, tuple[str, float] | None]) -> str:
+    keys = [c for c in table.columns if c not in ("mean", "std", "n")]
+    text = table.rename(columns={"mean": f"{metric} mean", "n": "seeds"}).to_markdown(
+        index=False, floatfmt=["g"] * len(keys) + [".3f", ".3f", "d"])
+    for base in filter(None, bases.values()):
+        name, value = base
+        text += f"\n\n{name.capitalize()} baseline ({metric}, average over eval datasets): {value:.3f}"
+    return text
 
 
 def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list[Path]:
@@ -124,9 +128,9 @@ def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list
         ax.set_xlabel(fig_spec.xlabel)
         if fig_spec.logx:
             ax.set_xscale("log")
-    for kind, value in bases.items():
-        if value is not None:
-            ax.axhline(value, color=BASELINES[kind][1], ls="--", lw=1, label=BASELINES[kind][0])
+    for kind, base in bases.items():
+        if base is not None:
+            ax.axhline(base[1], color=BASELINES[kind][1], ls="--", lw=1, label=base[0])
     ax.set_ylabel(METRIC_LABEL.get(metric, metric))
     ax.set_title(fig_spec.title, fontsize=10)
     ax.legend(fontsize=8)

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 import numpy as np
-
+import pandas as pd
 from PIL import Image
 
 from rlkit.camera import ray_directions
@@ -70,10 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("nearest rays and 3x3 colour", knn_predict((train_x - mean) / std, train_depth,
                                                                 (eval_x - mean) / std, k)))
     rows.append(("median of train labels", np.full_like(eval_depth, np.median(train_depth))))
-    print("| answer | delta1 | abs_rel |\n|---|---|---|")
-    for name, values in rows:
-        m = depth_metrics(values, eval_depth)
-        print(f"| {name} | {m['delta1']:.3f} | {m['abs_rel']:.3f} |")
+    table = pd.DataFrame([{"answer": name, **depth_metrics(values, eval_depth)} for name, values in rows])
+    print(table[["answer", "delta1", "abs_rel"]].to_markdown(index=False, floatfmt=".3f"))
     return 0
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-MEDIAN = "median (train labels)"
+from rlkit.evaluate import MEDIAN, MODEL, is_constant
+
 AVG = "avg"
 
 
@@ -55,7 +56,7 @@ def _value(cell) -> float | None:
 
 
 def is_baseline(method: str) -> bool:
-    return method.startswith("constant ") or method == MEDIAN
+    return is_constant(method) or method == MEDIAN
 
 
 def build(runs: list[tuple[str, dict]], metric: str = "delta1") -> pd.DataFrame:
@@ -69,10 +70,10 @@ def build(runs: list[tuple[str, dict]], metric: str = "delta1") -> pd.DataFrame:
             datasets += [d for d in per if d != AVG and d not in datasets]
     rows: dict[str, dict[str, float | None]] = {}
     for name, result in runs:
-        if "model" in result:
+        if MODEL in result:
             if name in rows:
                 raise SystemExit(f"two rows named {name!r}: pass --names")
-            rows[name] = {d: _value(result["model"].get(d, {}).get(metric)) for d in datasets}
+            rows[name] = {d: _value(result[MODEL].get(d, {}).get(metric)) for d in datasets}
     baselines: dict[str, dict[str, float | None]] = {}
     for run_name, result in runs:  # the first folder with the cell gives it; later disagreements are noted
         for method in filter(is_baseline, result):
@@ -95,12 +96,8 @@ def build(runs: list[tuple[str, dict]], metric: str = "delta1") -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    lines = [f"| {table.index.name} | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for name, row in table.iterrows():
-        cells = ["" if pd.isna(row[c]) else f"{row[c]:.3f}" for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """3 decimals; a missing cell stays empty."""
+    return table.astype(object).where(table.notna(), None).to_markdown(floatfmt=".3f", missingval="") + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

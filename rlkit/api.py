@@ -224,7 +224,11 @@ def predict_api(model_path: str, evalset: EvalSet, max_new_tokens: int = 32, *, 
     bar = tqdm(total=len(evalset), desc=f"eval {model}", disable=not progress)
     try:
         for k in range(len(evalset)):
-            parts = request_parts(to_row(evalset.sample(k)))  # rendered here: the image cache is not thread-safe
+            sample = evalset.try_sample(k)  # rendered here: the image cache is not thread-safe
+            if sample is None:  # an unusable image (data.skip_invalid): no request, counted in eval_skipped
+                bar.update()
+                continue
+            parts = request_parts(to_row(sample))
             ck = cache_key(model, base, parts, settings)
             hit = cache.get(ck)
             if hit is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shlex
 import sys
@@ -11,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -36,9 +38,8 @@ def record(name: str, table: str, note: str = "") -> None:
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    """A markdown table of cells already formatted (kept as written, not re-parsed as numbers)."""
+    return pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)
 
 
 # ---------------------------------------------------------------- data
@@ -63,7 +64,6 @@ def _reference_sample(rec, rng, f_uni, crop_w, crop_h):
 
 
 def bench_data(argv: list[str]) -> None:
-    import torch
     from torch.utils.data import DataLoader
 
     from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, TrainStream, load_source, train_dataset
@@ -110,7 +110,6 @@ def bench_data(argv: list[str]) -> None:
     rows.append([f"rlkit builder, DataLoader ({a.workers} workers)", a.workers, f"{par:.1f}",
                  f"{par / ref:.2f}x"])
     del it, loader
-    torch.set_num_threads(torch.get_num_threads())
     table = _table(["pipeline (640x480 PNG, f_uni 1000, crops 1000-1400 x 700-1200, 5-px arrow)",
                     "processes", "samples/s", "vs reference"], rows)
     record("data", table, "Excludes the model's image processor. Sources: procedural indoor scenes, PNG.")
@@ -256,7 +255,177 @@ def bench_train(argv: list[str]) -> None:
                            f"experiment's camera section{layers}.")
 
 
-BENCHES = {"data": bench_data, "train": bench_train}
+# ---------------------------------------------------------------- records
+
+
+def write_fake_records(path: Path, images: int, labels: int, seed: int = 0) -> None:
+    """A DepthLMBench jsonl of ``images`` lines x ``labels`` labels: 640x480 cameras, image paths that do not
+    exist (nothing here opens an image), written 100k lines at a time."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for start in range(0, images, 100_000):
+            m = min(100_000, images - start)
+            coords = np.stack([rng.integers(0, 640, (m, labels)), rng.integers(0, 480, (m, labels))], -1).tolist()
+            depth = np.round(rng.uniform(0.5, 80.0, (m, labels)), 3).tolist()
+            fx = np.round(rng.uniform(400.0, 800.0, m), 2).tolist()
+            f.writelines(f'{{"image": "rgb/{start + i:09d}.png", "intrinsics": [{fx[i]}, {fx[i]}, 319.5, 239.5, 640, '
+                         f'480], "pixel_coords": {coords[i]}, "depth": {depth[i]}}}\n' for i in range(m))
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _records_child(mode: str, path: str, samples: int) -> None:
+    """One measurement in a fresh process (its own peak RSS): prints a JSON line."""
+    import json
+    import resource
+
+    out, pick = {}, None
+    t0 = time.perf_counter()
+    if mode == "convert":
+        from rlkit.store import open_records
+
+        open_records(path)
+    elif mode == "store":
+        from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, TrainStream, load_source
+
+        src = load_source(DatasetSpec(path))
+        stream = TrainStream([src], CameraOptions(), PromptOptions())
+        pick = stream.pick
+    elif mode == "records":
+        from rlkit.records import load_records
+
+        records, _ = load_records(path, check_images=False)
+
+        def pick(rng):  # what TrainStream.sample did on a list of Records
+            rng.choice(1, p=[1.0])
+            rec = records[int(rng.integers(len(records)))]
+            return int(rng.integers(rec.num_labels))
+    elif mode == "pandas":
+        import pandas
+
+        df = pandas.read_json(path, lines=True)
+        depth = df["depth"]
+
+        def pick(rng):
+            rng.choice(1, p=[1.0])
+            return int(rng.integers(len(depth.iat[int(rng.integers(len(df)))])))
+    out["seconds"] = time.perf_counter() - t0
+    out["rss"] = _rss_now()
+    if pick is not None:
+        t = time.perf_counter()
+        for i in range(samples):
+            pick(np.random.default_rng([0, i]))  # a generator per sample, as TrainStream.sample makes
+        out["rate"] = samples / (time.perf_counter() - t)
+    if mode == "store":
+        from rlkit.builder import select_eval
+        from rlkit.evaluate import train_medians
+
+        t = time.perf_counter()
+        train_medians([src], "depth")
+        out["median_seconds"] = time.perf_counter() - t
+        t = time.perf_counter()
+        select_eval([src], CameraOptions(), PromptOptions(), 8192)
+        out["select_seconds"] = time.perf_counter() - t
+    out["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(out))
+
+
+def _child(cmd: list[str], env: dict) -> tuple[float, int, str]:
+    """Run a command; (wall seconds, its peak RSS in bytes from wait4, stdout)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read()
+    if proc.returncode:
+        raise SystemExit(f"bench records: {' '.join(cmd)} failed (exit {proc.returncode})")
+    return wall, usage.ru_maxrss * 1024, text
+
+
+def bench_records(argv: list[str]) -> None:
+    import json
+    import shutil
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="bench records")
+    p.add_argument("--images", type=int, default=100_000, help="jsonl lines (images)")
+    p.add_argument("--labels", type=int, default=20, help="labels per image")
+    p.add_argument("--samples", type=int, default=20_000, help="picks timed for the sampling rate")
+    p.add_argument("--baselines-up-to", type=int, default=1_000_000,
+                   help="run today's loader and pandas only up to this many images (their memory grows with N)")
+    p.add_argument("--eval", action="store_true",
+                   help="also time './run.sh eval EXP.yaml --model none' with the file as train and eval data, "
+                        "first converting, then from the cache")
+    p.add_argument("--dir", help="work folder (default: a temporary one, deleted after)")
+    a = p.parse_args(argv)
+
+    work = Path(a.dir or tempfile.mkdtemp(prefix="bench_records-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        path = work / f"fake_{a.images}x{a.labels}.jsonl"
+        t = time.perf_counter()
+        write_fake_records(path, a.images, a.labels)
+        log_line = f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s"
+        print(log_line, file=sys.stderr)
+        env = {**os.environ, "RLKIT_RECORDS_CACHE": str(work / "cache")}
+        shutil.rmtree(work / "cache", ignore_errors=True)
+
+        def measure(mode: str) -> dict:
+            code = f"from rlkit.bench import _records_child; _records_child({mode!r}, {str(path)!r}, {a.samples})"
+            wall, peak, text = _child([sys.executable, "-c", code], env)
+            return {**json.loads(text.strip().splitlines()[-1]), "wall": wall, "peak": max(peak, 0)}
+
+        gb = lambda b: f"{b / 1e9:.2f}"  # noqa: E731
+        rows = []
+        idle = measure("idle")
+        rows.append(["a process with the imports only", "—", "—", gb(idle["peak"]), "—"])
+        conv = measure("convert")
+        rows.append(["store: first conversion (validate + write)", f"{conv['seconds']:.1f}", "—", gb(conv["peak"]), "—"])
+        st = measure("store")
+        rows.append(["store: later load (memory map) + sampling", f"{st['seconds']:.2f}", gb(st["rss"]),
+                     gb(st["peak"]), f"{st['rate']:,.0f}"])
+        rows.append(["store: median of all labels (train_medians)", f"{st['median_seconds']:.2f}", "—", "—", "—"])
+        rows.append(["store: eval selection, 8192 labels (select_eval)", f"{st['select_seconds']:.2f}", "—", "—", "—"])
+        if a.images <= a.baselines_up_to:
+            old = measure("records")
+            rows.append(["today's records.load_records (no image stat)", f"{old['seconds']:.1f}", gb(old["rss"]),
+                         gb(old["peak"]), f"{old['rate']:,.0f}"])
+            pdm = measure("pandas")
+            rows.append(["official code: pd.read_json(lines=True)", f"{pdm['seconds']:.1f}", gb(pdm["rss"]),
+                         gb(pdm["peak"]), f"{pdm['rate']:,.0f}"])
+        if a.eval:
+            exp = work / "exp.yaml"
+            entry = [{"path": str(path), "name": "fake"}]
+            exp.write_text(json.dumps({"output_dir": str(work / "run"), "data": {"train": entry, "eval": entry}}))
+            for label, cache in (("first: converts", "cache-eval"), ("again: cached", "cache-eval")):
+                if label.startswith("first"):
+                    shutil.rmtree(work / cache, ignore_errors=True)
+                wall, peak, _ = _child([sys.executable, "-m", "rlkit", "eval", str(exp), "--model", "none", "--out",
+                                        str(work / "eval")], {**env, "RLKIT_RECORDS_CACHE": str(work / cache)})
+                rows.append([f"`eval EXP.yaml --model none` ({label})", f"{wall:.1f}", "—", gb(peak), "—"])
+        store_size = sum(f.stat().st_size for f in (work / "cache").rglob("*") if f.is_file())
+        table = _table([f"{a.images:,} images x {a.labels} labels ({path.stat().st_size / 1e9:.2f} GB jsonl)",
+                        "seconds", "RSS after load (GB)", "peak RSS (GB)", "picks/s"], rows)
+        record("records", table,
+               f"Each row is a separate process (peak RSS from its own rusage). Store on disk: "
+               f"{store_size / 1e9:.2f} GB. picks/s: choose dataset, image and label as TrainStream does, no image "
+               f"decoded. Image paths are fake, so today's loader ran without its per-image stat "
+               f"(check_images=False); on real data it also stats every image at load.")
+    finally:
+        if not a.dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+BENCHES = {"data": bench_data, "train": bench_train, "records": bench_records}
 
 
 def main(name: str, argv: list[str]) -> None:

@@ -18,8 +18,10 @@ Rows (TRL's conversational prompt-completion format with an ``images`` column):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,9 +31,11 @@ from PIL import Image
 
 from rlkit import camera as cm
 from rlkit import markers
+from rlkit.errors import ConfigError
 from rlkit.markers import MarkerStyle
 from rlkit.prompts import REFERENCES, TASKS, TEMPLATES, Query, answer, check_official, question
-from rlkit.records import Record, RecordError, load_records
+from rlkit.records import IMAGE_REASONS, ImageError, Record, RecordError, open_image
+from rlkit.store import RecordStore, open_records
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,14 @@ class DatasetSpec:
     images: int | None = None  # distinct images used for training (None: all)
     points_per_image: int | None = None  # labels used per image (None: all)
     root: str | None = None  # image folder (default: the jsonl's folder)
+    allow_outside_root: bool = False  # image paths may leave root (../, absolute): only for a jsonl you trust
+
+    def __post_init__(self):
+        for key in ("images", "points_per_image"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1 (or left out: all), got {getattr(self, key)}")
+        if not self.weight >= 0:
+            raise ValueError(f"weight must be >= 0, got {self.weight}")
 
     @property
     def label(self) -> str:
@@ -99,28 +111,77 @@ class DatasetSpec:
 
 @dataclass
 class Source:
-    """A loaded dataset: its records, restricted to the images and labels a spec allows."""
+    """A loaded dataset: its records store (rlkit.store), restricted to the images and labels a spec
+    allows. Image i (of those in use) becomes a Record only when asked for: ``record(i)``."""
 
     spec: DatasetSpec
-    records: list[Record]
+    store: RecordStore
+    index: np.ndarray | None  # the store's images in use, ascending (None: all of them)
     report: dict
+
+    def __len__(self) -> int:
+        return len(self.store) if self.index is None else len(self.index)
+
+    def image_index(self, i):
+        """The store's image number of image(s) ``i`` in use."""
+        return i if self.index is None else self.index[i]
+
+    def record(self, i: int) -> Record:
+        return self.store.record(int(self.image_index(i)), self.spec.label, self.spec.points_per_image)
+
+    def num_labels(self, i: int) -> int:
+        a, b = self.store.label_range(int(self.image_index(i)))
+        k = self.spec.points_per_image
+        return b - a if k is None else min(b - a, k)
+
+    @functools.cached_property
+    def counts(self) -> np.ndarray:
+        """Labels in use per image in use."""
+        c = self.store.counts(self.index)
+        return c if self.spec.points_per_image is None else np.minimum(c, self.spec.points_per_image)
+
+    def label_positions(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Positions in the store's flat label columns of (image in use, label) pairs."""
+        return self.store.label_starts(np.asarray(self.image_index(images))) + labels
+
+    def label_column(self, key: str) -> np.ndarray | None:
+        """Every label in use of a flat column ('x', 'y', 'depth', 'axis_depth'), image by image; a view of
+        the memory map when all are in use, None when no image has the key."""
+        col = self.store.labels(key)
+        if col is None or (self.index is None and self.spec.points_per_image is None):
+            return col
+        counts = self.counts
+        first = np.cumsum(counts) - counts
+        return col[np.repeat(self.store.label_starts(self.index) - first, counts) + np.arange(int(counts.sum()))]
+
+    @property
+    def records(self) -> Sequence[Record]:
+        """The images in use as a sequence of Records, each built when indexed."""
+        return _Records(self)
+
+
+class _Records(Sequence):
+    def __init__(self, src: Source):
+        self.src = src
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.src.record(j) for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.src.record(i % len(self))
 
 
 def load_source(spec: DatasetSpec, *, seed: int = 0, skip_invalid: bool = False) -> Source:
-    records, report = load_records(spec.path, root=spec.root, dataset=spec.label, skip_invalid=skip_invalid)
+    store = open_records(spec.path, root=spec.root, skip_invalid=skip_invalid,
+                         allow_outside_root=spec.allow_outside_root)
+    index = None
     if spec.images is not None:
-        if spec.images < 1:
-            raise ValueError(f"{spec.path}: images must be >= 1, got {spec.images}")
-        order = np.random.default_rng([seed, 7]).permutation(len(records))
-        records = [records[i] for i in sorted(order[: spec.images])]
-    if spec.points_per_image is not None:
-        if spec.points_per_image < 1:
-            raise ValueError(f"{spec.path}: points_per_image must be >= 1, got {spec.points_per_image}")
-        k = spec.points_per_image
-        records = [Record(r.image, r.camera, r.pixels[:k], r.depth[:k], r.dataset, r.source,
-                          {key: (v[:k] if isinstance(v, np.ndarray) else v) for key, v in r.extras.items()})
-                   for r in records]
-    return Source(spec, records, report.summary())
+        index = np.sort(np.random.default_rng([seed, 7]).permutation(len(store))[: spec.images])
+    return Source(spec, store, index, dict(store.report))
 
 
 class ImageCache:
@@ -135,12 +196,8 @@ class ImageCache:
         if img is not None:
             self._items.move_to_end(rec.image)
             return img
-        img = Image.open(rec.image)
+        img = open_image(rec.image, source=rec.source, width=rec.camera.width, height=rec.camera.height)
         img = img.convert("RGB") if img.mode != "RGB" else img
-        img.load()
-        if img.size != (rec.camera.width, rec.camera.height):
-            raise RecordError(f"{rec.source}: field 'intrinsics': image {rec.image} is {img.size[0]}x{img.size[1]} "
-                              f"but intrinsics say {rec.camera.width}x{rec.camera.height}")
         if self.capacity:
             self._items[rec.image] = img
             if len(self._items) > self.capacity:
@@ -155,6 +212,7 @@ class Sample:
     answer: str
     query: Query
     record: Record
+    label: int  # which of the record's labels: its original pixel is record.pixels[label]
 
 
 def reads_image(task: str) -> bool:
@@ -242,7 +300,7 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
     q = Query(prompt_opts.task, new_cam, x, y, value)
     strategy, template = cam_opts.strategy, prompt_opts.template
     return Sample(img, question(q, reference=prompt_opts.reference, strategy=strategy, template=template),
-                  answer(q, strategy=strategy, template=template), q, rec)
+                  answer(q, strategy=strategy, template=template), q, rec, label)
 
 
 def to_row(s: Sample) -> dict:
@@ -267,48 +325,62 @@ class TrainStream:
     """Sample i of the stream is a pure function of (seed, i), so workers and resumes agree."""
 
     def __init__(self, sources: list[Source], cam_opts: CameraOptions, prompt_opts: PromptOptions,
-                 seed: int = 0, cache_images: int = 64, max_tries: int = 100, shuffle_labels: bool = False):
+                 seed: int = 0, cache_images: int = 64, max_tries: int = 100, shuffle_labels: bool = False,
+                 skip_invalid: bool = False):
         if not sources:
-            raise ValueError("no training datasets")
+            raise ConfigError("no training datasets")
         self.sources, self.cam_opts, self.prompt_opts, self.seed = sources, cam_opts, prompt_opts, seed
         if prompt_opts.template == "official":
             check_official(prompt_opts.task, prompt_opts.reference, cam_opts.strategy)
         weights = np.array([s.spec.weight for s in sources], dtype=np.float64)
         if (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError(f"dataset weights must be >= 0 with a positive sum, got {weights.tolist()}")
+            raise ConfigError(f"dataset weights must be >= 0 with a positive sum, got {weights.tolist()}")
         self.p = weights / weights.sum()
         self.images = ImageCache(cache_images)
         self.skips = Counter()  # reason -> samples skipped
         self.max_tries = max_tries
+        self.skip_invalid = skip_invalid  # a bad image: counted in skips and another sample drawn, else an error
         # shuffle_labels: every answer carries a label from a random other image of the same dataset,
         # so a model learns the answer format and the label distribution but no depth (a GRPO base stage)
         self.shuffle_labels = shuffle_labels
         if reads_image(prompt_opts.task):
             if shuffle_labels:
-                raise ValueError(f"shuffle_labels needs labels in the records; task '{prompt_opts.task}' reads the image")
+                raise ConfigError(f"shuffle_labels needs labels in the records; task '{prompt_opts.task}' reads the image")
         else:
             for s in sources:
-                label_values(s.records[0], prompt_opts.task)  # fail early if the task's labels are missing
+                label_values(s.record(0), prompt_opts.task)  # fail early if the task's labels are missing
+
+    def pick(self, rng: np.random.Generator) -> tuple[Source, int, int]:
+        """A dataset by weight, one of its images in use and one of that image's labels in use (no image read)."""
+        src = self.sources[int(rng.choice(len(self.sources), p=self.p))]
+        i = int(rng.integers(len(src)))
+        return src, i, int(rng.integers(src.num_labels(i)))
 
     def sample(self, i: int) -> Sample:
         rng = np.random.default_rng([self.seed, i])
         for _ in range(self.max_tries):
-            src = self.sources[int(rng.choice(len(self.sources), p=self.p))]
-            rec = src.records[int(rng.integers(len(src.records)))]
-            out = make_sample(rec, int(rng.integers(rec.num_labels)), self.cam_opts, self.prompt_opts,
-                              self.images, rng)
+            src, r, label = self.pick(rng)
+            try:
+                out = make_sample(src.record(r), label, self.cam_opts, self.prompt_opts, self.images, rng)
+            except ImageError as e:
+                if not self.skip_invalid:
+                    raise
+                if not self.skips[e.reason]:
+                    log.warning("skipped %s (more '%s' skips are counted in builder_skips, not logged)", e, e.reason)
+                out = e.reason
             if isinstance(out, Sample):
                 return self._shuffled(out, src, rng) if self.shuffle_labels else out
             self.skips[out] += 1
-        raise RuntimeError(f"no drawable label in {self.max_tries} tries (skips: {dict(self.skips)}); "
-                           "is the marker larger than the crops?")
+        hint = ("./run.sh data check FILE.jsonl lists the bad images" if set(self.skips) & set(IMAGE_REASONS)
+                else "is the marker larger than the crops?")
+        raise ConfigError(f"no drawable label in {self.max_tries} tries (skips: {dict(self.skips)}); {hint}")
 
     def _shuffled(self, s: Sample, src: Source, rng: np.random.Generator) -> Sample:
-        other = src.records[int(rng.integers(len(src.records)))]
+        other = src.record(int(rng.integers(len(src))))
         values = label_values(other, self.prompt_opts.task)
         q = dataclasses.replace(s.query, value=float(values[int(rng.integers(len(values)))]))
-        return Sample(s.image, s.question, answer(q, strategy=self.cam_opts.strategy,
-                                                  template=self.prompt_opts.template), q, s.record)
+        return dataclasses.replace(s, answer=answer(q, strategy=self.cam_opts.strategy,
+                                                    template=self.prompt_opts.template), query=q)
 
     def rows(self, shard: int = 0, num_shards: int = 1, start: int = 0):
         i = start + shard
@@ -352,24 +424,60 @@ def select_eval(sources: list[Source], cam_opts: CameraOptions, prompt_opts: Pro
         check_official(prompt_opts.task, prompt_opts.reference, cam_opts.strategy)
     items, skipped = [], {}
     for d, src in enumerate(sources):
-        counts = np.array([r.num_labels for r in src.records])
-        offsets = np.concatenate([[0], np.cumsum(counts)])
+        offsets = np.concatenate([[0], np.cumsum(src.counts)])
         order = np.random.default_rng([seed, d, 11]).permutation(int(offsets[-1]))
-        skips, chosen = Counter(), 0
-        for flat in order:
-            if chosen == num_per_dataset:
-                break
-            r = int(np.searchsorted(offsets, flat, side="right") - 1)
-            label = int(flat - offsets[r])
-            if not _label_drawable(src.records[r], label, cam_opts, prompt_opts):
-                skips["marker_outside_image"] += 1
-                continue
-            items.append(EvalItem(d, r, label))
-            chosen += 1
+        # the permutation's labels in order, the undrawable ones skipped, until N are chosen: checked a
+        # block at a time, vectorized (the same choice as one label at a time)
+        skips, start, need = Counter(), 0, num_per_dataset
+        while need > 0 and start < len(order):
+            flat = order[start:start + max(2 * need, 1024)]
+            r = np.searchsorted(offsets, flat, side="right") - 1
+            label = flat - offsets[r]
+            ok = _drawable(src, r, label, cam_opts, prompt_opts)
+            chosen = np.cumsum(ok)
+            if chosen[-1] >= need:  # stop at the N-th drawable label: later ones are never looked at
+                stop = int(np.searchsorted(chosen, need)) + 1
+                r, label, ok = r[:stop], label[:stop], ok[:stop]
+            items.extend(EvalItem(d, int(a), int(b)) for a, b in zip(r[ok], label[ok]))
+            if not ok.all():
+                skips["marker_outside_image"] += int((~ok).sum())
+            need -= int(ok.sum())
+            start += len(r)
         skipped[src.spec.label] = dict(skips)
         if skips:
             log.info("eval %s: skipped %s", src.spec.label, dict(skips))
     return items, skipped
+
+
+def resized_sizes(src: Source, images: np.ndarray | None, cam_opts: CameraOptions) -> tuple[np.ndarray, np.ndarray]:
+    """(width, height) after rlkit's camera resize (unify_focal, else none) of images in use (None: all),
+    vectorized: the same rounding as camera.unify_focal."""
+    c, img = src.store.col, (src.index if images is None else np.asarray(src.image_index(images)))
+    w, h = (c["image.width"], c["image.height"]) if img is None else (c["image.width"][img], c["image.height"][img])
+    if cam_opts.strategy != "unify_focal":
+        return w, h
+    fx, fy = (c["image.fx"], c["image.fy"]) if img is None else (c["image.fx"][img], c["image.fy"][img])
+    return (np.maximum(1, np.rint(w * cam_opts.f_uni / fx)).astype(np.int64),
+            np.maximum(1, np.rint(h * cam_opts.f_uni / fy)).astype(np.int64))
+
+
+def _drawable(src: Source, images: np.ndarray, labels: np.ndarray, cam_opts: CameraOptions,
+              prompt_opts: PromptOptions) -> np.ndarray:
+    """_label_drawable for many (image in use, label) pairs at once."""
+    if prompt_opts.reference != "marker":
+        return np.ones(len(images), dtype=bool)
+    if cam_opts.resize == "official":  # the official transform is per camera (OpenCV): one label at a time
+        return np.array([_label_drawable(src.record(int(i)), int(k), cam_opts, prompt_opts)
+                         for i, k in zip(images, labels)], dtype=bool)
+    c = src.store.col
+    img = np.asarray(src.image_index(images))
+    pos = src.label_positions(images, labels)
+    w, h = resized_sizes(src, images, cam_opts)
+    sx, sy = w / c["image.width"][img], h / c["image.height"][img]
+    x = np.rint((c["label.x"][pos] + 0.5) * sx - 0.5).astype(np.int64)  # as camera.resize_points, marked_pixel
+    y = np.rint((c["label.y"][pos] + 0.5) * sy - 0.5).astype(np.int64)
+    left, top, right, bottom = markers.footprint(prompt_opts.marker)
+    return (x - left >= 0) & (y - top >= 0) & (x + right <= w - 1) & (y + bottom <= h - 1)
 
 
 def _label_drawable(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: PromptOptions) -> bool:
@@ -382,17 +490,33 @@ def _label_drawable(rec: Record, label: int, cam_opts: CameraOptions, prompt_opt
 class EvalSet:
     """The selected eval pixels; ``sample(k)`` renders item k on demand (never all images at once)."""
 
-    def __init__(self, sources, cam_opts, prompt_opts, num_per_dataset=8192, seed=0, cache_images=16):
+    def __init__(self, sources, cam_opts, prompt_opts, num_per_dataset=8192, seed=0, cache_images=16,
+                 skip_invalid=False):
         self.sources, self.cam_opts, self.prompt_opts = sources, cam_opts, prompt_opts
         self.items, self.skipped = select_eval(sources, cam_opts, prompt_opts, num_per_dataset, seed)
         self.images = ImageCache(cache_images)
+        self.skip_invalid = skip_invalid
+        self.bad: dict[int, str] = {}  # item -> why its image could not be used (skip_invalid)
 
     def __len__(self):
         return len(self.items)
 
     def sample(self, k: int) -> Sample:
         it = self.items[k]
-        out = make_sample(self.sources[it.dataset].records[it.record], it.label, self.cam_opts,
+        out = make_sample(self.sources[it.dataset].record(it.record), it.label, self.cam_opts,
                           self.prompt_opts, self.images)
         assert isinstance(out, Sample), out  # select_eval kept only drawable labels
         return out
+
+    def try_sample(self, k: int) -> Sample | None:
+        """Item k, or None when its image cannot be used and skip_invalid is set (the reason kept in ``bad``)."""
+        if k in self.bad:
+            return None
+        try:
+            return self.sample(k)
+        except ImageError as e:
+            if not self.skip_invalid:
+                raise
+            log.warning("eval: skipped %s", e)
+            self.bad[k] = e.reason
+            return None

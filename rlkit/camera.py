@@ -89,10 +89,6 @@ def crop_camera(cam: Camera, c: Crop) -> Camera:
     return Camera(cam.fx, cam.fy, cam.cx - c.x0, cam.cy - c.y0, c.width, c.height)
 
 
-def crop_points(points: np.ndarray, c: Crop) -> np.ndarray:
-    return np.asarray(points, dtype=np.float64) - np.array([c.x0, c.y0])
-
-
 def _sample_size(rng: np.random.Generator, lo: int, hi: int, limit: int, multiple_of: int) -> int:
     m = multiple_of
     if m > 1:  # uniform over the multiples of m inside [lo, hi] (the nearest one if there is none)

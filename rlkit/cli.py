@@ -64,6 +64,48 @@ def cmd_data_preview(a) -> None:
     print(save_preview(samples, a.out))
 
 
+def cmd_data_render(a) -> None:
+    """The exact model inputs of an experiment's eval selection or first N train samples, as files."""
+    from rlkit.config import load_experiment
+    from rlkit.preview import write_samples
+    from rlkit.run import build_evalset, build_stream, check_experiment, load_sources, render_scenes
+
+    exp = load_experiment(a.experiment, a.overrides)
+    check_experiment(exp, training=False)
+    render_scenes(exp)
+    if a.split == "train":
+        stream = build_stream(exp, load_sources(exp, ("train",)))
+        samples = [stream.sample(i) for i in range(a.n or 100)]
+    else:
+        ev = build_evalset(exp, load_sources(exp, ("eval",)))
+        samples = [ev.sample(k) for k in range(min(a.n or len(ev), len(ev)))]
+    print(write_samples(samples, a.out))
+
+
+def cmd_data_check(a) -> None:
+    """A full pass over a jsonl: every line validated (bad ones counted, not fatal) and every image opened
+    whole and sized against its intrinsics; counts per reason, and exit 2 naming the first bad file:line."""
+    from rlkit.records import RecordError
+    from rlkit.store import check_images, open_records
+
+    store = open_records(a.file, root=a.root, skip_invalid=True, allow_outside_root=a.allow_outside_root)
+    reasons, examples = check_images(store, workers=a.workers)
+    lines, repaired = store.report["skipped"], store.report["repaired"]
+    print(f"{a.file}: {store.report['loaded'] + sum(lines.values())} lines, {sum(lines.values())} bad; "
+          f"{len(store)} images opened, {sum(reasons.values())} bad")
+    for name, n in sorted(lines.items()):
+        print(f"  bad line, field '{name}': {n}")
+    for reason, n in sorted(reasons.items()):
+        print(f"  {reason}: {n}")
+    for name, n in sorted(repaired.items()):
+        print(f"  repaired ({name}): {n}")
+    if lines or reasons:
+        print("first problems:")
+        for msg in [*store.errors, *examples]:
+            print(f"  {msg}")
+        raise RecordError(f"{a.file}: {sum(lines.values())} bad lines, {sum(reasons.values())} bad images")
+
+
 def cmd_run(a) -> None:
     from rlkit.config import load_experiment
     from rlkit.run import run_experiment
@@ -137,6 +179,12 @@ def cmd_serve(a) -> None:
     os.execv(cmd[0], cmd)
 
 
+def cmd_pointcloud(a) -> None:
+    from rlkit.pointcloud import pointcloud_command
+
+    pointcloud_command(a)
+
+
 def cmd_bench(a) -> None:
     from rlkit import bench
 
@@ -176,6 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=None, help="sampling seed (default: the experiment's)")
     v.set_defaults(func=cmd_data_preview)
 
+    v = data.add_parser("render", help="write the exact model inputs: one PNG per sample + samples.jsonl")
+    v.add_argument("experiment", help="experiment YAML")
+    v.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    v.add_argument("--split", choices=["eval", "train"], default="eval",
+                   help="eval: the eval selection (uncropped); train: the first N samples of the train stream")
+    v.add_argument("--out", required=True, help="output folder")
+    v.add_argument("--n", type=int, default=None, help="samples (eval: default all selected; train: default 100)")
+    v.set_defaults(func=cmd_data_render)
+
+    v = data.add_parser("check", help="validate every line and open every image of a jsonl; counts per reason")
+    v.add_argument("file", help="DepthLMBench jsonl")
+    v.add_argument("--root", help="image folder (default: the jsonl's folder)")
+    v.add_argument("--allow-outside-root", action="store_true",
+                   help="image paths may leave the root (../, absolute), as a dataset's allow_outside_root")
+    v.add_argument("--workers", type=int, default=1, help="processes opening images side by side")
+    v.set_defaults(func=cmd_data_check)
+
     r = sub.add_parser("run", help="train and evaluate one experiment (also: ./run.sh EXPERIMENT.yaml)")
     r.add_argument("experiment", help="experiment YAML")
     r.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=1e-4")
@@ -199,6 +264,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--api-cache", help="openai:MODEL: response cache folder, shared across runs (default .cache/api)")
     e.set_defaults(func=cmd_eval)
 
+    from rlkit.pointcloud import DEFAULT_POINTS
+
+    c = sub.add_parser("pointcloud", help="ask a checkpoint the distance of a grid of pixels of one image: a 3D point "
+                                          "cloud (points.csv, points.ply, views.png, summary.json)")
+    c.add_argument("experiment", help="experiment YAML (its camera, prompt, model and eval sections are used)")
+    c.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    c.add_argument("--model", help="checkpoint folder or Hugging Face id (default: the run's final/)")
+    c.add_argument("--record", help="FILE.jsonl:LINE: the image, camera and depth map (if any) of that jsonl line")
+    c.add_argument("--image", help="an image outside any jsonl (with --intrinsics)")
+    c.add_argument("--intrinsics", nargs=4, type=float, metavar=("FX", "FY", "CX", "CY"),
+                   help="--image's camera in pixels (pixel centers at integers, as in the jsonl)")
+    c.add_argument("--depth-map", help="the image's euclidean depth: .npz ('depth') or .npy in meters, or a 16-bit "
+                                       ".png in millimetres; writes gt.ply and the errors (default: the record's)")
+    c.add_argument("--points", type=int, default=DEFAULT_POINTS, help="about this many pixels, on a uniform grid")
+    c.add_argument("--out", required=True, help="output folder")
+    c.set_defaults(func=cmd_pointcloud)
+
     v = sub.add_parser("serve", help="start TRL's vLLM server with the experiment's model (GRPO server mode)")
     v.add_argument("experiment", help="experiment YAML")
     v.add_argument("overrides", nargs="*", help="key.sub=value overrides")
@@ -219,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0].endswith((".yaml", ".yml")):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
-    from rewards import RewardLoadError
+    from rlkit.rewards import RewardLoadError
     from rlkit.config import ConfigError
+    from rlkit.errors import DiskFull
     from rlkit.records import RecordError
     from rlkit.sweep import SweepFailed
 
@@ -230,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except SweepFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except DiskFull as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

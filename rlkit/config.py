@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from rlkit.errors import ConfigError  # noqa: F401 - re-exported: most callers import it from here
 from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, reads_image
 from rlkit.markers import MarkerStyle
 from rlkit.models import DTYPES, no_accelerator
@@ -54,8 +55,6 @@ def parse_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass

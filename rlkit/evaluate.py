@@ -8,7 +8,7 @@ average last). Baselines need no model: a constant answer and the median trainin
 from __future__ import annotations
 
 import json
-import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +18,66 @@ from tqdm import tqdm
 from rlkit.builder import EvalSet, Source, label_values, reads_image, to_row
 from rlkit.io import atomic_write_text
 from rlkit.metrics import METRICS, depth_metrics
-from rlkit.prompts import parse_answer
+from rlkit.prompts import TASKS, parse_answer
 
-log = logging.getLogger(__name__)
+# Method names in metrics.json, results.csv and every table; tables and plots find baselines by these
+MODEL = "model"
+MEDIAN = "median (train labels)"
+
+
+def constant_name(value: float) -> str:
+    """The constant-answer baseline's method name: ``constant 2 m`` for eval.constant 2.0."""
+    return f"constant {value:g} m"
+
+
+def is_constant(method: str) -> bool:
+    """Whether a method name is a constant-answer baseline's, whatever its constant."""
+    m = re.fullmatch(r"constant (\S+) m", method)
+    try:
+        return m is not None and method == constant_name(float(m.group(1)))
+    except ValueError:
+        return False
 
 
 def selection_frame(evalset: EvalSet) -> pd.DataFrame:
-    """The eval pixels and labels (rendered only for a task that reads its labels from the image)."""
-    rows, task = [], evalset.prompt_opts.task
-    for k, it in enumerate(evalset.items):
-        src = evalset.sources[it.dataset]
-        rec = src.records[it.record]
-        x, y = rec.pixels[it.label]
-        gt = evalset.sample(k).query.value if reads_image(task) else label_values(rec, task)[it.label]
-        rows.append({"dataset": src.spec.label, "image": str(rec.image), "x": float(x), "y": float(y),
-                     "gt": float(gt)})
-    return pd.DataFrame(rows)
+    """The eval pixels and labels, read from the stores a dataset at a time (rendered only for a task that
+    reads its labels from the image; an image that cannot be used leaves gt NaN, its reason in evalset.bad)."""
+    task, items = evalset.prompt_opts.task, evalset.items
+    if not items:
+        return pd.DataFrame([])
+    d, r, lab = (np.array([getattr(it, f) for it in items]) for f in ("dataset", "record", "label"))
+    cols = {"dataset": np.empty(len(items), dtype=object), "image": np.empty(len(items), dtype=object),
+            "x": np.empty(len(items)), "y": np.empty(len(items)), "gt": np.full(len(items), np.nan)}
+    for di, src in enumerate(evalset.sources):
+        sel = np.flatnonzero(d == di)
+        if not len(sel):
+            continue
+        pos = src.label_positions(r[sel], lab[sel])
+        cols["x"][sel], cols["y"][sel] = src.store.labels("x")[pos], src.store.labels("y")[pos]
+        cols["dataset"][sel] = src.spec.label
+        img = np.asarray(src.image_index(r[sel]))
+        paths = {j: str(src.store.image_path(int(j))) for j in np.unique(img)}
+        cols["image"][sel] = [paths[j] for j in img]
+        if not reads_image(task):
+            cols["gt"][sel] = _labels_in_use(src, task, r[sel], pos)
+    if reads_image(task):
+        cols["gt"] = np.array([np.nan if s is None else s.query.value
+                               for s in (evalset.try_sample(k) for k in range(len(items)))])
+    return pd.DataFrame(cols)
+
+
+def _labels_in_use(src: Source, task: str, images: np.ndarray | None = None, pos: np.ndarray | None = None):
+    """The task's labels of (image in use, store position) pairs, or (None, None) of every label in use;
+    an image without them is the loader's error for its line (label_values)."""
+    key = TASKS[task].label_key
+    col = src.store.labels(key) if pos is not None else src.label_column(key)
+    vals = None if col is None else (col[pos] if pos is not None else col)
+    if key != "depth" and (vals is None or np.isnan(vals).any()):  # depth is never missing (validated)
+        images = np.arange(len(src)) if images is None else images
+        has = src.store.col.get(f"image.has.{key}")
+        lacking = np.ones(len(images), bool) if has is None else ~has[np.asarray(src.image_index(images))]
+        label_values(src.record(int(images[np.argmax(lacking)])), task)  # raises, naming file:line
+    return vals
 
 
 def generate_answers(model, processor, prompts: list, images: list, max_new_tokens: int) -> list[str]:
@@ -57,8 +101,11 @@ def predict(model, processor, evalset: EvalSet, batch_starts, batch_size: int = 
     model.eval()
     texts = {}
     for start in tqdm(batch_starts, desc="eval", disable=not progress):
-        ks = range(start, min(start + batch_size, len(evalset)))
-        rows = [to_row(evalset.sample(k)) for k in ks]
+        samples = {k: evalset.try_sample(k) for k in range(start, min(start + batch_size, len(evalset)))}
+        ks = [k for k, s in samples.items() if s is not None]  # None: an unusable image, skipped (skip_invalid)
+        if not ks:
+            continue
+        rows = [to_row(samples[k]) for k in ks]
         texts.update(zip(ks, generate_answers(model, processor, [r["prompt"] for r in rows],
                                               [r["images"][0] for r in rows], max_new_tokens)))
     model.train(was_training)
@@ -71,17 +118,29 @@ def add_predictions(frame: pd.DataFrame, texts: list[str], task: str) -> None:
     frame["text"] = texts
 
 
+def drop_skipped(frame: pd.DataFrame, evalset: EvalSet, bad: dict[int, str]) -> pd.DataFrame:
+    """The frame without the items whose image could not be used (``bad``: item -> reason, skip_invalid),
+    each counted in evalset.skipped under its dataset (metrics.json eval_skipped)."""
+    for k, reason in sorted(bad.items()):
+        counts = evalset.skipped.setdefault(evalset.sources[evalset.items[k].dataset].spec.label, {})
+        counts[reason] = counts.get(reason, 0) + 1
+    return frame.drop(index=sorted(bad)).reset_index(drop=True) if bad else frame
+
+
 def train_medians(sources: list[Source], task: str) -> dict[str, float] | None:
     """Median training label per dataset name, plus '*' for all training data pooled (None for a
-    task whose labels are read from the images: the records hold none)."""
+    task whose labels are read from the images: the records hold none). Reads the stores' label columns."""
     if reads_image(task):
         return None
     out, pooled = {}, []
     for s in sources:
-        vals = np.concatenate([label_values(r, task) for r in s.records])
+        vals = _labels_in_use(s, task)
         out[s.spec.label] = float(np.median(vals))
         pooled.append(vals)
-    out["*"] = float(np.median(np.concatenate(pooled))) if pooled else float("nan")
+    if len(pooled) == 1:  # the same median; no second copy of every label
+        out["*"] = out[sources[0].spec.label]
+    else:
+        out["*"] = float(np.median(np.concatenate(pooled), overwrite_input=True)) if pooled else float("nan")
     return out
 
 
@@ -89,10 +148,10 @@ def summarize(frame: pd.DataFrame, constant: float, medians: dict[str, float] | 
     """{method: {dataset: {metric: value}}} for the model (if it has predictions) and the baselines."""
     methods = {}
     if "pred" in frame:
-        methods["model"] = frame["pred"].to_numpy(dtype=float)
-    methods[f"constant {constant:g} m"] = np.full(len(frame), constant)
+        methods[MODEL] = frame["pred"].to_numpy(dtype=float)
+    methods[constant_name(constant)] = np.full(len(frame), constant)
     if medians:
-        methods["median (train labels)"] = frame["dataset"].map(lambda d: medians.get(d, medians["*"])).to_numpy(float)
+        methods[MEDIAN] = frame["dataset"].map(lambda d: medians.get(d, medians["*"])).to_numpy(float)
     result = {}
     for name, pred in methods.items():
         per = {}
@@ -104,12 +163,10 @@ def summarize(frame: pd.DataFrame, constant: float, medians: dict[str, float] | 
 
 
 def markdown_table(result: dict, metric: str = "delta1") -> str:
-    methods = list(result)
-    datasets = list(result[methods[0]])
-    lines = [f"| {metric} | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
-    for m in methods:
-        lines.append(f"| {m} | " + " | ".join(f"{result[m][d][metric]:.3f}" for d in datasets) + " |")
-    return "\n".join(lines)
+    """One metric in the layout of the paper's Table 1: a row per method, the datasets as columns
+    (average last, as summarize orders them), 3 decimals."""
+    table = pd.DataFrame({m: {d: cells[metric] for d, cells in per.items()} for m, per in result.items()}).T
+    return table.rename_axis(metric).to_markdown(floatfmt=".3f")
 
 
 def strict_json(obj):

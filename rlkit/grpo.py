@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import logging
 
-from rewards import load_reward
 from rlkit.builder import ANSWER_COLUMNS, TrainStream, train_dataset
 from rlkit.config import ConfigError, Experiment
 from rlkit.models import load_model, load_processor, peft_config
+from rlkit.rewards import checked_reward, load_reward
 
-log = logging.getLogger(__name__)
 GRPO_COLUMNS = ("images", "prompt", *ANSWER_COLUMNS)
 
 
@@ -48,7 +46,7 @@ def check_vllm(exp: Experiment) -> None:
 
 
 def reward_functions(exp: Experiment) -> list:
-    return [load_reward(ref, exp.reward_kwargs.get(ref)) for ref in exp.rewards]
+    return [checked_reward(load_reward(ref, exp.reward_kwargs.get(ref)), ref) for ref in exp.rewards]
 
 
 def make_trainer(exp: Experiment, model_path: str, stream: TrainStream, weights: str | None = None):

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rlkit.errors import ConfigError
 from rlkit.tiny import TINY_SPECS, tiny_path
 
 if TYPE_CHECKING:
@@ -63,10 +64,10 @@ class Family:
         if self.longest_edge and lo is None:
             return {} if hi is None else {"size": {"longest_edge": math.isqrt(hi)}}
         if self.longest_edge:
-            raise ValueError(f"model.min_pixels does not apply to {model_type} (Pixtral): its image processor only "
+            raise ConfigError(f"model.min_pixels does not apply to {model_type} (Pixtral): its image processor only "
                              "scales a longer side down to sqrt(model.max_pixels) and never upscales; drop min_pixels")
         if lo is not None or hi is not None:
-            raise ValueError(f"model.min_pixels/max_pixels apply to Qwen2.x-VL and Pixtral, not {model_type}")
+            raise ConfigError(f"model.min_pixels/max_pixels apply to Qwen2.x-VL and Pixtral, not {model_type}")
         return {}
 
     def max_image_tokens(self, width: int, height: int, max_pixels: int | None) -> int | None:
@@ -173,7 +174,9 @@ def load_processor(path: str, cfg: ModelConfig):
     key = family_key(AutoConfig.from_pretrained(path))
     family = family_of(key)
     processor = AutoProcessor.from_pretrained(path, **family.image_size_kwargs(cfg, key))
-    processor.tokenizer.padding_side = "left"  # generation pads prompts on the left
+    # generate() continues each row from its last position, so eval batches are padded on the left; training
+    # is unaffected: TRL's SFT and GRPO collators pass their own padding_side on every call
+    processor.tokenizer.padding_side = "left"
     if family.chat_template and not renders_rows(processor):
         log.warning("%s: the chat template cannot render the kit's rows (text chunks under 'text', a list as the "
                     "answer); using rlkit's %s template", path, key)
@@ -201,4 +204,4 @@ def peft_config(cfg: ModelConfig):
     try:
         return LoraConfig(task_type="CAUSAL_LM", **cfg.lora)
     except TypeError as e:
-        raise ValueError(f"model.lora: {e}") from None
+        raise ConfigError(f"model.lora: {e}") from None

@@ -31,3 +31,25 @@ def save_preview(samples: list[Sample], out: str | Path, columns: int = 4, zoom_
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def write_samples(samples: list[Sample], out: str | Path) -> Path:
+    """The exact model inputs, for inspection and external tools: one PNG per sample and samples.jsonl
+    (image_file relative to OUT, source_image, pixel in the original image, pixel_transformed after the
+    camera transform, prompt and answer)."""
+    import json
+
+    from rlkit.io import atomic_write_text
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for k, s in enumerate(samples):
+        name = f"images/{k:06d}.png"
+        s.image.save(out / name)
+        x, y = s.record.pixels[s.label]
+        lines.append(json.dumps({"image_file": name, "source_image": str(s.record.image), "source": s.record.source,
+                                 "pixel": [float(x), float(y)], "pixel_transformed": [s.query.x, s.query.y],
+                                 "prompt": s.question, "answer": s.answer}))
+    atomic_write_text(out / "samples.jsonl", "".join(line + "\n" for line in lines))
+    return out / "samples.jsonl"

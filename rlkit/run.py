@@ -5,8 +5,8 @@
 
 ``run``, ``eval``, ``data preview``, ``bench`` and the sweeps all take their steps from here; nothing
 else loads sources. A run dir holds config.yaml (resolved), checkpoint-*/ (resumable), final/ (the trained
-model and processor), predictions.csv and metrics.json. metrics.json is written last; a run
-dir that has it is finished and is not run again (this is what sweeps resume on).
+model and processor), predictions.csv, metrics.json and README.md (the model card, rlkit.card). metrics.json
+marks the end of a run; a run dir that has it is finished and is not run again (this is what sweeps resume on).
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from pathlib import Path
 import yaml
 
 from rlkit.builder import EvalSet, Source, TrainStream, load_source
-from rlkit.config import (ConfigError, Experiment, ModelConfig, SynthConfig, check_trainer_fields, load_experiment,
-                          save_resolved)
-from rlkit.evaluate import (add_predictions, predict, selection_frame, strict_json, summarize, train_medians,
-                            write_results)
+from rlkit.card import write_model_card
+from rlkit.config import (ConfigError, Experiment, ModelConfig, SynthConfig, check_trainer_fields, experiment_from_dict,
+                          load_experiment, parse_yaml, save_resolved)
+from rlkit.evaluate import (add_predictions, drop_skipped, predict, selection_frame, strict_json, summarize,
+                            train_medians, write_results)
+from rlkit.errors import DiskFull, disk_full
 from rlkit.io import atomic_write_text
 from rlkit.models import load_model, load_processor, no_accelerator, resolve_model_path
 
@@ -51,7 +53,7 @@ def render_synth(s: SynthConfig) -> list[Path]:
             manifest = jsonl.with_suffix(".synth.json")
             wanted = {"family": family, "split": split, "images": n, "seed": s.seed, "points": s.points,
                       "camera": dataclasses.asdict(cam)}
-            if family == "indoor":  # room options only off their defaults: older splits stay valid
+            if family == "indoor":  # room options only off their defaults: a manifest without them means default rooms
                 wanted.update({k: getattr(s, k) for k in ("indoor_lamp", "indoor_color_jitter")
                                if getattr(s, k) != getattr(SynthConfig, k)})
             current = json.loads(manifest.read_text()) if manifest.exists() else None
@@ -100,12 +102,13 @@ def load_sources(exp: Experiment, splits: tuple[str, ...] = ("train", "eval")) -
 def build_stream(exp: Experiment, sources: Sources) -> TrainStream:
     """The endless training stream, exactly as the trainer gets it (label shuffling and image cache too)."""
     return TrainStream(sources.train, exp.camera_options(), exp.prompt_options(), seed=exp.seed,
-                       cache_images=exp.data.cache_images, shuffle_labels=exp.data.shuffle_labels)
+                       cache_images=exp.data.cache_images, shuffle_labels=exp.data.shuffle_labels,
+                       skip_invalid=exp.data.skip_invalid)
 
 
 def build_evalset(exp: Experiment, sources: Sources) -> EvalSet:
     evalset = EvalSet(sources.eval, exp.camera_options(), exp.prompt_options(), exp.eval.samples_per_dataset,
-                      exp.eval.seed, cache_images=exp.data.cache_images)
+                      exp.eval.seed, cache_images=exp.data.cache_images, skip_invalid=exp.data.skip_invalid)
     if not len(evalset):
         raise ConfigError(f"{exp.source}: no eval pixel could be drawn (skips: {evalset.skipped})")
     return evalset
@@ -115,12 +118,10 @@ def check_run_dir(exp: Experiment, out: Path) -> None:
     """A run dir belongs to one config: refuse to resume or skip into it with another."""
     saved = out / "config.yaml"
     if saved.exists():
-        from rlkit.config import experiment_from_dict, parse_yaml
-
         def normal(e: Experiment) -> dict:
             return parse_yaml(yaml.safe_dump(e.to_dict(), sort_keys=False))
 
-        try:  # through the loader, so a field added to the kit since (at its default) is no difference
+        try:  # through the loader, so a field config.yaml lacks is compared at its default
             same = normal(experiment_from_dict(parse_yaml(saved.read_text()), str(saved))) == normal(exp)
         except (ConfigError, TypeError, ValueError):
             same = False
@@ -149,10 +150,32 @@ def save_final(trainer, final: Path, state) -> None:
     state.wait_for_everyone()
 
 
-def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
+                "pytorch_model.bin", "pytorch_model_fsdp_0")  # full, sharded, LoRA, legacy, FSDP sharded
 
-    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+def checkpoint_complete(folder: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint is whole when it parses and weights exist
+    (a kill or a full disk mid-save leaves one without)."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any((folder / f).exists() for f in WEIGHT_FILES)
+
+
+def last_checkpoint(out: Path) -> str | None:
+    """The newest complete checkpoint-N in the run dir; incomplete newer ones are passed over and logged."""
+    if not out.is_dir():
+        return None
+    steps = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit())
+    for _, folder in reversed(steps):
+        if checkpoint_complete(folder):
+            return str(folder)
+        log.warning("passing over incomplete checkpoint %s (no readable trainer_state.json or weights: the run "
+                    "was killed or the disk filled up while it was written)", folder)
+    return None
 
 
 def resume_weights(checkpoint: str | None) -> str | None:
@@ -227,8 +250,8 @@ def check_experiment(exp: Experiment, training: bool = True) -> None:
         check_trainer_fields(exp)
         exp.trl_config()
         if exp.method == "grpo":
-            from rewards import RewardLoadError
             from rlkit.grpo import reward_functions
+            from rlkit.rewards import RewardLoadError
 
             try:
                 reward_functions(exp)
@@ -272,27 +295,96 @@ def run_experiment(exp: Experiment) -> dict:
         log.info("%s is finished (metrics.json exists); delete it to run again", out)
         return json.loads((out / "metrics.json").read_text())
     state = process_state()
-    with state.main_process_first():
-        render_scenes(exp)
-    train_base_stage(exp)
-    sources = load_sources(exp)
-    model_path = resolve_model(exp, state)
-    evalset = build_evalset(exp, sources)  # before training: an eval set with no drawable pixel fails now
+    with run_dir_lock(out, state), disk_full_said(out):
+        with state.main_process_first():
+            render_scenes(exp)
+        train_base_stage(exp)
+        sources = load_sources(exp)
+        model_path = resolve_model(exp, state)
+        evalset = build_evalset(exp, sources)  # before training: an eval set with no drawable pixel fails now
+        if state.is_main_process:
+            save_resolved(exp, out / "config.yaml")  # only now that the experiment and its data are checked
+        final, info_path = out / "final", out / "train_info.json"
+        model = processor = None
+        if not (final / "config.json").exists():
+            trainer, info = train(exp, model_path, sources, state)
+            if state.is_main_process:  # kept before evaluation starts: a kill during eval loses nothing
+                atomic_write_text(info_path, json.dumps(strict_json(info), indent=1))
+            if state.num_processes == 1:
+                model, processor = trainer.model, trainer.processing_class
+            del trainer  # several processes evaluate a reloaded final/, never a (possibly sharded) training model
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        result = evaluate_run(exp, final, sources, model=model, processor=processor, extra=info, state=state,
+                              evalset=evalset)
+        if state.is_main_process:  # README.md: the model card, over TRL's template
+            write_model_card(exp, result)
+        return result
+
+
+@contextlib.contextmanager
+def disk_full_said(out: Path):
+    """A write that fails for want of space ends as one line that says so (and that a re-run resumes)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - the tokenizers library reports ENOSPC as a bare Exception
+        if isinstance(e, (ConfigError, DiskFull)) or not disk_full(e, out):
+            raise
+        raise DiskFull(f"{out}: the disk is full ({type(e).__name__}: {str(e).splitlines()[0][:160]}); free space "
+                       "and run the same command again: it resumes from the last complete checkpoint") from e
+
+
+@contextlib.contextmanager
+def run_dir_lock(out: Path, state):
+    """One run at a time in a run dir: OUT/.rlkit.lock holds the running process's pid and host. A lock
+    whose process is gone (same host) is stale and taken over; the main process holds it for all ranks."""
+    lock = out / ".rlkit.lock"
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        save_resolved(exp, out / "config.yaml")  # only now that the experiment and its data are checked
-    final, info_path = out / "final", out / "train_info.json"
-    model = processor = None
-    if not (final / "config.json").exists():
-        trainer, info = train(exp, model_path, sources, state)
-        if state.is_main_process:  # kept before evaluation starts: a kill during eval loses nothing
-            atomic_write_text(info_path, json.dumps(strict_json(info), indent=1))
-        if state.num_processes == 1:
-            model, processor = trainer.model, trainer.processing_class
-        del trainer  # several processes evaluate a reloaded final/, never a (possibly sharded) training model
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    return evaluate_run(exp, final, sources, model=model, processor=processor, extra=info, state=state,
-                        evalset=evalset)
+        _acquire(lock, out)
+    try:
+        yield
+    finally:
+        if state.is_main_process:
+            lock.unlink(missing_ok=True)
+
+
+def _acquire(lock: Path, out: Path) -> None:
+    import os
+    import socket
+
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                held = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                held = {}
+            if held.get("host") == me["host"] and not _alive(held.get("pid")):
+                log.warning("taking over the stale lock %s of pid %s, which is no longer running", lock, held.get("pid"))
+                lock.unlink(missing_ok=True)
+                continue
+            raise ConfigError(f"{out} is in use by another run (pid {held.get('pid', '?')} on {held.get('host', '?')}, "
+                              f"since {held.get('since', '?')}); wait for it or pass output_dir=NEW_DIR (if that run "
+                              f"is gone from another machine, delete {lock})") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return
+
+
+def _alive(pid) -> bool:
+    import os
+
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def train(exp: Experiment, model_path: str, sources: Sources, state):
@@ -344,7 +436,7 @@ def evaluate_run(exp: Experiment, model_path, sources: Sources, model=None, proc
         if state.num_processes > 1:
             raise ConfigError("an API model is evaluated by one process: run it without torchrun / accelerate launch")
         texts, stats = predict_api(model_path, evalset, exp.eval.max_new_tokens, **(api or {}))
-        add_predictions(frame, [texts[k] for k in range(len(evalset))], exp.prompt_options().task)
+        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))], exp.prompt_options().task)
         extra = {**(extra or {}), "api": stats}
     elif model_path is not None:
         gc.collect()  # what training left (optimizer state, a sharded model) before the eval model comes
@@ -359,14 +451,16 @@ def evaluate_run(exp: Experiment, model_path, sources: Sources, model=None, proc
             model = load_model(str(model_path), exp.model, device=state.device)
         if getattr(model, "peft_config", None):
             model = model.merge_and_unload()
-        processor.tokenizer.padding_side = "left"
         batches = list(range(0, len(evalset), exp.eval.batch_size))[state.process_index::state.num_processes]
         mine = predict(model, processor, evalset, batches, exp.eval.batch_size, exp.eval.max_new_tokens,
                        progress=state.is_main_process)
         texts = dict(gather_object(list(mine.items())) if state.num_processes > 1 else mine)
-        add_predictions(frame, [texts[k] for k in range(len(evalset))], exp.prompt_options().task)
+        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))], exp.prompt_options().task)
+    # items whose image could not be used (data.skip_invalid): out of the scores, counted in eval_skipped
+    bad = dict(gather_object(list(evalset.bad.items()))) if state.num_processes > 1 else evalset.bad
+    frame = drop_skipped(frame, evalset, bad)
     result = summarize(frame, exp.eval.constant, train_medians(sources.train, exp.prompt_options().task))
-    payload = {"eval_skipped": evalset.skipped, "eval_samples": len(evalset), "eval_data": load_reports(sources.eval),
+    payload = {"eval_skipped": evalset.skipped, "eval_samples": len(frame), "eval_data": load_reports(sources.eval),
                "world_size": state.num_processes,
                **(extra or {})}
     if state.is_main_process:

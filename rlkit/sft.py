@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from rlkit import camera as cm
-from rlkit.builder import SFT_COLUMNS, Source, TrainStream, train_dataset
+from rlkit.builder import SFT_COLUMNS, Source, TrainStream, resized_sizes, train_dataset
 from rlkit.camera import Camera
 from rlkit.config import ConfigError, Experiment
 from rlkit.models import load_model, load_processor, peft_config
@@ -19,10 +18,8 @@ def largest_train_image(exp: Experiment, sources: list[Source]) -> tuple[int, in
     if cam.crop_width is not None and cam.crop_height is not None:
         m = cam.multiple_of
         return cam.crop_width[1] // m * m, cam.crop_height[1] // m * m
-    sizes = [(r.width, r.height) for s in sources for r in (
-        cm.unify_focal(rec.camera, cam.f_uni) if cam.strategy == "unify_focal" else cm.identity_resize(rec.camera)
-        for rec in s.records)]
-    return max(w for w, _ in sizes), max(h for _, h in sizes)
+    sizes = [resized_sizes(s, None, cam) for s in sources]  # from the stores' columns, every image in use
+    return max(int(w.max()) for w, _ in sizes), max(int(h.max()) for _, h in sizes)
 
 
 def longest_sequence(exp: Experiment, processor, size: tuple[int, int]) -> int:

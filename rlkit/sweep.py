@@ -35,10 +35,12 @@ from pathlib import Path
 import pandas as pd
 
 from rlkit.config import ConfigError, _closest, load_experiment, read_yaml
+from rlkit.evaluate import MODEL
 from rlkit.io import atomic_write_text
 
 log = logging.getLogger(__name__)
-SWEEP_KEYS = {"figure", "experiment", "seeds", "scales", "arms", "description"}
+SWEEP_KEYS = {"figure", "experiment", "seeds", "scales", "arms"}
+BASE_STAGE = "base stage"  # the method name of a base stage's own eval in results.csv
 RESULT_COLUMNS = ["sweep", "figure", "scale", "arm", "series", "x", "seed", "dataset", "method", "metric", "value"]
 
 
@@ -55,7 +57,6 @@ class Sweep:
     scales: dict[str, dict]
     arms: dict[str, dict]
     source: str
-    description: str = ""
     root: Path = field(default=Path("runs/sweeps"))
 
     def run_dir(self, scale: str, arm: str, seed: int) -> Path:
@@ -92,7 +93,7 @@ def load_sweep(path: str | Path, root: str | Path = "runs/sweeps") -> Sweep:
             raise ConfigError(f"{path}: arm '{arm}': x must be a number or 'train_samples', got {x!r}")
     scales = data.get("scales") or {"mini": {}}
     sweep = Sweep(path.stem, data["figure"], (path.parent / data["experiment"]), list(data.get("seeds", [0])),
-                  scales, arms, str(path), data.get("description", ""), Path(root))
+                  scales, arms, str(path), Path(root))
     for scale in scales:  # every arm must make a valid experiment, checked before anything runs
         for arm in arms:
             arm_experiment(sweep, scale, arm, sweep.seeds[0])
@@ -136,19 +137,19 @@ def result_rows(sweep: Sweep, scale: str, arm: str, seed: int, metrics: dict) ->
     if "train_seconds" in metrics and "train_samples" in metrics:
         rows.append({"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": arm,
                      "series": series, "x": x, "seed": seed, "dataset": "all",
-                     "method": "model", "metric": "seconds_per_sample",
+                     "method": MODEL, "metric": "seconds_per_sample",
                      "value": metrics["train_seconds"] / max(1, metrics["train_samples"])})
     return rows
 
 
 def base_rows(sweep: Sweep, scale: str) -> list[dict]:
-    """The shared base stage's own eval as method 'base stage' (arm '_base'): where training started."""
+    """The shared base stage's own eval as method BASE_STAGE (arm '_base'): where training started."""
     path = sweep.root / sweep.name / scale / "_base" / "metrics.json"
     if not path.exists():
         return []
-    model = json.loads(path.read_text())["metrics"]["model"]
+    model = json.loads(path.read_text())["metrics"][MODEL]
     return [{"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": "_base", "series": "_base",
-             "x": 0, "seed": None, "dataset": dataset, "method": "base stage", "metric": metric, "value": value}
+             "x": 0, "seed": None, "dataset": dataset, "method": BASE_STAGE, "metric": metric, "value": value}
             for dataset, values in model.items() for metric, value in values.items()]
 
 
@@ -200,7 +201,7 @@ def _run_side_by_side(sweep: Sweep, scale: str, jobs, n_jobs: int) -> None:
     import os
     import subprocess
     import sys
-    import time
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from tqdm import tqdm
 
@@ -208,30 +209,31 @@ def _run_side_by_side(sweep: Sweep, scale: str, jobs, n_jobs: int) -> None:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = str(max(1, cpus // n_jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    queue, running, failed = list(jobs), {}, []
-    with tqdm(total=len(jobs), desc=f"sweep {sweep.name} ({scale}, {n_jobs} jobs)") as bar:
-        while queue or running:
-            while queue and len(running) < n_jobs:
-                arm, seed = queue.pop(0)
-                log_path = sweep.run_dir(scale, arm, seed) / "sweep.log"
-                log_path.parent.mkdir(parents=True, exist_ok=True)
-                cmd = [sys.executable, "-m", "rlkit", "run", sweep.source, "--scale", scale,
-                       "--sweeps-dir", str(sweep.root), "--arms", arm, "--seeds", str(seed)]
-                log.info("sweep %s: arm %s seed %d -> %s", sweep.name, arm, seed, log_path)
-                with open(log_path, "w") as f:
-                    running[(arm, seed)] = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-            for key, proc in list(running.items()):
-                if proc.poll() is not None:
-                    del running[key]
-                    bar.update(1)
-                    if proc.returncode:
-                        failed.append(key)
-                        log.error("sweep %s: arm %s seed %d failed (exit %d); see %s", sweep.name, *key,
-                                  proc.returncode, sweep.run_dir(scale, *key) / "sweep.log")
-                    write_results(sweep, scale)
-            time.sleep(0.5)
+
+    def run_one(arm: str, seed: int) -> int:
+        log_path = sweep.run_dir(scale, arm, seed) / "sweep.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "rlkit", "run", sweep.source, "--scale", scale,
+               "--sweeps-dir", str(sweep.root), "--arms", arm, "--seeds", str(seed)]
+        log.info("sweep %s: arm %s seed %d -> %s", sweep.name, arm, seed, log_path)
+        with open(log_path, "w") as f:
+            return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+
+    failed = set()
+    pool = ThreadPoolExecutor(max_workers=n_jobs)
+    try:
+        futures = {pool.submit(run_one, arm, seed): (arm, seed) for arm, seed in jobs}
+        for future in tqdm(as_completed(futures), total=len(jobs), desc=f"sweep {sweep.name} ({scale}, {n_jobs} jobs)"):
+            arm, seed = futures[future]
+            if future.result():
+                failed.add((arm, seed))
+                log.error("sweep %s: arm %s seed %d failed (exit %d); see %s", sweep.name, arm, seed,
+                          future.result(), sweep.run_dir(scale, arm, seed) / "sweep.log")
+            write_results(sweep, scale)  # after each run, here in one thread, so a killed sweep still has its table
+    finally:
+        pool.shutdown(cancel_futures=True)  # interrupted (Ctrl-C): start no further run
     if failed:
-        names = ", ".join(f"{a} seed {k}" for a, k in failed)
+        names = ", ".join(f"{a} seed {k}" for a, k in jobs if (a, k) in failed)
         raise SweepFailed(f"sweep {sweep.name}: {len(failed)} run(s) failed: {names}; "
                            "their sweep.log files say why; re-running the sweep retries only those")
 

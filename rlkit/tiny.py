@@ -42,11 +42,9 @@ PIXTRAL_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[IMG]", 
 
 
 @dataclass(frozen=True)
-class TinySpec:
-    """Sizes of the embedded default. Changing any field builds (and caches) a new model."""
+class _TinySizes:
+    """The sizes both tiny models share (one experiment's model.tiny sizes either model)."""
 
-    name: ClassVar[str] = TINY_NAME
-    family: ClassVar[str] = "qwen2_5_vl"  # its rlkit.models.FAMILIES entry
     text_layers: int = 2
     text_hidden: int = 128
     text_heads: int = 4
@@ -57,8 +55,6 @@ class TinySpec:
     vision_heads: int = 4
     vision_intermediate: int = 192
     vocab_size: int = 512
-    min_pixels: int = 28 * 28 * 4
-    max_pixels: int = 28 * 28 * 64
     seed: int = 0
 
     def key(self) -> str:
@@ -66,32 +62,27 @@ class TinySpec:
 
 
 @dataclass(frozen=True)
-class TinyPixtralSpec:
-    """Sizes of the tiny Pixtral (model.name tiny-pixtral): the same field names as TinySpec where they
-    mean the same, so one experiment's model.tiny sizes either model."""
+class TinySpec(_TinySizes):
+    """Sizes of the embedded default. Changing any field builds (and caches) a new model."""
+
+    name: ClassVar[str] = TINY_NAME
+    family: ClassVar[str] = "qwen2_5_vl"  # its rlkit.models.FAMILIES entry
+    min_pixels: int = 28 * 28 * 4
+    max_pixels: int = 28 * 28 * 64
+
+
+@dataclass(frozen=True)
+class TinyPixtralSpec(_TinySizes):
+    """Sizes of the tiny Pixtral (model.name tiny-pixtral)."""
 
     name: ClassVar[str] = TINY_PIXTRAL_NAME
     family: ClassVar[str] = "pixtral"
-
-    text_layers: int = 2
-    text_hidden: int = 128
-    text_heads: int = 4
-    text_kv_heads: int = 2
-    text_intermediate: int = 384
-    vision_layers: int = 2
-    vision_hidden: int = 64
-    vision_heads: int = 4
-    vision_intermediate: int = 192
-    vocab_size: int = 512
     longest_edge: int = 224  # the image processor's size {"longest_edge": N}: a longer image side is scaled to N
-    seed: int = 0
 
     @property
     def max_pixels(self) -> int:
         """The most pixels an image keeps (a square one), as model.max_pixels would say it."""
         return self.longest_edge ** 2
-
-    key = TinySpec.key
 
 
 TINY_SPECS = {spec.name: spec for spec in (TinySpec, TinyPixtralSpec)}  # model.name -> its sizes

@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,8 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the records stores (rlkit.store) of the tests' temporary jsonl files, out of the repo's .cache
+os.environ.setdefault("RLKIT_RECORDS_CACHE", tempfile.mkdtemp(prefix="rlkit-records-"))
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OFFICIAL = FIXTURES / "official" / "test.jsonl"

@@ -29,7 +29,6 @@ def test_crop_hand_computed():
     c = cm.Crop(100, 200, 1000, 700)
     new = cm.crop_camera(cam, c)
     assert (new.cx, new.cy, new.width, new.height) == (539.5, 399.5, 1000, 700)
-    np.testing.assert_allclose(cm.crop_points([[150, 250]], c), [[50, 50]])
 
 
 def test_crop_size_clipped_to_small_images():
@@ -48,5 +47,5 @@ def test_transform_keeps_rays_exact(fx, fy_ratio, w, h, f_uni, u, v, x0, y0):
     r = cm.unify_focal(cam, f_uni)
     crop = cm.Crop(x0, y0, 10, 10)
     new_cam = cm.crop_camera(cm.resize_camera(cam, r), crop)
-    new_pts = cm.crop_points(cm.resize_points(pts, r), crop)
+    new_pts = cm.resize_points(pts, r) - [crop.x0, crop.y0]  # a crop shifts pixels by its corner
     np.testing.assert_allclose(cm.ray_directions(new_cam, new_pts), cm.ray_directions(cam, pts), atol=1e-9)

@@ -64,3 +64,33 @@ def test_preview_shows_what_training_sees_shuffled_labels_included(tmp_path, syn
     assert sum(own) <= 4, own  # almost every answer carries another image's label
     main(["data", "preview", "--experiment", str(tmp_path / "e.yaml"), "--n", "16", "data.shuffle_labels=false"])
     assert all(s.query.value in set(s.record.depth.tolist()) for s in shown[16:])
+
+
+def test_data_render_writes_the_exact_model_inputs(tmp_path, synth_dir):
+    import json
+
+    import numpy as np
+
+    from rlkit.config import load_experiment
+    from rlkit.run import build_evalset, build_stream, load_sources
+
+    exp = {"method": "sft", "data": {"train": [{"path": str(synth_dir / "indoor_train.jsonl")}],
+                                     "eval": [{"path": str(synth_dir / "indoor_eval.jsonl")}]},
+           "camera": {"f_uni": 60, "crop_width": [56, 84], "crop_height": [56, 84]}, "eval": {"samples_per_dataset": 5}}
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    loaded = load_experiment(path)
+    for split, n, expected in (("eval", None, None), ("train", 3, None)):
+        out = tmp_path / split
+        _rlkit("data", "render", path, "--split", split, "--out", out, *(["--n", n] if n else []))
+        rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        sources = load_sources(loaded)
+        samples = [build_evalset(loaded, sources).sample(k) for k in range(5)] if split == "eval" else \
+            [build_stream(loaded, sources).sample(i) for i in range(3)]
+        assert len(rows) == len(samples)
+        for row, s in zip(rows, samples):
+            assert np.array_equal(np.array(Image.open(out / row["image_file"])), np.array(s.image))
+            assert (row["prompt"], row["answer"]) == (s.question, s.answer)
+            assert row["pixel"] == s.record.pixels[s.label].tolist()
+            assert row["pixel_transformed"] == [s.query.x, s.query.y]
+            assert row["source_image"] == str(s.record.image)

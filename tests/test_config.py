@@ -133,7 +133,7 @@ def test_reward_kwargs_are_checked_at_load(tmp_path):
         _checked(_write(tmp_path, grpo + "reward_kwargs: {neg_l2: {clip: 1}}\n"))
     with pytest.raises(ConfigError, match=r"unknown argument\(s\) \['cilp'\]"):
         _checked(_write(tmp_path, grpo + "reward_kwargs: {neg_l1: {cilp: 1}}\n"))
-    with pytest.raises(ConfigError, match="non-finite rewards"):
+    with pytest.raises(ConfigError, match="clip must be a number > 0 and finite, got inf"):
         _checked(_write(tmp_path, grpo + "reward_kwargs: {neg_l1: {clip: .inf}}\n"))
 
 
@@ -147,14 +147,14 @@ def test_changed_config_refuses_a_used_run_dir(tmp_path):
     changed = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}", "camera.f_uni=500"])
     with pytest.raises(ConfigError, match="holds a run of a different configuration"):
         check_run_dir(changed, tmp_path)
-    # a run saved before the kit gained a field is the same run while the field stays at its default
+    # a config.yaml without a field is read with the field at its default
     unlit = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}", "data.synth.indoor_lamp=0"])
     saved = yaml.safe_load(yaml.safe_dump(unlit.to_dict()))
     del saved["data"]["synth"]["indoor_lamp"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     check_run_dir(unlit, tmp_path)
     with pytest.raises(ConfigError, match="holds a run of a different configuration"):
-        check_run_dir(exp, tmp_path)  # the default's lamp differs from the old default (none)
+        check_run_dir(exp, tmp_path)  # the default experiment's lamp (4) is not the field's default (none)
 
 
 def test_brightness_task_refuses_distance_only_wording():

@@ -23,6 +23,11 @@ pytestmark = pytest.mark.slow
 _experiment = write_experiment
 
 
+def _cells(markdown: str) -> str:
+    """Text with markdown tables' column padding collapsed: rows read as "| model | 0.500 |"."""
+    return " ".join(markdown.split())
+
+
 def _run(*args, timeout=600):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "rlkit", *map(str, args)], cwd=ROOT, env=env,
@@ -47,7 +52,7 @@ def test_sft_end_to_end_checkpoint_reloads_and_metrics(tmp_path, synth_dir):
     assert r2.returncode == 0, r2.stderr[-3000:]
     again = pd.read_csv(tmp_path / "again" / "predictions.csv")
     assert again["text"].fillna("").tolist() == preds["text"].fillna("").tolist()
-    assert "| delta1 | indoor | outdoor | avg |" in r.stdout
+    assert "| delta1 | indoor | outdoor | avg |" in _cells(r.stdout)
 
 
 def test_killed_run_resumes_from_last_checkpoint(tmp_path, synth_dir):
@@ -113,7 +118,7 @@ def test_grpo_with_file_plugin_receives_depth(tmp_path, synth_dir):
                       train={"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4,
                              "max_completion_length": 8, "learning_rate": 1e-5, "beta": 0.0, "save_steps": 2,
                              "logging_steps": 1, "report_to": "none", "disable_tqdm": True})
-    r = _run(exp)
+    r = _run(exp, "eval.constant=3.0")
     assert r.returncode == 0, r.stderr[-3000:]
     calls = [json.loads(line) for line in spy_log.read_text().splitlines()]
     assert len(calls) == 2 and all(c["n"] == 4 for c in calls)
@@ -121,8 +126,24 @@ def test_grpo_with_file_plugin_receives_depth(tmp_path, synth_dir):
     assert {"task", "dataset", "pixel", "intrinsics"} <= set(calls[0]["keys"])
     # each group of 4 completions shares one prompt, hence one label
     assert all(len(set(c["depth"])) == 1 for c in calls)
-    assert "'rewards/spy/mean'" in r.stdout + r.stderr and "'rewards/neg_l1/mean'" in r.stdout + r.stderr
-    assert (tmp_path / "run" / "metrics.json").exists()
+    # logged under the registry names (format_reward is the function behind `format`) and a plugin's function name
+    for name in ("spy", "neg_l1", "format"):
+        assert f"'rewards/{name}/mean'" in r.stdout + r.stderr, name
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics["metrics"]) == {"model", "constant 3 m", "median (train labels)"}
+
+    # README.md is the kit's model card, not TRL's template
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "time machine" not in card and "# run: metric depth by GRPO" in card
+    assert "`tests/fixtures/spy_reward.py:spy`, `neg_l1`, `format`" in card
+    assert f"| train | indoor | `{synth_dir / 'indoor_train.jsonl'}` | 12 |" in card
+    pixels = (pd.read_csv(tmp_path / "run" / "predictions.csv")["dataset"] == "outdoor").sum()
+    assert f"| eval | outdoor | `{synth_dir / 'outdoor_eval.jsonl'}` | 6 ({pixels} eval pixels) |" in card
+    model_delta1 = metrics["metrics"]["model"]["avg"]["delta1"]
+    assert f"| model | {metrics['metrics']['model']['indoor']['delta1']:.3f} |" in _cells(card)
+    assert f"| {model_delta1:.3f} |" in _cells(card) and "| abs_rel | indoor | outdoor | avg |" in _cells(card)
+    assert f"./run.sh {exp} eval.constant=3.0\n" in card  # the override the run was given
+    assert f"AutoModelForImageTextToText.from_pretrained('{tmp_path / 'run' / 'final'}')" in card
 
 
 def test_constant_baseline_matches_hand_computation(tmp_path):
@@ -169,7 +190,7 @@ def test_micro_sweep_side_by_side_and_plot(tmp_path, synth_dir):
     md = (tmp_path / "figs" / "camera_ambiguity.md").read_text()
     d = table[(table["method"] == "model") & (table["metric"] == "delta1") & (table["dataset"] == "avg")]
     for arm, value in zip(d["arm"], d["value"]):
-        assert f"| {arm} | {value:.3f} |" in md
+        assert f"| {arm} | {value:.3f} |" in _cells(md)
     # re-running the finished arms runs nothing
     r3 = _run(path, "--sweeps-dir", tmp_path / "sweeps", "--arms", "direct", "unify_focal")
     assert r3.returncode == 0 and "train_runtime" not in r3.stdout + r3.stderr

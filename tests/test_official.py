@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rewards.format import format_reward
 from rlkit import camera as cm
 from rlkit.builder import CameraOptions, ImageCache, PromptOptions, Sample, make_sample, marked_pixel
 from rlkit.config import load_experiment
 from rlkit.markers import MarkerStyle, draw, fits, footprint
 from rlkit.prompts import Query, answer, parse_depth, question
 from rlkit.records import Record
+from rlkit.rewards.format import format_reward
 
 from conftest import gradient_image
 

@@ -31,16 +31,21 @@ GOOD = {"image": "rgb/a.png", "intrinsics": [60.0, 60.0, 31.5, 23.5, 64, 48],
 
 BAD = [
     ({"image": "rgb/missing.png"}, "image", "file not found"),
-    ({"depth": [float("nan")]}, "depth", "finite and positive"),
-    ({"depth": [0.0]}, "depth", "finite and positive"),
-    ({"depth": [-1.0]}, "depth", "finite and positive"),
+    ({"depth": [float("nan")]}, "depth", "depths must be in (0, 10000] meters"),
+    ({"depth": [0.0]}, "depth", "depths must be in (0, 10000] meters"),
+    ({"depth": [-1.0]}, "depth", "depths must be in (0, 10000] meters"),
     ({"pixel_coords": [[64, 12]]}, "pixel_coords", "outside the 64x48 image"),
     ({"pixel_coords": [[-1, 12]]}, "pixel_coords", "outside"),
-    ({"intrinsics": [0.0, 0.0, 31.5, 23.5, 64, 48]}, "intrinsics", "focal lengths must be positive"),
-    ({"intrinsics": [-5.0, 60.0, 31.5, 23.5, 64, 48]}, "intrinsics", "focal lengths must be positive"),
+    ({"intrinsics": [0.0, 0.0, 31.5, 23.5, 64, 48]}, "intrinsics", "focal lengths must be 1 to 1e+06 pixels"),
+    ({"intrinsics": [-5.0, 60.0, 31.5, 23.5, 64, 48]}, "intrinsics", "focal lengths must be 1 to 1e+06 pixels"),
     ({"intrinsics": [60.0, 60.0, 31.5, 23.5]}, "intrinsics", "[fx, fy, cx, cy, width, height]"),
     ({"depth": [2.5, 3.0]}, "depth", "has 2 values but pixel_coords has 1"),
     ({"axis_depth": [1.0, 2.0]}, "axis_depth", "one per label"),
+    ({"depth": [2e4]}, "depth", "depths must be in (0, 10000] meters"),  # beyond any real depth
+    ({"depth": [10 ** 400]}, "depth", "must be a list of numbers"),  # an integer no float holds
+    ({"intrinsics": [1e-9, 1e-9, 31.5, 23.5, 64, 48]}, "intrinsics", "focal lengths must be 1 to 1e+06"),
+    ({"intrinsics": [60.0, 60.0, 31.5, 23.5, 64, 10 ** 9]}, "intrinsics", "whole numbers of pixels from 1 to 100000"),
+    ({"image": "rgb/a\x00.png"}, "image", "NUL byte"),
 ]
 
 
@@ -88,3 +93,35 @@ def test_no_valid_rows_is_an_error(tmp_path):
     p = _write(tmp_path, [{**GOOD, "depth": [0.0]}])
     with pytest.raises(RecordError, match="no valid records"):
         load_records(p, skip_invalid=True)
+
+
+@pytest.mark.parametrize("raw,field,why", [
+    (b'{"image": "rgb/a.png", "image": "rgb/b.png"}', "image", "the key appears twice"),
+    (b"[" * 100_000 + b"]" * 100_000, "<json>", "nested too deeply"),
+    (b'{"image": "rgb/\xff.png"}', "<utf-8>", "not UTF-8"),
+])
+def test_hostile_lines_are_record_errors_or_counted_skips(tmp_path, raw, field, why):
+    (tmp_path / "rgb").symlink_to(OFFICIAL.parent / "rgb")
+    p = tmp_path / "bad.jsonl"
+    p.write_bytes(json.dumps(GOOD).encode() + b"\n" + raw + b"\n" + json.dumps(GOOD).encode() + b"\n")
+    with pytest.raises(RecordError) as e:
+        load_records(p)
+    assert f"bad.jsonl:2: field '{field}'" in str(e.value) and why in str(e.value)
+    records, report = load_records(p, skip_invalid=True)
+    assert len(records) == 2 and report.skipped == {field: 1}
+
+
+def test_a_leading_byte_order_mark_is_accepted(tmp_path):
+    (tmp_path / "rgb").symlink_to(OFFICIAL.parent / "rgb")
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n")
+    records, _ = load_records(p)
+    assert records[0].depth.tolist() == [2.5]
+
+
+def test_fractional_pixel_coordinates_are_accepted(tmp_path):
+    # documented: a label may sit between pixel centers; the marker goes on the nearest pixel after the transform
+    (tmp_path / "rgb").symlink_to(OFFICIAL.parent / "rgb")
+    p = tmp_path / "f.jsonl"
+    p.write_text(json.dumps({**GOOD, "pixel_coords": [[10.4, 12.6]]}) + "\n")
+    assert load_records(p)[0][0].pixels.tolist() == [[10.4, 12.6]]

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rewards import REGISTRY, RewardLoadError, load_reward
-from rewards.depth import delta1, neg_abs_rel, neg_l1, neg_l2
-from rewards.format import format_reward
+from rlkit.rewards import REGISTRY, RewardLoadError, load_reward
+from rlkit.rewards.depth import delta1, neg_abs_rel, neg_l1, neg_l2
+from rlkit.rewards.format import format_reward
 
 
 def conv(text):
@@ -70,10 +70,25 @@ def test_registry_names():
 
 
 def test_load_reward_three_forms(tmp_path):
-    assert load_reward("neg_l1") is neg_l1
-    assert load_reward("rewards.depth:neg_l2") is neg_l2
+    fn = load_reward("neg_l1")
+    assert fn(["<answer>4</answer>"], depth=[3.0]) == neg_l1(["<answer>4</answer>"], depth=[3.0]) == [-1.0]
+    assert load_reward("rlkit.rewards.depth:neg_l2") is neg_l2
     fn = load_reward("experiments/plugins/close_enough.py:close_enough", {"tolerance": 0.5})
     assert fn(["<answer>4</answer>", "<answer>9</answer>"], depth=[3.0, 3.0]) == [1.0, 0.0]
+
+
+def test_trl_logs_a_reward_under_its_registry_name():
+    from trl.trainer.utils import get_callable_name  # how GRPOTrainer names rewards/<name>/mean
+
+    assert get_callable_name(load_reward("format")) == "format"  # the function is format_reward
+    assert get_callable_name(load_reward("format", {"require_think": True})) == "format"
+    assert get_callable_name(load_reward("neg_l1", {"clip": 3.0})) == "neg_l1"
+    assert load_reward("format", {"require_think": True})(["<answer>3</answer>"]) == [0.0]
+    # plugins keep their function's name, with or without arguments
+    plugin = "experiments/plugins/close_enough.py:close_enough"
+    assert get_callable_name(load_reward(plugin)) == get_callable_name(load_reward(plugin, {"tolerance": 0.5})) \
+        == "close_enough"
+    assert get_callable_name(load_reward("rlkit.rewards.format:format_reward")) == "format_reward"
 
 
 def test_load_reward_errors_say_which_form_failed(tmp_path):
@@ -81,8 +96,8 @@ def test_load_reward_errors_say_which_form_failed(tmp_path):
         load_reward("neg_l3")
     with pytest.raises(RewardLoadError, match="as module:function: cannot import 'nope_pkg.mod'"):
         load_reward("nope_pkg.mod:f")
-    with pytest.raises(RewardLoadError, match="as module:function: rewards.depth has no function 'nope'"):
-        load_reward("rewards.depth:nope")
+    with pytest.raises(RewardLoadError, match="as module:function: rlkit.rewards.depth has no function 'nope'"):
+        load_reward("rlkit.rewards.depth:nope")
     with pytest.raises(RewardLoadError, match="as a file path: file .* not found"):
         load_reward("missing/reward.py:f")
     bad = tmp_path / "broken.py"

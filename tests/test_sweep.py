@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from rlkit.config import ConfigError
+from rlkit.evaluate import summarize
 from rlkit.sweep import RESULT_COLUMNS, load_sweep, run_sweep
 
 ROOT = Path(__file__).parent.parent
@@ -27,6 +28,11 @@ def _sweep_files(tmp_path, arms=None, seeds=(0, 1)):
     path = tmp_path / "camera.yaml"
     path.write_text(yaml.safe_dump(sweep))
     return path
+
+
+def _cells(markdown: str) -> str:
+    """A markdown table's text with the column padding collapsed: rows read as "| a | 0.300 |"."""
+    return " ".join(markdown.split())
 
 
 def _fake_metrics(value):
@@ -115,7 +121,8 @@ def test_plot_from_hand_made_table(tmp_path):
     assert plot_ablation.main(["--runs", str(runs), "--out", str(out)]) == 0
     for ext in ("png", "pdf", "md"):
         assert (out / f"camera_ambiguity.{ext}").stat().st_size > 0
-    md = (out / "camera_ambiguity.md").read_text()
+    md = _cells((out / "camera_ambiguity.md").read_text())
+    assert "| arm | delta1 mean | std | seeds |" in md
     assert f"| direct | 0.300 | {np.std([0.2, 0.4], ddof=1):.3f} | 2 |" in md
     assert f"| unify_focal | 0.600 | {np.std([0.5, 0.7], ddof=1):.3f} | 2 |" in md
     assert "Constant 2 m baseline (delta1, average over eval datasets): 0.100" in md
@@ -139,8 +146,26 @@ def test_a_base_stage_is_tabled_and_drawn_as_a_reference(tmp_path):
     out = tmp_path / "fig"
     assert plot_ablation.main(["--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
     md = (out / "camera_ambiguity.md").read_text()
-    assert "| direct | 0.250 |" in md and "_base" not in md.split("\n\n")[0]  # not a bar of its own
+    assert "| direct | 0.250 |" in _cells(md) and "_base" not in md.split("\n\n")[0]  # not a bar of its own
     assert "Base stage baseline (delta1, average over eval datasets): 0.050" in md
+
+
+def test_a_sweep_with_another_constant_finds_its_baseline(tmp_path):
+    # eval.constant 3: the runs' metrics name the baseline "constant 3 m", and the table and plot find it
+    sweep = load_sweep(_sweep_files(tmp_path, seeds=(0,)), root=tmp_path / "runs")
+    frame = pd.DataFrame({"dataset": ["indoor"] * 4, "gt": [3.0, 3.5, 1.0, 8.0], "pred": [3.0, 3.0, 3.0, 3.0]})
+
+    def runner(exp):
+        out = Path(exp.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({"metrics": summarize(frame, 3.0)}))
+
+    table = pd.read_csv(run_sweep(sweep, "mini", runner))
+    assert set(table["method"]) == {"model", "constant 3 m"}
+    out = tmp_path / "fig"
+    assert plot_ablation.main(["--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    # by hand: 3 m is within 1.25x of 3.0 and 3.5, not of 1.0 and 8.0
+    assert "Constant 3 m baseline (delta1, average over eval datasets): 0.500" in (out / "camera_ambiguity.md").read_text()
 
 
 def test_plot_lists_missing_figures_with_their_command(tmp_path):
@@ -161,7 +186,7 @@ def test_position_only_baseline(capsys):
     # k = 6 answers the geometric mean of all labels, everywhere
     assert np.allclose(position_baseline.knn_predict(rays, depth, rays, k=6), np.exp(np.log(depth).mean()))
     assert position_baseline.main([fixture, fixture, "--k", "1", "--colour"]) == 0
-    out = capsys.readouterr().out
+    out = _cells(capsys.readouterr().out)
     assert "| nearest rays (position only) | 1.000 | 0.000 |" in out
     assert "| nearest rays and 3x3 colour | 1.000 | 0.000 |" in out
     colours = position_baseline.local_colours(fixture)

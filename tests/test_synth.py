@@ -115,7 +115,7 @@ def test_render_scenes_renders_once_and_again_when_the_rooms_change(tmp_path):
             (tmp_path / "outdoor_train.synth.json").stat().st_mtime_ns
 
     manifest, unlit, outdoor = run(0)
-    # as before the options existed: such splits stay valid
+    # room options at their defaults stay out of the manifest: a manifest without them is a default split
     assert "indoor_lamp" not in manifest and "indoor_color_jitter" not in manifest
     assert run(0)[1:] == (unlit, outdoor)  # nothing rendered again
     manifest, lit, outdoor_again = run(4)

@@ -5,7 +5,7 @@ arguments (depth, task, dataset, pixel, intrinsics, ...); one float (or None to 
 """
 
 from rlkit.prompts import parse_depth
-from rewards.common import completion_text
+from rlkit.rewards.common import completion_text
 
 
 def close_enough(completions, depth, tolerance=0.1, **kwargs):

@@ -34,7 +34,8 @@ class CameraRange:
 
 @dataclass(frozen=True)
 class Rooms:
-    """How the indoor family looks. The defaults are the sun-lit rooms the kit started with."""
+    """How the indoor family looks. The defaults (sunlight, the full spread of paints) leave indoor
+    brightness with little to say about distance; lamp and color_jitter add that cue."""
 
     lamp: float = 0.0  # > 0: lit from the camera; a facing surface this many meters away is half lit
     color_jitter: float = 1.0  # scales the random room-to-room spread of paint colors (0: fixed paints)

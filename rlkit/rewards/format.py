@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from rewards.common import completion_text
 from rlkit.prompts import parse_depth
+from rlkit.rewards.common import completion_text
 
 _THINK = re.compile(r"^\s*<think>.*?</think>\s*<answer>[^<]*</answer>\s*$", re.DOTALL)
 _NO_THINK = re.compile(r"^\s*(?:<think>.*?</think>\s*)?<answer>[^<]*</answer>\s*$", re.DOTALL)

@@ -8,7 +8,7 @@ group, and every reward is multiplied by ``scale``. Rewards are always finite fl
 
 from __future__ import annotations
 
-from rewards.common import as_label, predicted_depths
+from rlkit.rewards.common import as_label, predicted_depths
 
 
 def _score(completions, depth, error, clip: float, scale: float) -> list[float]:

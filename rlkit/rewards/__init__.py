@@ -1,0 +1,158 @@
+"""Reward plugins for GRPO.
+
+A reward is a plain function in TRL's signature: ``f(completions, **columns) -> list[float | None]``
+where the columns are the dataset's (``depth``, ``task``, ``dataset``, ``pixel``, ``intrinsics``, ...).
+An experiment names rewards in three forms (``load_reward``):
+
+- a registry name:            ``neg_l1``
+- an importable function:     ``my_package.my_module:my_reward``
+- a file and function:        ``experiments/plugins/my_reward.py:my_reward``
+
+TRL logs each reward's mean as ``rewards/<name>/mean``: a registry reward under its registry name
+(``rewards/format/mean``), a plugin under its function's name (``rewards/my_reward/mean``).
+
+The package lives inside rlkit, as trl.rewards and open_r1.rewards do in theirs: rewards parse
+answers with rlkit.prompts and rlkit.grpo loads them, so neither is usable alone, and a top-level
+package named ``rewards`` would clash with any other installed distribution of that name.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import inspect
+import math
+import numbers
+from pathlib import Path
+
+from rlkit.errors import ConfigError
+
+from rlkit.rewards.depth import delta1, neg_abs_rel, neg_l1, neg_l2
+from rlkit.rewards.format import format_reward
+
+REGISTRY = {
+    "delta1": delta1,
+    "neg_abs_rel": neg_abs_rel,
+    "neg_l2": neg_l2,
+    "neg_l1": neg_l1,
+    "format": format_reward,
+}
+
+
+# the built-in rewards' parameters: a clip or scale of 0 or less would flip or erase the reward signal
+PARAMETER_RULES = {"clip": (lambda v: 0 < v < math.inf, "> 0 and finite"),
+                   "scale": (lambda v: 0 < v < math.inf, "> 0 and finite"),
+                   "threshold": (lambda v: 1 < v < math.inf, "> 1 (a ratio) and finite")}
+
+
+class RewardOutputError(ConfigError):
+    """A reward function returned something TRL would silently turn into NaN or misalign."""
+
+
+def checked_reward(fn, ref: str):
+    """``fn`` with its output checked on every call: one finite number per completion, else the run stops
+    at once naming the reward and the value (TRL turns None and NaN into a silent loss of 0)."""
+    @functools.wraps(fn)
+    def reward(completions, **columns):
+        out = fn(completions, **columns)
+        problem = _output_problem(out, len(completions))
+        if problem:
+            raise RewardOutputError(f"reward {ref!r} returned {problem}; a reward returns one finite number per "
+                                    "completion")
+        return [float(v) for v in out]
+
+    reward.__name__ = reward.__qualname__ = getattr(fn, "__name__", ref)
+    return reward
+
+
+def _output_problem(out, n: int) -> str | None:
+    if not isinstance(out, (list, tuple)):
+        return f"a {type(out).__name__} ({_short(out)}), not a list"
+    if len(out) != n:
+        return f"{len(out)} values for {n} completions"
+    for i, v in enumerate(out):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            return f"{v!r} for completion {i} (of {_short(out)})"
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+class RewardLoadError(ValueError):
+    pass
+
+
+def _from_file(path: str, func: str):
+    p = Path(path)
+    if not p.is_file():
+        raise RewardLoadError(f"reward {path}:{func}: as a file path: file {p} not found")
+    spec = importlib.util.spec_from_file_location(f"rlkit_reward_plugin_{p.stem}", p)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as e:  # the user's file failed to import (or called sys.exit): say so
+        raise RewardLoadError(f"reward {path}:{func}: as a file path: importing {p} failed: {e!r}") from e
+    return module
+
+
+def _named(fn, name: str):
+    """``fn`` under ``name``: TRL names a reward function by its ``__name__`` (looking through
+    functools.partial), so the registry's ``format`` would log as format_reward."""
+    @functools.wraps(fn)
+    def reward(completions, **columns):
+        return fn(completions, **columns)
+
+    reward.__name__ = reward.__qualname__ = name
+    return reward
+
+
+def load_reward(ref: str, kwargs: dict | None = None):
+    """Resolve a reward reference (registry name, module:function or file.py:function); a registry
+    reward comes back under its registry name, with or without kwargs."""
+    if not isinstance(ref, str) or not ref:
+        raise RewardLoadError(f"reward reference must be a non-empty string, got {ref!r}")
+    if ":" not in ref:
+        if ref not in REGISTRY:
+            raise RewardLoadError(f"reward {ref!r}: as a registry name: not one of {sorted(REGISTRY)} "
+                                  "(or use module:function or path/to/file.py:function)")
+        fn = REGISTRY[ref]
+    else:
+        target, func = ref.rsplit(":", 1)
+        if target.endswith(".py") or "/" in target:
+            module = _from_file(target, func)
+            form = "as a file path"
+        else:
+            try:
+                module = importlib.import_module(target)
+            except (Exception, SystemExit) as e:  # not found, or the module failed (or exited) while importing
+                raise RewardLoadError(f"reward {ref!r}: as module:function: cannot import {target!r}: {e!r}") from None
+            form = "as module:function"
+        fn = getattr(module, func, None)
+        if fn is None or not callable(fn):
+            raise RewardLoadError(f"reward {ref!r}: {form}: {target} has no function {func!r}")
+    if not kwargs:
+        return fn if ":" in ref else _named(fn, ref)
+    named = {n for n, p in inspect.signature(fn).parameters.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"completions"}
+    unknown = sorted(set(kwargs) - named)
+    if unknown:
+        raise RewardLoadError(f"reward {ref!r}: unknown argument(s) {unknown}; it takes {sorted(named)}")
+    if fn in REGISTRY.values():
+        for key, value in kwargs.items():
+            if key in PARAMETER_RULES:
+                ok, rule = PARAMETER_RULES[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                    raise RewardLoadError(f"reward {ref!r}: {key} must be a number {rule}, got {value!r}")
+    bound = functools.partial(fn, **kwargs)
+    if fn in REGISTRY.values():  # built-in rewards: check the values now, not mid-training
+        try:
+            out = bound(["<answer>1.0</answer>", "no answer"], depth=[2.0, 2.0])
+        except (TypeError, ValueError) as e:
+            raise RewardLoadError(f"reward {ref!r}: bad arguments {kwargs}: {e}") from None
+        if not all(isinstance(v, float) and math.isfinite(v) for v in out):
+            raise RewardLoadError(f"reward {ref!r}: arguments {kwargs} give non-finite rewards {out}")
+    return bound if ":" in ref else _named(bound, ref)
