@@ -277,6 +277,14 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _rss_split() -> tuple[int, int]:
+    """(private, file-backed) resident bytes: a memory map's pages are file-backed, shared by every process
+    that maps the file and dropped by the kernel under pressure."""
+    with open("/proc/self/status") as f:
+        kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("RssAnon", "RssFile")}
+    return kb["RssAnon"] * 1024, kb["RssFile"] * 1024
+
+
 def _records_child(mode: str, path: str, samples: int) -> None:
     """One measurement in a fresh process (its own peak RSS): prints a JSON line."""
     import json
@@ -330,6 +338,8 @@ def _records_child(mode: str, path: str, samples: int) -> None:
         select_eval([src], CameraOptions(), PromptOptions(), 8192)
         out["select_seconds"] = time.perf_counter() - t
     out["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["anon"], out["file"] = _rss_split()
+    out["workers_peak"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # conversion processes
     print(json.dumps(out))
 
 
@@ -382,26 +392,31 @@ def bench_records(argv: list[str]) -> None:
         def measure(mode: str) -> dict:
             code = f"from rlkit.bench import _records_child; _records_child({mode!r}, {str(path)!r}, {a.samples})"
             wall, peak, text = _child([sys.executable, "-c", code], env)
-            return {**json.loads(text.strip().splitlines()[-1]), "wall": wall, "peak": max(peak, 0)}
+            return {"wall": wall, **json.loads(text.strip().splitlines()[-1])}  # its own peak, not its workers'
 
         gb = lambda b: f"{b / 1e9:.2f}"  # noqa: E731
         rows = []
         idle = measure("idle")
-        rows.append(["a process with the imports only", "—", "—", gb(idle["peak"]), "—"])
+        split = lambda m: f"{gb(m['anon'])} / {gb(m['file'])}"  # noqa: E731
+        rows.append(["a process with the imports only", "—", "—", gb(idle["peak"]), split(idle), "—"])
         conv = measure("convert")
-        rows.append(["store: first conversion (validate + write)", f"{conv['seconds']:.1f}", "—", gb(conv["peak"]), "—"])
+        workers = f", each of its conversion processes {gb(conv['workers_peak'])}" if conv["workers_peak"] else ""
+        rows.append(["store: first conversion (validate + write)", f"{conv['seconds']:.1f}", "—",
+                     gb(conv["peak"]) + workers, split(conv), "—"])
         st = measure("store")
-        rows.append(["store: later load (memory map) + sampling", f"{st['seconds']:.2f}", gb(st["rss"]),
-                     gb(st["peak"]), f"{st['rate']:,.0f}"])
-        rows.append(["store: median of all labels (train_medians)", f"{st['median_seconds']:.2f}", "—", "—", "—"])
-        rows.append(["store: eval selection, 8192 labels (select_eval)", f"{st['select_seconds']:.2f}", "—", "—", "—"])
+        rows.append(["store: later load (memory map) + sampling", f"{st['seconds']:.2f}", gb(st["rss"]), "—", "—",
+                     f"{st['rate']:,.0f}"])
+        rows.append(["store: + median of all labels (train_medians)", f"{st['median_seconds']:.2f}", "—", "—", "—",
+                     "—"])
+        rows.append(["store: + eval selection, 8192 labels (select_eval)", f"{st['select_seconds']:.2f}", "—",
+                     gb(st["peak"]), split(st), "—"])
         if a.images <= a.baselines_up_to:
             old = measure("records")
             rows.append(["today's records.load_records (no image stat)", f"{old['seconds']:.1f}", gb(old["rss"]),
-                         gb(old["peak"]), f"{old['rate']:,.0f}"])
+                         gb(old["peak"]), split(old), f"{old['rate']:,.0f}"])
             pdm = measure("pandas")
             rows.append(["official code: pd.read_json(lines=True)", f"{pdm['seconds']:.1f}", gb(pdm["rss"]),
-                         gb(pdm["peak"]), f"{pdm['rate']:,.0f}"])
+                         gb(pdm["peak"]), split(pdm), f"{pdm['rate']:,.0f}"])
         if a.eval:
             exp = work / "exp.yaml"
             entry = [{"path": str(path), "name": "fake"}]
@@ -411,12 +426,14 @@ def bench_records(argv: list[str]) -> None:
                     shutil.rmtree(work / cache, ignore_errors=True)
                 wall, peak, _ = _child([sys.executable, "-m", "rlkit", "eval", str(exp), "--model", "none", "--out",
                                         str(work / "eval")], {**env, "RLKIT_RECORDS_CACHE": str(work / cache)})
-                rows.append([f"`eval EXP.yaml --model none` ({label})", f"{wall:.1f}", "—", gb(peak), "—"])
+                rows.append([f"`eval EXP.yaml --model none` ({label})", f"{wall:.1f}", "—", gb(peak), "—", "—"])
         store_size = sum(f.stat().st_size for f in (work / "cache").rglob("*") if f.is_file())
         table = _table([f"{a.images:,} images x {a.labels} labels ({path.stat().st_size / 1e9:.2f} GB jsonl)",
-                        "seconds", "RSS after load (GB)", "peak RSS (GB)", "picks/s"], rows)
+                        "seconds", "RSS after load (GB)", "peak RSS (GB)", "private / file-backed RSS at the end (GB)",
+                        "picks/s"], rows)
         record("records", table,
-               f"Each row is a separate process (peak RSS from its own rusage). Store on disk: "
+               f"Each row is a separate process (peak RSS from its own rusage; file-backed pages are the store's "
+               f"memory map, shared by all processes that map it). Store on disk: "
                f"{store_size / 1e9:.2f} GB. picks/s: choose dataset, image and label as TrainStream does, no image "
                f"decoded. Image paths are fake, so today's loader ran without its per-image stat "
                f"(check_images=False); on real data it also stats every image at load.")
@@ -425,7 +442,76 @@ def bench_records(argv: list[str]) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-BENCHES = {"data": bench_data, "train": bench_train, "records": bench_records}
+# ---------------------------------------------------------------- hostile
+
+
+def bench_hostile(argv: list[str]) -> None:
+    """Hostile inputs through the real command line, each classified mechanically (rlkit.hostile)."""
+    import dataclasses
+    import json
+    import shutil
+    import tempfile
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rlkit import hostile
+
+    p = argparse.ArgumentParser(prog="bench hostile")
+    p.add_argument("--jobs", type=int, default=2, help="cases run side by side (each command uses one thread)")
+    p.add_argument("-k", dest="match", help="only the cases whose 'kind: name' contains this text")
+    p.add_argument("--work", help="work folder, kept (default: a temporary one, deleted after)")
+    p.add_argument("--no-record", action="store_true", help="print only; do not append to benchmarks/hostile.md")
+    a = p.parse_args(argv)
+
+    work = Path(a.work or tempfile.mkdtemp(prefix="bench_hostile-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        data = hostile.make_data(work / "data")
+        todo = [(i, c) for i, c in enumerate(hostile.cases()) if not a.match or a.match in f"{c.kind}: {c.name}"]
+        todo.sort(key=lambda ic: not ic[1].heavy)  # the trainings first; the quick ones fill the gaps
+        results = []
+        with ThreadPoolExecutor(max(1, a.jobs)) as pool:
+            futures = [pool.submit(hostile.run_case, c, i, work / "cases", data, work / "records-cache")
+                       for i, c in todo]
+            for n, f in enumerate(futures, 1):
+                case, res, secs = f.result()
+                results.append((case, res, secs))
+                print(f"[{n}/{len(todo)}] {secs:5.1f}s  {case.kind}: {case.name}: {res.outcome}"
+                      + (f" — {res.line[:160]}" if res.outcome not in hostile.GOOD else ""), file=sys.stderr)
+        wall = time.perf_counter() - t0
+        order = {c.name: i for i, c in enumerate(hostile.cases())}
+        results.sort(key=lambda r: order.get(r[0].name, 0))
+        kinds = list(dict.fromkeys(c.kind for c, _, _ in results))
+        counts = Counter((r.outcome, c.kind) for c, r, _ in results)
+        rows = [[o, *[str(counts[o, k] or "") for k in kinds], str(sum(counts[o, k] for k in kinds))]
+                for o in hostile.OUTCOMES if any(counts[o, k] for k in kinds)]
+        rows.append(["**cases**", *[str(sum(1 for c, _, _ in results if c.kind == k)) for k in kinds],
+                     str(len(results))])
+        table = _table(["outcome", *kinds, "total"], rows)
+        bad = [(c, r) for c, r, _ in results if r.outcome not in hostile.GOOD]
+        if bad:
+            cell = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+            table += "\n\n" + _table(["kind", "case", "outcome", "first line of the error (or why)"],
+                                     [[c.kind, cell(c.name), r.outcome, cell(r.line[:400])] for c, r in bad])
+        for c, r in bad:  # the evidence, on stdout only
+            print(f"\n### {c.kind}: {c.name} — {r.outcome}\n$ python -m rlkit {r.command}\n{r.line}\n{r.output}")
+        (work / "results.json").write_text(json.dumps(
+            [{"kind": c.kind, "case": c.name, "seconds": round(s, 1), **dataclasses.asdict(r)} for c, r, s in results],
+            indent=1))
+        note = (f"{len(results)} cases, each through `python -m rlkit` in a subprocess (one thread each, {a.jobs} "
+                f"side by side), {wall / 60:.1f} min wall. Outcomes are assigned mechanically; see rlkit/hostile.py's "
+                "docstring for the rules and each case's expectation.")
+        if a.no_record:
+            print(f"\n{table}\n\n{note}")
+        else:
+            record("hostile", table, note)
+    finally:
+        if not a.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+BENCHES = {"data": bench_data, "train": bench_train, "records": bench_records, "hostile": bench_hostile}
 
 
 def main(name: str, argv: list[str]) -> None:

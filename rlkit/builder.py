@@ -154,6 +154,9 @@ class Source:
         first = np.cumsum(counts) - counts
         return col[np.repeat(self.store.label_starts(self.index) - first, counts) + np.arange(int(counts.sum()))]
 
+    def __getstate__(self):  # pickled small (the store as its folder): a derived array is computed again
+        return {k: v for k, v in self.__dict__.items() if k != "counts"}
+
     @property
     def records(self) -> Sequence[Record]:
         """The images in use as a sequence of Records, each built when indexed."""

@@ -105,7 +105,8 @@ class SynthConfig:
 
 @dataclass
 class DataConfig:
-    # DatasetSpec fields: path, name, weight, images, points_per_image, root; left out with synth: the rendered scenes
+    # DatasetSpec fields: path, name, weight, images, points_per_image, root, allow_outside_root; left out with synth:
+    # the rendered scenes
     train: list[DatasetSpec] = field(default_factory=list)
     eval: list[DatasetSpec] = field(default_factory=list)
     synth: SynthConfig | None = None  # render the procedural scenes first if missing

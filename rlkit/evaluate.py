@@ -67,8 +67,8 @@ def selection_frame(evalset: EvalSet) -> pd.DataFrame:
 
 
 def _labels_in_use(src: Source, task: str, images: np.ndarray | None = None, pos: np.ndarray | None = None):
-    """The task's labels of (image in use, store position) pairs, or (None, None) of every label in use;
-    an image without them is the loader's error for its line (label_values)."""
+    """The task's labels at store positions ``pos`` of images in use ``images``; with neither, every label in
+    use, image by image. An image without them is the loader's error for its line (label_values)."""
     key = TASKS[task].label_key
     col = src.store.labels(key) if pos is not None else src.label_column(key)
     vals = None if col is None else (col[pos] if pos is not None else col)

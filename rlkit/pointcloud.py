@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import time
 from collections import Counter
@@ -31,10 +30,8 @@ from rlkit.builder import CameraOptions, ImageCache, PromptOptions, Sample, make
 from rlkit.errors import ConfigError
 from rlkit.io import atomic_write_text
 from rlkit.metrics import depth_metrics
-from rlkit.prompts import TASKS, parse_answer
+from rlkit.prompts import parse_answer
 from rlkit.records import Record, RecordError, load_records
-
-log = logging.getLogger(__name__)
 
 DEFAULT_POINTS = 10_000  # the paper's point clouds query 10,000 pixels of an image
 PLACEHOLDER = 1.0  # the label of a pixel without ground truth; it reaches the answer text only, never the model
@@ -46,8 +43,9 @@ AnswerFn = Callable[[list[Sample]], list[str]]  # built samples -> the model's t
 
 def grid_pixels(width: int, height: int, n: int) -> tuple[np.ndarray, tuple[int, int]]:
     """About ``n`` pixels on a uniform grid over a width x height image: (M, 2) integer (x, y), rows top to
-    bottom, and (columns, rows). The grid is nx x ny with nx / ny closest to the image's aspect; each grid
-    cell's center is taken, rounded down to the pixel whose center is nearest to it from the top-left."""
+    bottom, and (columns, rows). The grid is nx x ny cells with nx / ny closest to the image's aspect; each
+    cell gives the pixel that holds its center (the image spans [-0.5, width - 0.5) in rlkit.camera's
+    convention, so cell i of nx holds pixel floor((i + 0.5) * width / nx))."""
     nx = min(width, max(1, round(math.sqrt(n * width / height))))
     ny = min(height, max(1, round(n / nx)))
     xs = np.floor((np.arange(nx) + 0.5) * width / nx).astype(np.int64)
@@ -139,6 +137,42 @@ def model_answers(model_path: str, exp, max_new_tokens: int) -> AnswerFn:
     return answer
 
 
+def ask_grid(grec: Record, cam_opts: CameraOptions, prompt_opts: PromptOptions, answer_fn: AnswerFn,
+             images: ImageCache, batch_size: int, progress: bool = True) -> tuple[list, list[str], Counter]:
+    """Every label of the grid record built like an eval sample and answered in batches (one batch of samples
+    held at a time). Returns per pixel the answer text (None where skipped) and the skip reason ('' where
+    asked), and the seconds spent building samples and answering."""
+    from tqdm import tqdm
+
+    texts, skip, seconds = [None] * grec.num_labels, [""] * grec.num_labels, Counter()
+    batch: list[tuple[int, Sample]] = []
+    checked = False
+    with tqdm(total=grec.num_labels, desc="point cloud", unit="px", disable=not progress) as bar:
+        for k in range(grec.num_labels):
+            t = time.perf_counter()
+            s = make_sample(grec, k, cam_opts, prompt_opts, images)
+            if isinstance(s, Sample) and not checked:  # on the first pixel asked
+                check_label_unseen(grec, k, cam_opts, prompt_opts, images)
+                checked = True
+            seconds["build"] += time.perf_counter() - t
+            if isinstance(s, str):  # the marker cannot be drawn whole there: skipped, never moved
+                skip[k] = s
+                bar.update(1)
+            else:
+                batch.append((k, s))
+            if batch and (len(batch) == batch_size or k == grec.num_labels - 1):
+                t = time.perf_counter()
+                answers = answer_fn([s for _, s in batch])
+                seconds["generate"] += time.perf_counter() - t
+                if len(answers) != len(batch):
+                    raise RuntimeError(f"the answer function gave {len(answers)} texts for {len(batch)} samples")
+                for (i, _), text in zip(batch, answers):
+                    texts[i] = text
+                bar.update(len(batch))
+                batch.clear()
+    return texts, skip, seconds
+
+
 def point_cloud(rec: Record, cam_opts: CameraOptions, prompt_opts: PromptOptions, answer_fn: AnswerFn,
                 out: str | Path, *, points: int = DEFAULT_POINTS, batch_size: int = 32,
                 depth_map: np.ndarray | None = None, depth_map_source: str | None = None,
@@ -146,8 +180,6 @@ def point_cloud(rec: Record, cam_opts: CameraOptions, prompt_opts: PromptOptions
     """Query a grid of about ``points`` pixels of the record's image, write the clouds into ``out`` and return
     summary.json's content. ``depth_map``: the image's euclidean depth (load_depth_map), for gt.ply and the
     errors; ``fallback``: the answer a failed parse is scored as (metrics.depth_metrics)."""
-    from tqdm import tqdm
-
     from rlkit.evaluate import strict_json
 
     task = prompt_opts.task
@@ -158,42 +190,9 @@ def point_cloud(rec: Record, cam_opts: CameraOptions, prompt_opts: PromptOptions
     pixels, (nx, ny) = grid_pixels(cam.width, cam.height, points)
     grec = grid_record(rec, pixels, depth_map)
     images = ImageCache(1)
-    colors = np.asarray(images.get(grec))[pixels[:, 1], pixels[:, 0]]
-
-    texts: list[str | None] = [None] * len(pixels)
-    skip: list[str] = [""] * len(pixels)
-    timing = Counter()
-    checked = False
-    batch: list[tuple[int, Sample]] = []
-
-    def flush():
-        t = time.perf_counter()
-        out_texts = answer_fn([s for _, s in batch])
-        timing["generate"] += time.perf_counter() - t
-        if len(out_texts) != len(batch):
-            raise RuntimeError(f"the answer function returned {len(out_texts)} texts for {len(batch)} samples")
-        for (k, _), text in zip(batch, out_texts):
-            texts[k] = text
-        bar.update(len(batch))
-        batch.clear()
-
-    with tqdm(total=len(pixels), desc="point cloud", unit="px", disable=not progress) as bar:
-        for k in range(len(pixels)):
-            t = time.perf_counter()
-            s = make_sample(grec, k, cam_opts, prompt_opts, images)
-            if isinstance(s, Sample) and not checked:
-                check_label_unseen(grec, k, cam_opts, prompt_opts, images)
-                checked = True
-            timing["build"] += time.perf_counter() - t
-            if isinstance(s, str):  # the marker cannot be drawn whole there: skipped, never moved
-                skip[k] = s
-                bar.update(1)
-                continue
-            batch.append((k, s))
-            if len(batch) == batch_size:
-                flush()
-        if batch:
-            flush()
+    image = np.asarray(images.get(grec))
+    colors = image[pixels[:, 1], pixels[:, 0]]
+    texts, skip, timing = ask_grid(grec, cam_opts, prompt_opts, answer_fn, images, batch_size, progress)
 
     queried = np.array([t is not None for t in texts])
     values = np.array([np.nan if t is None else (parse_answer(t, task) or np.nan) for t in texts])
@@ -223,7 +222,7 @@ def point_cloud(rec: Record, cam_opts: CameraOptions, prompt_opts: PromptOptions
         clouds.append(("ground truth", gt_xyz[keep], colors[keep]))
         summary["ground_truth"] = ground_truth_stats(values[keep], gt_values[keep], fallback, depth_map_source)
     frame.to_csv(out / "points.csv", index=False)
-    save_views(clouds, out / "views.png", np.asarray(images.get(grec)), depth_map)
+    save_views(clouds, out / "views.png", image, depth_map)
     seconds = time.perf_counter() - t0
     summary["seconds"] = {"build": round(timing["build"], 2), "generate": round(timing["generate"], 2),
                           "total": round(seconds, 2)}
@@ -285,9 +284,10 @@ def save_views(clouds: list[tuple[str, np.ndarray, np.ndarray]], out: Path, imag
     lo, hi = everything.min(0), everything.max(0)
     pad = np.maximum(hi - lo, 1e-3) * 0.05
     lo, hi = lo - pad, hi + pad
-    fig = plt.figure(figsize=(10.5, 3.3 * len(clouds)))
+    fig = plt.figure(figsize=(10.5, 3.4 * len(clouds)))
+    grid = fig.add_gridspec(len(clouds), 3, width_ratios=(0.8, 1.1, 1.1))
     for row, (name, xyz, rgb) in enumerate(clouds):
-        ax = fig.add_subplot(len(clouds), 3, 3 * row + 1)
+        ax = fig.add_subplot(grid[row, 0])
         if row == 0 or depth_map is None:
             ax.imshow(image)
             ax.set_title(f"image ({image.shape[1]}x{image.shape[0]})", fontsize=9)
@@ -298,7 +298,7 @@ def save_views(clouds: list[tuple[str, np.ndarray, np.ndarray]], out: Path, imag
         ax.axis("off")
         size = float(np.clip(3000 / max(len(xyz), 1), 0.3, 6))
         for col, (view, elev, azim) in enumerate((("front", 20, -65), ("top", 90, -90))):
-            ax = fig.add_subplot(len(clouds), 3, 3 * row + 2 + col, projection="3d")
+            ax = fig.add_subplot(grid[row, 1 + col], projection="3d")
             ax.set_proj_type("ortho")
             # plotted as (x, z, -y): right, forward, up; the camera is the black cross at the origin
             ax.scatter(xyz[:, 0], xyz[:, 2], -xyz[:, 1], c=rgb / 255.0, s=size, depthshade=False, linewidths=0)
@@ -309,10 +309,10 @@ def save_views(clouds: list[tuple[str, np.ndarray, np.ndarray]], out: Path, imag
             ax.set_xlabel("x (m)", fontsize=7, labelpad=-8)
             ax.set_ylabel("z (m)", fontsize=7, labelpad=-8)
             ax.set_zlabel("" if view == "top" else "-y (m)", fontsize=7, labelpad=-8)
-            if view == "top":
-                ax.set_zticks([])
             for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
                 axis.set_major_locator(MaxNLocator(4))
+            if view == "top":  # seen end-on
+                ax.set_zticks([])
             ax.tick_params(labelsize=6, pad=-3)
             ax.set_title(f"{name}, {view}: {len(xyz)} points", fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.93, bottom=0.03, wspace=0.05, hspace=0.15)

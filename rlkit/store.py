@@ -1,9 +1,10 @@
 """The records store: each DepthLMBench jsonl converted once into memory-mapped columns.
 
-Loading a jsonl into one Python ``Record`` per image (rlkit.records.load_records) costs about 4 KB of
-memory and 100 us per image: 1M images x 20 labels took 187 s and 5.0 GB for ``eval --model none``,
-and every rank and DataLoader worker paid it again. The store validates each line once, with the same
-checks and messages (records.read_records), and writes:
+Loading a jsonl into one Python ``Record`` per image (rlkit.records.load_records) took 210 s and 5.3 GB
+for ``eval --model none`` on 1M images x 20 labels, in every process, every time; from the store the same
+command takes 3.1 s and 1.75 GB (1.0 GB of it torch and transformers), with the same predictions.csv and
+metrics.json (benchmarks/records.md). The store validates each line once, with the same checks and
+messages (records.read_records), and writes:
 
 - per image: the image path as written (UTF-8 bytes + offsets; the resolved root is in the
   manifest), fx, fy, cx, cy (float64), width, height, the jsonl line number (error messages name
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from rlkit.camera import Camera
-from rlkit.records import ImageError, LoadReport, Record, RecordError, open_image, read_records
+from rlkit.records import ImageError, LoadReport, Record, RecordError, log_repairs, open_image, read_records
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,18 @@ FORMAT_VERSION = 1
 DEFAULT_CACHE = ".cache/records"
 BATCH = 65536  # images per write: conversion memory stays bounded (about 100 MB at 20 labels per image)
 MAX_ERRORS_KEPT = 5  # bad lines' messages kept in the manifest, for ``data check``
+PART_BYTES = 256 << 20  # a file larger than this is converted by several processes, a range of lines each
+
+
+_OPEN: dict[tuple[Path, str], RecordStore] = {}  # (folder, path as named) -> the store this process mapped
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("RLKIT_RECORDS_CACHE") or DEFAULT_CACHE)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def store_key(path: Path, root: Path, *, skip_invalid: bool, allow_outside_root: bool) -> str:
@@ -81,7 +90,8 @@ def open_records(path: str | Path, *, root: str | Path | None = None, skip_inval
                     shutil.rmtree(stale, ignore_errors=True)
                 tmp = cache / f"{key}.tmp-{os.getpid()}"
                 try:
-                    convert(path, tmp, root, skip_invalid=skip_invalid, allow_outside_root=allow_outside_root)
+                    convert(path, tmp, root, skip_invalid=skip_invalid, allow_outside_root=allow_outside_root,
+                            workers=min(8, _cpus()))
                     if store_key(path, root, skip_invalid=skip_invalid, allow_outside_root=allow_outside_root) != key:
                         raise RecordError(f"{path}: the file changed while it was being converted; run again")
                     tmp.rename(folder)
@@ -89,7 +99,10 @@ def open_records(path: str | Path, *, root: str | Path | None = None, skip_inval
                 except BaseException:
                     shutil.rmtree(tmp, ignore_errors=True)
                     raise
-    store = RecordStore(folder, str(path))
+    opened = _OPEN.get((folder, str(path)))
+    if opened is not None:  # this process has it mapped already (a file both trained and evaluated on)
+        return opened
+    store = _OPEN[(folder, str(path))] = RecordStore(folder, str(path))
     if converted:  # the conversion logged each bad line and the repairs
         return store
     if store.report["skipped"]:
@@ -138,18 +151,88 @@ def _encode_extras(extras: dict) -> bytes:
     return json.dumps({"json": plain, "paths": paths}).encode()
 
 
-def convert(path: Path, out: Path, root: Path, *, skip_invalid: bool, allow_outside_root: bool) -> dict:
+def convert(path: Path, out: Path, root: Path, *, skip_invalid: bool, allow_outside_root: bool,
+            workers: int = 1, part_bytes: int = PART_BYTES) -> dict:
     """Validate every line of ``path`` (records.read_records: the loader's checks and messages, images
-    not opened) and write its store into ``out``; returns the manifest. BATCH images are held at a time."""
+    not opened) and write its store into ``out``; returns the manifest. A large file is cut into byte
+    ranges converted by ``workers`` processes side by side, then joined in file order."""
     from tqdm import tqdm
 
+    size = path.stat().st_size
+    ranges = _split(path, size, -(-size // part_bytes) if workers > 1 else 1)
+    opts = {"root": root, "skip_invalid": skip_invalid, "allow_outside_root": allow_outside_root}
     out.mkdir(parents=True)
+    if len(ranges) == 1:
+        info = _convert_range(path, out, 0, None, 1, progress=size > 64 << 20, **opts)
+    else:
+        import multiprocessing
+
+        # fork where there is one (as DataLoader workers): spawn would import the caller's main script again,
+        # which breaks a script without an ``if __name__ == "__main__"`` guard; the workers use no threads
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = multiprocessing.get_context(method).Pool(workers)
+        bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"converting {path.name} ({workers} processes)",
+                   disable=size < 64 << 20)
+        try:
+            pending = [pool.apply_async(_convert_range, (path, out / f"part{i}", a, b, line), opts)
+                       for i, (a, b, line) in enumerate(ranges)]
+            parts = []
+            for (a, b, _), job in zip(ranges, pending):  # in file order: the first bad line is the one raised
+                parts.append(job.get())
+                bar.update((size if b is None else b) - a)
+            pool.close()
+        finally:
+            pool.terminate()  # after an error, the other ranges are not converted to the end
+            pool.join()
+            bar.close()
+        info = _join(out, [(out / f"part{i}", part) for i, part in enumerate(parts)])
+    report = info["report"]
+    log_repairs(report)
+    if not info["images"]:
+        raise RecordError(f"{path}: no valid records")
+    report.loaded = info["images"]
+    manifest = {"version": FORMAT_VERSION, "jsonl": str(path.resolve()), "root": str(root.resolve()),
+                "images": info["images"], "labels": info["labels"], "label_keys": info["label_keys"],
+                "columns": info["columns"], "report": {k: v for k, v in report.summary().items() if k != "path"},
+                "errors": report.first_errors}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _split(path: Path, size: int, n: int) -> list[tuple[int, int | None, int]]:
+    """(start, stop, first line number) of ``n`` byte ranges that start lines."""
+    if n <= 1:
+        return [(0, None, 1)]
+    starts = [0]
+    with path.open("rb") as f:
+        for i in range(1, n):
+            f.seek(max(size * i // n - 1, starts[-1]))
+            f.readline()  # to the start of the next line
+            if f.tell() < size and f.tell() > starts[-1]:
+                starts.append(f.tell())
+        lines, pos = [1], 0
+        f.seek(0)
+        for s in starts[1:]:  # line numbers: newlines before each start
+            count = 0
+            while pos < s:
+                chunk = f.read(min(16 << 20, s - pos))
+                count += chunk.count(b"\n")
+                pos += len(chunk)
+            lines.append(lines[-1] + count)
+    return [(a, b, line) for a, b, line in zip(starts, [*starts[1:], None], lines)]
+
+
+def _convert_range(path: Path, out: Path, start: int, stop: int | None, first_line: int, *, root: Path,
+                   skip_invalid: bool, allow_outside_root: bool, progress: bool = False) -> dict:
+    """Convert the lines of one byte range into column files in ``out``."""
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
     cols = _Columns(out)
     report = LoadReport(str(path))
     n = {"images": 0, "labels": 0, "path_bytes": 0, "extras_bytes": 0}
     label_keys: set[str] = set()
-    big = path.stat().st_size > 64 << 20
-    bar = tqdm(unit=" lines", unit_scale=True, desc=f"converting {path.name}", disable=not big)
+    bar = tqdm(unit=" lines", unit_scale=True, desc=f"converting {path.name}", disable=not progress)
 
     def flush(batch: list) -> None:
         if not batch:
@@ -183,26 +266,63 @@ def convert(path: Path, out: Path, root: Path, *, skip_invalid: bool, allow_outs
             n["extras_bytes"] += sum(len(e) for e in extras)
         n["images"] += len(batch)
         n["labels"] += int(counts.sum())
-        bar.update(batch[-1][0] - bar.n)
+        bar.update(batch[-1][0] - first_line + 1 - bar.n)
 
     batch: list = []
     with bar:
-        for item in read_records(path, root=root, dataset=path.stem, skip_invalid=skip_invalid, check_images=False,
-                                 allow_outside_root=allow_outside_root, report=report):
-            lineno, obj, rec = item
+        for lineno, obj, rec in read_records(path, root=root, dataset=path.stem, skip_invalid=skip_invalid,
+                                             check_images=False, allow_outside_root=allow_outside_root,
+                                             report=report, start=start, stop=stop, first_line=first_line,
+                                             resolve_images=False):
             batch.append((lineno, obj["image"], rec))  # not the decoded line: its objects would slow the GC
             if len(batch) == BATCH:
                 flush(batch)
                 batch = []
         flush(batch)
-    meta = cols.close()
-    report.loaded = n["images"]
-    manifest = {"version": FORMAT_VERSION, "jsonl": str(path.resolve()), "root": str(root.resolve()),
-                "images": n["images"], "labels": n["labels"], "label_keys": sorted(label_keys), "columns": meta,
-                "report": {k: v for k, v in report.summary().items() if k != "path"},
-                "errors": report.first_errors}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return manifest
+    return {"columns": cols.close(), "images": n["images"], "labels": n["labels"], "path_bytes": n["path_bytes"],
+            "extras_bytes": n["extras_bytes"], "label_keys": sorted(label_keys), "report": report}
+
+
+# cumulative end offsets: a part's values continue from the parts before it
+_ENDS = {"image.label_end": "labels", "image.path_end": "path_bytes", "image.extras_end": "extras_bytes"}
+
+
+def _join(out: Path, parts: list[tuple[Path, dict]]) -> dict:
+    """Append the parts' column files into ``out`` in order (offsets shifted, a column a part lacks filled)."""
+    label_keys = sorted({k for _, p in parts for k in p["label_keys"]})
+    names = sorted({name for _, p in parts for name in p["columns"]})
+    meta = {}
+    for name in names:
+        dtype = next(p["columns"][name]["dtype"] for _, p in parts if name in p["columns"])
+        base = {"images": 0, "labels": 0, "path_bytes": 0, "extras_bytes": 0}
+        with open(out / name, "wb") as f:
+            for folder, p in parts:
+                if name in p["columns"]:
+                    src = _map(folder / name, dtype, p["columns"][name]["length"])
+                    for a in range(0, len(src), BATCH * 16):
+                        chunk = src[a:a + BATCH * 16]
+                        f.write(memoryview(np.ascontiguousarray(chunk + base[_ENDS[name]] if name in _ENDS else chunk))
+                                .cast("B"))
+                elif name.startswith("label."):  # a per-label key this part never had
+                    f.write(memoryview(np.full(p["labels"], np.nan)).cast("B"))
+                elif name.startswith("image.has."):
+                    f.write(memoryview(np.zeros(p["images"], dtype=np.bool_)).cast("B"))
+                elif name == "image.extras_end":  # no extras in this part: every image's end is where it began
+                    f.write(memoryview(np.full(p["images"], base["extras_bytes"], dtype=np.int64)).cast("B"))
+                for k in base:
+                    base[k] += p[k]
+            f.flush()
+            os.fsync(f.fileno())
+        meta[name] = {"dtype": dtype, "length": (out / name).stat().st_size // np.dtype(dtype).itemsize}
+    report = parts[0][1]["report"]
+    for _, p in parts[1:]:
+        report.skipped.update(p["report"].skipped)
+        report.repaired.update(p["report"].repaired)
+        report.first_errors.extend(p["report"].first_errors[:MAX_ERRORS_KEPT - len(report.first_errors)])
+    for folder, _ in parts:
+        shutil.rmtree(folder)
+    total = {k: sum(p[k] for _, p in parts) for k in ("images", "labels")}
+    return {"columns": meta, **total, "label_keys": label_keys, "report": report}
 
 
 class RecordStore:
@@ -238,7 +358,7 @@ class RecordStore:
 
     def counts(self, index: np.ndarray | None = None) -> np.ndarray:
         end = self.col["image.label_end"]
-        return (np.diff(end, prepend=0) if index is None else end[index] - self.label_starts(index)).astype(np.int64)
+        return np.diff(end, prepend=0) if index is None else end[index] - self.label_starts(index)
 
     def image(self, i: int) -> str:
         end = self.col["image.path_end"]
