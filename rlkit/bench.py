@@ -277,6 +277,12 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _peak_rss() -> int:
+    """This process's peak RSS in bytes (VmHWM: ru_maxrss would start from the RSS of the parent that spawned it)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 def _rss_split() -> tuple[int, int]:
     """(private, file-backed) resident bytes: a memory map's pages are file-backed, shared by every process
     that maps the file and dropped by the kernel under pressure."""
@@ -337,28 +343,28 @@ def _records_child(mode: str, path: str, samples: int) -> None:
         t = time.perf_counter()
         select_eval([src], CameraOptions(), PromptOptions(), 8192)
         out["select_seconds"] = time.perf_counter() - t
-    out["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak"] = _peak_rss()
     out["anon"], out["file"] = _rss_split()
-    out["workers_peak"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # conversion processes
+    # conversion processes (forked: their count starts from this process's RSS at the fork, an upper bound)
+    out["workers_peak"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     print(json.dumps(out))
 
 
-def _child(cmd: list[str], env: dict) -> tuple[float, int, str]:
-    """Run a command; (wall seconds, its peak RSS in bytes from wait4, stdout)."""
+def _child(cmd: list[str], env: dict) -> tuple[float, str]:
+    """Run a command; (wall seconds, stdout)."""
     import subprocess
     import tempfile
 
     with tempfile.TemporaryFile("w+") as out:
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
         wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read()
     if proc.returncode:
         raise SystemExit(f"bench records: {' '.join(cmd)} failed (exit {proc.returncode})")
-    return wall, usage.ru_maxrss * 1024, text
+    return wall, text
 
 
 def bench_records(argv: list[str]) -> None:
@@ -391,7 +397,7 @@ def bench_records(argv: list[str]) -> None:
 
         def measure(mode: str) -> dict:
             code = f"from rlkit.bench import _records_child; _records_child({mode!r}, {str(path)!r}, {a.samples})"
-            wall, peak, text = _child([sys.executable, "-c", code], env)
+            wall, text = _child([sys.executable, "-c", code], env)
             return {"wall": wall, **json.loads(text.strip().splitlines()[-1])}  # its own peak, not its workers'
 
         gb = lambda b: f"{b / 1e9:.2f}"  # noqa: E731
@@ -424,15 +430,18 @@ def bench_records(argv: list[str]) -> None:
             for label, cache in (("first: converts", "cache-eval"), ("again: cached", "cache-eval")):
                 if label.startswith("first"):
                     shutil.rmtree(work / cache, ignore_errors=True)
-                wall, peak, _ = _child([sys.executable, "-m", "rlkit", "eval", str(exp), "--model", "none", "--out",
-                                        str(work / "eval")], {**env, "RLKIT_RECORDS_CACHE": str(work / cache)})
+                args = ["eval", str(exp), "--model", "none", "--out", str(work / "eval")]
+                code = ("import sys; from rlkit.cli import main; code = main(" + repr(args) + "); "
+                        "from rlkit.bench import _peak_rss; print(_peak_rss()); sys.exit(code)")
+                wall, text = _child([sys.executable, "-c", code], {**env, "RLKIT_RECORDS_CACHE": str(work / cache)})
+                peak = int(text.strip().splitlines()[-1])
                 rows.append([f"`eval EXP.yaml --model none` ({label})", f"{wall:.1f}", "—", gb(peak), "—", "—"])
         store_size = sum(f.stat().st_size for f in (work / "cache").rglob("*") if f.is_file())
         table = _table([f"{a.images:,} images x {a.labels} labels ({path.stat().st_size / 1e9:.2f} GB jsonl)",
                         "seconds", "RSS after load (GB)", "peak RSS (GB)", "private / file-backed RSS at the end (GB)",
                         "picks/s"], rows)
         record("records", table,
-               f"Each row is a separate process (peak RSS from its own rusage; file-backed pages are the store's "
+               f"Each row is a separate process (peak RSS: its own VmHWM; file-backed pages are the store's "
                f"memory map, shared by all processes that map it). Store on disk: "
                f"{store_size / 1e9:.2f} GB. picks/s: choose dataset, image and label as TrainStream does, no image "
                f"decoded. Image paths are fake, so today's loader ran without its per-image stat "

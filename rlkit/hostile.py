@@ -984,6 +984,16 @@ def image_fixed_after_error(ctx: Ctx) -> Result:
     return res if again.outcome == RECOVERED else again
 
 
+def late_config_error_fixed(ctx: Ctx) -> Result:
+    """A bad value that passes the checks and fails at training start (per_device_train_batch_size 0); the
+    user fixes it and runs again into the same folder, where no step was trained: it must run."""
+    exp = ctx.exp()
+    first = ctx.cli(exp, "train.per_device_train_batch_size=0")
+    if first.rc == 0:
+        return Result(NOT_RUN, "the bad value trained", "", " ".join(map(str, first.args)))
+    return rerun_result(ctx, exp, 4)
+
+
 def disk_full(ctx: Ctx) -> Result:
     if os.geteuid() != 0:
         return Result(NOT_RUN, "mounting a small tmpfs needs root")
@@ -1189,6 +1199,8 @@ def cases() -> list[Case]:
         Case("run folder", "changed config into a finished run dir", changed_config, heavy=True),
         Case("run folder", "changed config into an unfinished run dir", changed_config_unfinished, heavy=True),
         Case("run folder", "missing image mid-run, then fixed, re-run", image_fixed_after_error, heavy=True),
+        Case("run folder", "a value failing at training start, then fixed, re-run", late_config_error_fixed,
+             heavy=True),
         Case("run folder", "disk full (20 MB tmpfs), then space, re-run", disk_full, heavy=True),
     ]
     out += [

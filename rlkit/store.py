@@ -2,7 +2,7 @@
 
 Loading a jsonl into one Python ``Record`` per image (rlkit.records.load_records) took 210 s and 5.3 GB
 for ``eval --model none`` on 1M images x 20 labels, in every process, every time; from the store the same
-command takes 3.1 s and 1.75 GB (1.0 GB of it torch and transformers), with the same predictions.csv and
+command takes 3.5 s and 1.6 GB (0.9 GB of it torch and transformers), with the same predictions.csv and
 metrics.json (benchmarks/records.md). The store validates each line once, with the same checks and
 messages (records.read_records), and writes:
 

@@ -62,7 +62,8 @@ def checked_reward(fn, ref: str):
                                     "completion")
         return [float(v) for v in out]
 
-    reward.__name__ = reward.__qualname__ = getattr(fn, "__name__", ref)
+    named = fn.func if isinstance(fn, functools.partial) else fn  # a plugin bound to its reward_kwargs
+    reward.__name__ = reward.__qualname__ = getattr(named, "__name__", ref)
     return reward
 
 
