@@ -198,6 +198,9 @@ class ImageCache:
         img = self._items.get(rec.image)
         if img is not None:
             self._items.move_to_end(rec.image)
+            if img.size != (rec.camera.width, rec.camera.height):  # two lines may name one file
+                raise ImageError(f"{rec.source}: field 'intrinsics': image {rec.image} is {img.size[0]}x{img.size[1]} "
+                                 f"but intrinsics say {rec.camera.width}x{rec.camera.height}", "image_size_mismatch")
             return img
         img = open_image(rec.image, source=rec.source, width=rec.camera.width, height=rec.camera.height)
         img = img.convert("RGB") if img.mode != "RGB" else img

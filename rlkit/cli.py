@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from rlkit.errors import ConfigError
+
 log = logging.getLogger("rlkit")
 
 
@@ -130,16 +132,19 @@ def cmd_eval(a) -> None:
     sources = load_sources(exp)
     model = None if a.model == "none" else (a.model or str(Path(exp.output_dir) / "final"))
     if model is not None and a.model is None and not Path(model).is_dir():
-        raise SystemExit(f"{model} does not exist: train first (./run.sh {a.experiment}) or pass --model")
+        raise ConfigError(f"{model} does not exist: train first (./run.sh {a.experiment}) or pass --model")
     api_model = model is not None and model.startswith("openai:")  # a model behind an API: no folder (rlkit.api)
     api = {k: v for k, v in (("api_base", a.api_base), ("concurrency", a.api_concurrency), ("cache_dir", a.api_cache))
            if v is not None}
     if api and not api_model:
-        raise SystemExit("--api-base, --api-concurrency and --api-cache are for --model openai:NAME")
+        raise ConfigError("--api-base, --api-concurrency and --api-cache are for --model openai:NAME")
     # never the run dir itself: its metrics.json marks a finished training run
     sub = "eval-baselines" if model is None else "eval"
     if api_model:  # eval-openai-gpt-4o
         sub = "eval-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in model)
+    if a.out and Path(a.out).resolve() == Path(exp.output_dir).resolve():
+        raise ConfigError(f"--out {a.out} is the run dir itself, whose metrics.json marks a finished training run; "
+                          "pass another folder")
     exp.output_dir = a.out or str(Path(exp.output_dir) / sub)
     evaluate_run(exp, model, sources, api=api)
 

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from rlkit.errors import ConfigError  # noqa: F401 - re-exported: most callers import it from here
+from rlkit.io import atomic_write_text
 from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, reads_image
 from rlkit.markers import MarkerStyle
 from rlkit.models import DTYPES, no_accelerator
@@ -41,7 +42,18 @@ METHODS = ("sft", "grpo")
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML with 1.2 float rules, so 1e-4 is a number (YAML 1.1 reads it as a string)."""
+    """YAML with 1.2 float rules, so 1e-4 is a number (YAML 1.1 reads it as a string), and no key twice
+    in one mapping (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -354,7 +366,9 @@ def read_yaml(path: Path, _seen: tuple = ()) -> dict:
     try:
         data = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     if isinstance(data.get("base"), str):  # a base experiment is named relative to the file naming it
@@ -415,6 +429,8 @@ def validate(exp: Experiment) -> None:
         raise ConfigError(f"{src}: data.train is empty (list jsonl files, or set data.synth)")
     for section, specs in (("train", exp.train_specs()), ("eval", exp.eval_specs())):
         labels = [s.label for s in specs]
+        if "avg" in labels:  # the tables' average column
+            raise ConfigError(f"{src}: data.{section}: the dataset name 'avg' is taken by the average; rename it")
         twice = sorted({n for n in labels if labels.count(n) > 1})
         if twice:  # results are keyed by name: two datasets would merge silently
             raise ConfigError(f"{src}: data.{section}: dataset name(s) {twice} used twice; give each a distinct name:")
@@ -477,4 +493,4 @@ def check_max_length_holds_images(exp: Experiment, cam: CameraOptions) -> None:
 
 
 def save_resolved(exp: Experiment, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(exp.to_dict(), sort_keys=False))

@@ -29,7 +29,7 @@ from rlkit.evaluate import (add_predictions, drop_skipped, predict, selection_fr
                             train_medians, write_results)
 from rlkit.errors import DiskFull, disk_full
 from rlkit.io import atomic_write_text
-from rlkit.models import load_model, load_processor, no_accelerator, resolve_model_path
+from rlkit.models import load_model, load_processor, no_accelerator, peft_config, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ def build_evalset(exp: Experiment, sources: Sources) -> EvalSet:
 
 def check_run_dir(exp: Experiment, out: Path) -> None:
     """A run dir belongs to one config: refuse to resume or skip into it with another."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{exp.source}: output_dir {out} is a file, not a folder")
     saved = out / "config.yaml"
     if saved.exists():
         def normal(e: Experiment) -> dict:
@@ -123,7 +125,7 @@ def check_run_dir(exp: Experiment, out: Path) -> None:
 
         try:  # through the loader, so a field config.yaml lacks is compared at its default
             same = normal(experiment_from_dict(parse_yaml(saved.read_text()), str(saved))) == normal(exp)
-        except (ConfigError, TypeError, ValueError):
+        except (ConfigError, TypeError, ValueError, yaml.YAMLError):
             same = False
         if not same:
             raise ConfigError(f"{out} holds a run of a different configuration ({saved}); "
@@ -248,7 +250,7 @@ def check_experiment(exp: Experiment, training: bool = True) -> None:
     stage's model and every data file (those data.synth renders excepted)."""
     if training:
         check_trainer_fields(exp)
-        exp.trl_config()
+        args = exp.trl_config()
         if exp.method == "grpo":
             from rlkit.grpo import reward_functions
             from rlkit.rewards import RewardLoadError
@@ -261,6 +263,23 @@ def check_experiment(exp: Experiment, training: bool = True) -> None:
         if exp.base and exp.model != ModelConfig() and exp.model != base_experiment(exp).model:
             raise ConfigError(f"{exp.source}: model.* differs from that of base {exp.base}, whose final checkpoint "
                               "this run starts from; set the model in the base experiment (or in base_overrides)")
+        if args.max_steps < 1:  # the train stream is endless: only max_steps ends training
+            raise ConfigError(f"{exp.source}: train.max_steps must be >= 1 (the training stream has no end), got "
+                              f"{args.max_steps}")
+        if args.per_device_train_batch_size < 1:
+            raise ConfigError(f"{exp.source}: train.per_device_train_batch_size must be >= 1, got "
+                              f"{args.per_device_train_batch_size}")
+        weights = exp.train.get("reward_weights")
+        if exp.method == "grpo" and weights is not None and len(weights) != len(exp.rewards):
+            raise ConfigError(f"{exp.source}: train.reward_weights has {len(weights)} values for "
+                              f"{len(exp.rewards)} rewards {exp.rewards}")
+        name = exp.model.name
+        if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
+            raise ConfigError(f"{exp.source}: model.name: folder not found: {name}")
+        try:
+            peft_config(exp.model)
+        except ConfigError as e:
+            raise ConfigError(f"{exp.source}: {e}") from None
     synth_out = Path(exp.data.synth.out).resolve() if exp.data.synth is not None else None
     for section in ("train", "eval"):
         for i, spec in enumerate(getattr(exp.data, section)):
@@ -302,14 +321,10 @@ def run_experiment(exp: Experiment) -> dict:
         sources = load_sources(exp)
         model_path = resolve_model(exp, state)
         evalset = build_evalset(exp, sources)  # before training: an eval set with no drawable pixel fails now
-        if state.is_main_process:
-            save_resolved(exp, out / "config.yaml")  # only now that the experiment and its data are checked
         final, info_path = out / "final", out / "train_info.json"
         model = processor = None
         if not (final / "config.json").exists():
             trainer, info = train(exp, model_path, sources, state)
-            if state.is_main_process:  # kept before evaluation starts: a kill during eval loses nothing
-                atomic_write_text(info_path, json.dumps(strict_json(info), indent=1))
             if state.num_processes == 1:
                 model, processor = trainer.model, trainer.processing_class
             del trainer  # several processes evaluate a reloaded final/, never a (possibly sharded) training model
@@ -354,22 +369,25 @@ def _acquire(lock: Path, out: Path) -> None:
 
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     for _ in range(2):
+        tmp = lock.with_name(f"{lock.name}.{me['pid']}")
+        tmp.write_text(json.dumps(me))
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.link(tmp, lock)  # appears whole or not at all: never an empty lock
         except FileExistsError:
             try:
                 held = json.loads(lock.read_text())
             except (OSError, ValueError):
                 held = {}
-            if held.get("host") == me["host"] and not _alive(held.get("pid")):
+            finally:
+                tmp.unlink(missing_ok=True)
+            if held.get("host") == me["host"] and not _alive(held.get("pid")) or not held:
                 log.warning("taking over the stale lock %s of pid %s, which is no longer running", lock, held.get("pid"))
                 lock.unlink(missing_ok=True)
                 continue
             raise ConfigError(f"{out} is in use by another run (pid {held.get('pid', '?')} on {held.get('host', '?')}, "
                               f"since {held.get('since', '?')}); wait for it or pass output_dir=NEW_DIR (if that run "
                               f"is gone from another machine, delete {lock})") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
+        tmp.unlink(missing_ok=True)
         return
 
 
@@ -399,6 +417,8 @@ def train(exp: Experiment, model_path: str, sources: Sources, state):
     weights = resume_weights(resume)
     stream = build_stream(exp, sources)
     trainer = make_trainer(exp, model_path, stream, weights=weights)
+    if state.is_main_process:  # only now that the experiment, its data, model and trainer are known good
+        save_resolved(exp, out / "config.yaml")
     sharded = getattr(trainer.accelerator.state, "fsdp_plugin", None) is not None or trainer.is_deepspeed_enabled
     if sharded and getattr(trainer.model, "peft_config", None):
         raise ConfigError(f"{exp.source}: model.lora with FSDP or DeepSpeed: final/ merges the adapters on one "
@@ -408,12 +428,37 @@ def train(exp: Experiment, model_path: str, sources: Sources, state):
     if resume:
         log.info("resuming from %s%s", resume, " (weights loaded with from_pretrained)" if weights else "")
     t0 = time.time()
-    with quiet_key_name_warnings(weights is not None):
-        result = trainer.train(resume_from_checkpoint=resume)
+    if resume and json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"] >= \
+            trainer.args.max_steps:  # killed after the last checkpoint: training again would add a step
+        from transformers import TrainerState
+
+        log.info("%s holds the last step: final/ is saved from it", resume)
+        with quiet_key_name_warnings(weights is not None):  # full weights came with from_pretrained already
+            trainer._load_from_checkpoint(resume)  # the Trainer's own reload (adapters too); no step is taken
+        trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        metrics = {}
+    else:
+        with quiet_key_name_warnings(weights is not None):
+            metrics = trainer.train(resume_from_checkpoint=resume).metrics
+    check_weights_finite(exp, trainer.model)
+    info = {"train_seconds": round(time.time() - t0, 1), "train_samples": samples_seen(trainer),
+            "train_data": load_reports(sources.train), "train_metrics": metrics,
+            "builder_skips": dict(stream.skips)}
+    if state.is_main_process:  # before final/ and evaluation: a kill after this loses nothing
+        atomic_write_text(out / "train_info.json", json.dumps(strict_json(info), indent=1))
     save_final(trainer, out / "final", state)
-    return trainer, {"train_seconds": round(time.time() - t0, 1), "train_samples": samples_seen(trainer),
-                     "train_data": load_reports(sources.train), "train_metrics": result.metrics,
-                     "builder_skips": dict(stream.skips)}
+    return trainer, info
+
+
+def check_weights_finite(exp: Experiment, model) -> None:
+    """A diverged run (NaN or inf weights) stops before final/ is written; the Trainer itself only logs a
+    NaN grad norm and keeps going with a loss of 0."""
+    import torch
+
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
+    if bad:
+        raise ConfigError(f"{exp.source}: training diverged: {len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]}); "
+                          "final/ was not written; lower train.learning_rate or clip gradients harder (train.max_grad_norm)")
 
 
 def evaluate_run(exp: Experiment, model_path, sources: Sources, model=None, processor=None, extra=None,
@@ -461,6 +506,7 @@ def evaluate_run(exp: Experiment, model_path, sources: Sources, model=None, proc
     frame = drop_skipped(frame, evalset, bad)
     result = summarize(frame, exp.eval.constant, train_medians(sources.train, exp.prompt_options().task))
     payload = {"eval_skipped": evalset.skipped, "eval_samples": len(frame), "eval_data": load_reports(sources.eval),
+               "train_data": load_reports(sources.train),
                "world_size": state.num_processes,
                **(extra or {})}
     if state.is_main_process:

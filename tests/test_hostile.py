@@ -86,3 +86,24 @@ def test_rewards_plugins_are_not_imported_by_eval_or_preview(tmp_path, synth_dir
     assert r.returncode == 0, r.stderr[-3000:]
     r = _cli("data", "preview", "--experiment", exp, "--n", 2, "--out", tmp_path / "p.png")
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_battery_findings_end_as_one_line_errors(tmp_path, synth_dir):
+    """Cases the hostile battery (./run.sh bench hostile) found as tracebacks or silent results."""
+    exp = write_experiment(tmp_path, synth_dir)
+    _one_line_error(_cli(exp, "train.max_steps=-1"), "train.max_steps must be >= 1")
+    _one_line_error(_cli(exp, "train.per_device_train_batch_size=0"), "per_device_train_batch_size must be >= 1")
+    _one_line_error(_cli(exp, "model.name=./no-such-model"), "model.name: folder not found: ./no-such-model")
+    _one_line_error(_cli(exp, "model.lora={rr: 4}"), f"{exp}: model.lora:", "'rr'")
+    _one_line_error(_cli(exp, "data.eval=[{path: " + str(synth_dir / "indoor_eval.jsonl") + ", name: avg}]"),
+                    "the dataset name 'avg' is taken")
+    _one_line_error(_cli("eval", exp, "--model", "none", "--out", tmp_path / "run"), "is the run dir itself")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(Path(exp).read_text() + "seed: 1\nseed: 2\n")
+    _one_line_error(_cli(twice), f"{twice}:", "key 'seed' appears twice")
+    (tmp_path / "file_not_dir").write_text("x")
+    _one_line_error(_cli(exp, f"output_dir={tmp_path / 'file_not_dir'}"), "is a file, not a folder")
+    plugin = "tests/fixtures/broken_rewards.py:no_kwargs"
+    grpo = write_experiment(tmp_path, synth_dir, method="grpo", prompt={"template": "grpo"}, rewards=[plugin],
+                            train={"num_generations": 4})
+    _one_line_error(_cli(grpo), "must take **kwargs")

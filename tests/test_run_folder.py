@@ -95,3 +95,34 @@ def test_a_second_run_into_a_busy_folder_stops_and_a_stale_lock_is_taken_over(tm
     r = _run(exp)  # its process is gone now: the lock is stale
     assert r.returncode == 0, r.stderr[-3000:]
     assert "taking over the stale lock" in r.stderr and not (run / ".rlkit.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_kill_after_the_last_checkpoint_adds_no_step_on_rerun(tmp_path, synth_dir):
+    exp = write_experiment(tmp_path, synth_dir, train={"max_steps": 4, "save_steps": 2})
+    run = tmp_path / "run"
+    r = _run(exp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    weights = (run / "final" / "model.safetensors").read_bytes()
+    for p in ("final", "metrics.json", "predictions.csv", "train_info.json"):  # killed while final/ was written
+        (run / p).unlink() if (run / p).is_file() else shutil.rmtree(run / p)
+    r = _run(exp)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "holds the last step: final/ is saved from it" in r.stderr
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert json.loads((run / "metrics.json").read_text())["train_samples"] == 16
+    from safetensors.numpy import load
+
+    import numpy as np
+
+    again, before = load((run / "final" / "model.safetensors").read_bytes()), load(weights)
+    assert all(np.array_equal(again[k], before[k]) for k in before)
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_before_final(tmp_path, synth_dir):
+    exp = write_experiment(tmp_path, synth_dir, train={"max_steps": 3, "learning_rate": 1e30, "max_grad_norm": 1e30,
+                                                        "save_steps": 100})
+    r = _run(exp)
+    assert r.returncode == 2 and "training diverged" in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+    assert not (tmp_path / "run" / "final").exists()

@@ -19,7 +19,7 @@ def _cli(*args):
 
 
 def test_a_missing_eval_file_stops_before_training_with_one_line(tmp_path, synth_dir):
-    exp = {"method": "sft", "output_dir": str(tmp_path / "run"),
+    exp = {"method": "sft", "output_dir": str(tmp_path / "run"), "train": {"max_steps": 5},
            "data": {"train": [{"path": str(synth_dir / "indoor_train.jsonl")}],
                     "eval": [{"path": str(synth_dir / "indoor_eval.jsonl")}]}}
     path = tmp_path / "exp.yaml"

@@ -55,7 +55,10 @@ def checked_reward(fn, ref: str):
     at once naming the reward and the value (TRL turns None and NaN into a silent loss of 0)."""
     @functools.wraps(fn)
     def reward(completions, **columns):
-        out = fn(completions, **columns)
+        try:
+            out = fn(completions, **columns)
+        except Exception as e:  # noqa: BLE001 - a plugin's own bug: name the plugin, keep its traceback as cause
+            raise RewardOutputError(f"reward {ref!r} raised {type(e).__name__}: {e}") from e
         problem = _output_problem(out, len(completions))
         if problem:
             raise RewardOutputError(f"reward {ref!r} returned {problem}; a reward returns one finite number per "
@@ -135,6 +138,10 @@ def load_reward(ref: str, kwargs: dict | None = None):
         fn = getattr(module, func, None)
         if fn is None or not callable(fn):
             raise RewardLoadError(f"reward {ref!r}: {form}: {target} has no function {func!r}")
+    params = inspect.signature(fn).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        raise RewardLoadError(f"reward {ref!r}: the function must take **kwargs (TRL passes every dataset column: "
+                              "prompts, completions, depth, ...)")
     if not kwargs:
         return fn if ":" in ref else _named(fn, ref)
     named = {n for n, p in inspect.signature(fn).parameters.items()
