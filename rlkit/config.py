@@ -34,7 +34,6 @@ import yaml
 from rlkit.errors import ConfigError  # noqa: F401 - re-exported: most callers import it from here
 from rlkit.io import atomic_write_text
 from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, reads_image
-from rlkit.markers import MarkerStyle
 from rlkit.models import DTYPES, no_accelerator
 from rlkit.prompts import TASKS
 

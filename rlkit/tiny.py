@@ -168,14 +168,7 @@ def build_tiny(out_dir: str | Path, spec: TinySpec = TinySpec()) -> Path:
     image_processor = Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
     processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                     video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / "rlkit_tiny.json").write_text(json.dumps(asdict(spec), indent=1))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    n = sum(p.numel() for p in model.parameters())
-    log.info("built %s (%.2fM parameters) in %s", TINY_NAME, n / 1e6, out_dir)
-    return out_dir
+    return _save_built(model, processor, spec, tmp, out_dir)
 
 
 def build_tiny_pixtral(out_dir: str | Path, spec: TinyPixtralSpec = TinyPixtralSpec()) -> Path:
@@ -219,14 +212,7 @@ def build_tiny_pixtral(out_dir: str | Path, spec: TinyPixtralSpec = TinyPixtralS
                                             patch_size={"height": 16, "width": 16})
     processor = PixtralProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=16,
                                  spatial_merge_size=1, chat_template=template)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / "rlkit_tiny.json").write_text(json.dumps(asdict(spec), indent=1))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    n = sum(p.numel() for p in model.parameters())
-    log.info("built %s (%.2fM parameters) in %s", spec.name, n / 1e6, out_dir)
-    return out_dir
+    return _save_built(model, processor, spec, tmp, out_dir)
 
 
 BUILDERS = {TinySpec: build_tiny, TinyPixtralSpec: build_tiny_pixtral}
@@ -238,3 +224,15 @@ def tiny_path(cache_dir: str | Path, spec: TinySpec | TinyPixtralSpec = TinySpec
     if not (path / "config.json").exists():
         BUILDERS[type(spec)](path, spec)
     return path
+
+
+def _save_built(model, processor, spec, tmp: Path, out_dir: Path) -> Path:
+    """Write a built tiny model into tmp, then rename it into place: the cache never holds half a model."""
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "rlkit_tiny.json").write_text(json.dumps(asdict(spec), indent=1))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    n = sum(p.numel() for p in model.parameters())
+    log.info("built %s (%.2fM parameters) in %s", spec.name, n / 1e6, out_dir)
+    return out_dir

@@ -1,14 +1,12 @@
 """Hostile input, one case per kind: each ends as one line naming the file/line/key (exit 2, no
 traceback), or as a count in metrics.json. Rewards: broken plugins stop a run at its first step."""
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import write_experiment
 
