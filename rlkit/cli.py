@@ -29,7 +29,7 @@ def cmd_data_synth(a) -> None:
     try:
         cfg = SynthConfig(out=a.out, families=a.families, train_images=a.train_images, eval_images=a.eval_images,
                           points=a.points, seed=a.seed, width=list(a.width), hfov=list(a.hfov),
-                          indoor_lamp=a.indoor_lamp, indoor_color_jitter=a.indoor_color_jitter)
+                          indoor_lamp=a.indoor_lamp, indoor_color_jitter=a.indoor_color_jitter, pairs=a.pairs)
     except ValueError as e:
         raise ConfigError(f"data synth: {e}") from None
     for path in render_synth(cfg):
@@ -106,6 +106,45 @@ def cmd_data_check(a) -> None:
         for msg in [*store.errors, *examples]:
             print(f"  {msg}")
         raise RecordError(f"{a.file}: {sum(lines.values())} bad lines, {sum(reasons.values())} bad images")
+
+
+def cmd_data_convert(a) -> None:
+    """A DepthLMBench jsonl (and its images) from a public dataset's RGB images, depth maps and intrinsics
+    (rlkit.convert); prints which depth it read and which it wrote, as OUT.convert.json records."""
+    import dataclasses
+    import math
+    import shlex
+
+    from rlkit.convert import convert, describe, open_adapter
+
+    listing = open_adapter(a.adapter, a.source, depth_kind=a.depth_kind, scale=a.scale,
+                           intrinsics=tuple(a.intrinsics) if a.intrinsics else None, split_file=a.split_file,
+                           split=a.split, nyu_depths=a.nyu_depths, sunrgbd_depth=a.sunrgbd_depth, height=a.height)
+    over = {}
+    if a.min_depth is not None:
+        over["min_depth"] = a.min_depth
+    if a.max_depth is not None:
+        over["max_depth"] = None if math.isinf(a.max_depth) else a.max_depth
+    if a.invalid_value:
+        over["invalid_values"] = (*listing.spec.invalid_values, *a.invalid_value)
+    spec = dataclasses.replace(listing.spec, **over)
+    crop = None if a.no_crop else (tuple(a.crop) if a.crop else listing.crop)
+    # the command as parsed (main() may be called with a list): every option that was given
+    words = ["./run.sh", "data", "convert", a.adapter, a.source]
+    for key, value in sorted(vars(a).items()):
+        if key in ("adapter", "source", "func", "command", "data_command") or value is None or value is False \
+                or value == []:
+            continue
+        flag = "--" + key.replace("_", "-")
+        values = value if isinstance(value, (list, tuple)) else [] if value is True else [value]
+        words += [flag, *map(str, values)] if key not in ("exclude", "invalid_value") else \
+            [w for v in values for w in (flag, str(v))]
+    summary = convert(listing.entries, a.out, spec, labels=a.labels, seed=a.seed, margin=a.margin, crop=crop,
+                      images_dir=a.images_dir, depth_maps=a.depth_maps, exclude=tuple(a.exclude or ()),
+                      limit=a.limit, overwrite=a.overwrite,
+                      info={"command": shlex.join(words), "adapter": a.adapter,
+                            "source": str(Path(a.source).resolve())})
+    print(describe(summary))
 
 
 def cmd_run(a) -> None:
@@ -217,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="light rooms from the camera (a flash): meters at which a facing surface is half lit; 0: no lamp")
     s.add_argument("--indoor-color-jitter", type=float, default=d.indoor_color_jitter,
                    help="scale the room-to-room spread of paint colors (1: full spread; 0: fixed paints)")
+    s.add_argument("--pairs", action="store_true", default=d.pairs,
+                   help="also render each scene from a moved camera (the camera_motion task's \"pair\" views)")
     s.set_defaults(func=cmd_data_synth)
 
     v = data.add_parser("preview", help="write a PNG grid of built samples (what the model sees)")
@@ -245,6 +286,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image paths may leave the root (../, absolute), as a dataset's allow_outside_root")
     v.add_argument("--workers", type=int, default=1, help="processes opening images side by side")
     v.set_defaults(func=cmd_data_check)
+
+    from rlkit.convert import ADAPTERS
+
+    v = data.add_parser("convert", help="a DepthLMBench jsonl (+ its images) from a dataset's RGB images, depth maps "
+                                        "and intrinsics; see the README's 'Converting public datasets'")
+    v.add_argument("adapter", choices=sorted(ADAPTERS),
+                   help="; ".join(f"{k}: SOURCE is {ad.source}" for k, ad in ADAPTERS.items()))
+    v.add_argument("source", help="the dataset (see adapter)")
+    v.add_argument("--out", required=True, help="the jsonl to write; images go below its folder (--images-dir)")
+    v.add_argument("--labels", type=int, default=100, help="labeled pixels per image (fewer where fewer are valid)")
+    v.add_argument("--seed", type=int, default=0, help="label seed (each image's labels: this seed and its name)")
+    v.add_argument("--margin", type=int, default=10,
+                   help="no label closer than this many pixels (of the original image) to its border, so a marker "
+                        "fits around it; the default marker needs 5 px at f_uni 1000, i.e. 5*fx/1000 here")
+    v.add_argument("--depth-kind", choices=["z", "euclidean"],
+                   help="generic (required): the depth files hold camera z or euclidean distance")
+    v.add_argument("--scale", type=float, help="generic: meters per depth unit (0.001 for millimetres; default 1)")
+    v.add_argument("--intrinsics", nargs=4, type=float, metavar=("FX", "FY", "CX", "CY"),
+                   help="generic, kitti: the camera of manifest rows without one (pixel centers at integers)")
+    v.add_argument("--min-depth", type=float, help="drop depths below this many meters (default 0.001)")
+    v.add_argument("--max-depth", type=float,
+                   help="drop depths above this many meters (adapter default: nyuv2 10, sunrgbd 8, else none; inf: "
+                        "none)")
+    v.add_argument("--invalid-value", type=float, action="append",
+                   help="a raw depth value meaning 'no measurement' (e.g. 65535), compared before --scale; repeatable")
+    v.add_argument("--crop", nargs=4, type=int, metavar=("X0", "Y0", "X1", "Y1"),
+                   help="keep only this window of every image (X1, Y1 exclusive; nyuv2 default 41 45 602 472)")
+    v.add_argument("--no-crop", action="store_true", help="no crop, not even the adapter's default")
+    v.add_argument("--exclude", action="append", help="skip images whose name contains this text; repeatable")
+    v.add_argument("--limit", type=int, help="convert only the first N images")
+    v.add_argument("--images-dir", default="rgb", help="images folder, relative to the jsonl's folder")
+    v.add_argument("--depth-maps", action="store_true",
+                   help="also write each image's euclidean depth map (NAME.depth.npz, the line's depth_map, read by "
+                        "pointcloud)")
+    v.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    v.add_argument("--split-file", help="nyuv2: splits.mat (trainNdxs, testNdxs)")
+    v.add_argument("--split", choices=["train", "test"], help="nyuv2: which split of --split-file")
+    v.add_argument("--nyu-depths", choices=["depths", "rawDepths"],
+                   help="nyuv2: the in-painted depths (default) or the raw Kinect ones")
+    v.add_argument("--sunrgbd-depth", choices=["depth", "depth_bfx"],
+                   help="sunrgbd: the sensor's depth (default) or the refined depth_bfx")
+    v.add_argument("--height", type=int, help="eth3d: rows of the undistorted images (default 1280)")
+    v.set_defaults(func=cmd_data_convert)
 
     r = sub.add_parser("run", help="train and evaluate one experiment (also: ./run.sh EXPERIMENT.yaml)")
     r.add_argument("experiment", help="experiment YAML")

@@ -1,0 +1,12 @@
+"""DepthLMBench from public datasets: ``./run.sh data convert ADAPTER SOURCE --out OUT.jsonl``.
+
+rlkit.convert.core holds the generic converter (depth kind and units, invalid pixels, seeded label sampling, atomic
+output); rlkit.convert.adapters the per-dataset readers (generic manifest, KITTI-style PNG, NYUv2, iBims-1,
+SUN RGB-D, ETH3D). The README's "Converting public datasets" says what each reads.
+"""
+
+from rlkit.convert.adapters import ADAPTERS, Listing, open_adapter
+from rlkit.convert.core import ConvertError, DepthSpec, Entry, Frame, convert, describe
+
+__all__ = ["ADAPTERS", "ConvertError", "DepthSpec", "Entry", "Frame", "Listing", "convert", "describe",
+           "open_adapter"]
