@@ -338,7 +338,7 @@ def _records_child(mode: str, path: str, samples: int) -> None:
         from rlkit.evaluate import train_medians
 
         t = time.perf_counter()
-        train_medians([src], "depth")
+        train_medians([src], ["depth"])
         out["median_seconds"] = time.perf_counter() - t
         t = time.perf_counter()
         select_eval([src], CameraOptions(), PromptOptions(), 8192)

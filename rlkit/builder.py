@@ -9,10 +9,17 @@ SFT, GRPO, evaluation and the preview all get their samples from ``make_sample``
 - Eval: ``select_eval`` picks N labeled pixels per dataset with a seeded permutation, no
   crop; labels whose marker cannot be drawn whole are skipped and counted, never moved.
 
+Tasks (rlkit.prompts.TASKS; labels: rlkit.labels): ``prompt.tasks`` mixes several by weight. A sample
+first draws its task, then a dataset and an image that can serve it; two_point marks a second label of
+the image with a second marker, camera_motion shows the image and its pair view (the same resize and
+crop for both, no marker).
+
 Rows (TRL's conversational prompt-completion format with an ``images`` column):
   images, prompt, completion, and the answer columns that reward functions receive as
-  keyword arguments: depth (the label in meters), task, dataset, image, pixel (x, y after
-  the transform), intrinsics ([fx, fy, cx, cy, width, height] after the transform).
+  keyword arguments: label (the true answer, in unit), unit ("m", "m/s", "s"), task, depth
+  (the first marked point's euclidean distance in meters; NaN without a marker; the label of
+  the depth task), dataset, image, pixels (the marked pixels [[x, y], ...] after the transform),
+  intrinsics ([fx, fy, cx, cy, width, height] after the transform).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +40,8 @@ from PIL import Image
 from rlkit import camera as cm
 from rlkit import markers
 from rlkit.errors import ConfigError
-from rlkit.markers import MarkerStyle
+from rlkit.labels import draw_param, eligible_images, label_value
+from rlkit.markers import MarkerStyle, color_name
 from rlkit.prompts import REFERENCES, TASKS, TEMPLATES, Query, answer, check_official, question
 from rlkit.records import IMAGE_REASONS, ImageError, Record, RecordError, open_image
 from rlkit.store import RecordStore, open_records
@@ -43,7 +52,7 @@ STRATEGIES = ("unify_focal", "direct", "intrinsics_in_prompt", "predict_rays")
 # exact: rlkit's resize (pixel centers kept, W*f/fx x H*f/fy); official: the official DepthLM code's (camera.OfficialTransform)
 RESIZES = ("exact", "official")
 SFT_COLUMNS = ("images", "prompt", "completion")
-ANSWER_COLUMNS = ("depth", "task", "dataset", "image", "pixel", "intrinsics")
+ANSWER_COLUMNS = ("label", "unit", "task", "depth", "dataset", "image", "pixels", "intrinsics")
 
 
 @dataclass(frozen=True)
@@ -78,13 +87,42 @@ class PromptOptions:
     template: str = "sft"
     reference: str = "marker"
     marker: MarkerStyle = MarkerStyle()
+    # several tasks mixed by weight in one run, e.g. {depth: 1, speed: 1, two_point: 1}; replaces task
+    tasks: dict[str, float] | None = None
+    # two_point's second marker (default: the marker in blue, or in red when the marker is blue)
+    second_marker: MarkerStyle | None = None
 
     def __post_init__(self):
         for name, allowed in (("task", tuple(TASKS)), ("template", TEMPLATES), ("reference", REFERENCES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"prompt {name} {getattr(self, name)!r} is not one of {allowed}")
+        if self.tasks is not None:
+            if not self.tasks:
+                raise ValueError("prompt tasks is empty (name tasks with weights, or leave it out and set task)")
+            for name, w in self.tasks.items():
+                if name not in TASKS:
+                    raise ValueError(f"prompt tasks: {name!r} is not one of {tuple(TASKS)}")
+                if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < math.inf:
+                    raise ValueError(f"prompt tasks: the weight of {name} must be a number >= 0, got {w!r}")
+            if sum(self.tasks.values()) <= 0:
+                raise ValueError(f"prompt tasks: the weights must have a positive sum, got {self.tasks}")
         if self.template == "official":
-            check_official(self.task, self.reference, None)
+            for task in self.task_weights():
+                check_official(task, self.reference, None)
+        first, second = self.marker_styles()
+        if "two_point" in self.task_weights() and color_name(first.color) == color_name(second.color):
+            raise ValueError(f"two_point tells its markers apart by color, but both read as "
+                             f"{color_name(first.color)!r}; give prompt.second_marker another color")
+
+    def task_weights(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.tasks.items()} if self.tasks is not None else {self.task: 1.0}
+
+    def marker_styles(self) -> tuple[MarkerStyle, MarkerStyle]:
+        """The marker, and two_point's second one."""
+        if self.second_marker is not None:
+            return self.marker, self.second_marker
+        other = (255, 0, 0) if color_name(self.marker.color) == "blue" else (0, 0, 255)
+        return self.marker, dataclasses.replace(self.marker, color=other)
 
 
 @dataclass(frozen=True)
@@ -213,23 +251,29 @@ class ImageCache:
 
 @dataclass
 class Sample:
-    image: Image.Image
+    images: list[Image.Image]  # the image, and the pair view for camera_motion
     question: str
     answer: str
     query: Query
     record: Record
     label: int  # which of the record's labels: its original pixel is record.pixels[label]
+    second: int | None = None  # two_point: the other label
+
+    @property
+    def image(self) -> Image.Image:
+        return self.images[0]
 
 
 def reads_image(task: str) -> bool:
     """True when the task's labels are read from the image at the pixel, not from the record."""
-    return TASKS[task].label_key is None
+    return task == "brightness"
 
 
 def label_values(rec: Record, task: str) -> np.ndarray:
+    """The record's per-pixel labels of a depth task (depth, axis_depth)."""
     key = TASKS[task].label_key
     if key is None:
-        raise ValueError(f"task '{task}' reads its labels from the image; records hold none")
+        raise ValueError(f"task '{task}' has no per-pixel labels in the records")
     if key == "depth":
         return rec.depth
     if key not in rec.extras:
@@ -243,6 +287,14 @@ def brightness(img: Image.Image, x: int, y: int) -> float:
     return float(a.mean() / 255.0)
 
 
+def image_resize(rec: Record, cam_opts: CameraOptions) -> cm.Resize:
+    """The image resize of the camera strategy."""
+    cam = rec.camera
+    if cam_opts.resize == "official":
+        return cm.official_transform(cam, cam_opts.f_uni).resize()
+    return cm.unify_focal(cam, cam_opts.f_uni) if cam_opts.strategy == "unify_focal" else cm.identity_resize(cam)
+
+
 def marked_pixel(rec: Record, label: int, cam_opts: CameraOptions) -> tuple[cm.Resize, int, int]:
     """The image resize of the camera strategy and the label's nearest pixel after it (with
     ``resize: official``, the official code's size and its int()-truncated pixel)."""
@@ -250,76 +302,112 @@ def marked_pixel(rec: Record, label: int, cam_opts: CameraOptions) -> tuple[cm.R
     if cam_opts.resize == "official":
         t = cm.official_transform(cam, cam_opts.f_uni)
         return (t.resize(), *t.point(*rec.pixels[label]))
-    resize = cm.unify_focal(cam, cam_opts.f_uni) if cam_opts.strategy == "unify_focal" else cm.identity_resize(cam)
+    resize = image_resize(rec, cam_opts)
     point = cm.resize_points(rec.pixels[label:label + 1], resize)[0]
     return resize, int(np.rint(point[0])), int(np.rint(point[1]))
+
+
+def pair_view(rec: Record) -> Record:
+    """The record's pair view as a record of its own (the same camera; rlkit.records' "pair" key)."""
+    pair = rec.extras.get("pair")
+    if pair is None:
+        raise RecordError(f"{rec.source}: field 'pair': missing, and task 'camera_motion' needs it")
+    return dataclasses.replace(rec, image=Path(pair["image"]), source=f"{rec.source} (the pair's image)")
 
 
 def _crop_offset(rng, lo: int, hi: int) -> int | None:
     return None if lo > hi else int(rng.integers(lo, hi + 1))
 
 
+def _transform(src: Image.Image, rec: Record, resize: cm.Resize, crop: cm.Crop, cam_opts: CameraOptions):
+    official = cm.official_transform(rec.camera, cam_opts.f_uni) if cam_opts.resize == "official" else None
+    if official is not None:  # as the official code: the whole image, then the crop
+        return official.image(src).crop((crop.x0, crop.y0, crop.x0 + crop.width, crop.y0 + crop.height))
+    if resize.sx == 1.0 and resize.sy == 1.0:
+        return src.crop((crop.x0, crop.y0, crop.x0 + crop.width, crop.y0 + crop.height))
+    # resize only the cropped region: PIL maps output pixel centers through the box exactly
+    box = (crop.x0 / resize.sx, crop.y0 / resize.sy,
+           (crop.x0 + crop.width) / resize.sx, (crop.y0 + crop.height) / resize.sy)
+    return src.resize((crop.width, crop.height), Image.BILINEAR, box=box)
+
+
 def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: PromptOptions,
-                images: ImageCache, rng: np.random.Generator | None = None) -> Sample | str:
+                images: ImageCache, rng: np.random.Generator | None = None, *, task: str | None = None,
+                second: int | None = None, param: float | None = None) -> Sample | str:
     """Build one sample; ``rng`` given means train mode (random crop). Returns a skip reason
-    string instead of a sample when the label's marker cannot be drawn whole."""
-    resize, x, y = marked_pixel(rec, label, cam_opts)
+    string instead of a sample when a marker cannot be drawn whole. ``task`` defaults to prompt.task;
+    ``second`` is two_point's other label, ``param`` the speed or time task's stated time or speed."""
+    task = task or prompt_opts.task
+    spec = TASKS[task]
+    marks = [label, second][:spec.markers]
+    styles = prompt_opts.marker_styles()[:spec.markers]
     uses_marker = prompt_opts.reference == "marker"
-    left, top, right, bottom = markers.footprint(prompt_opts.marker) if uses_marker else (0, 0, 0, 0)
-    if not (0 <= x < resize.width and 0 <= y < resize.height):
-        return "outside_image"
+    resize, points = image_resize(rec, cam_opts), []
+    for m in marks:
+        resize, x, y = marked_pixel(rec, m, cam_opts)
+        if not (0 <= x < resize.width and 0 <= y < resize.height):
+            return "outside_image"
+        points.append((x, y))
+    feet = [markers.footprint(st) if uses_marker else (0, 0, 0, 0) for st in styles]
 
     crop = cm.Crop(0, 0, resize.width, resize.height)
     if rng is not None and cam_opts.crop_width is not None and cam_opts.crop_height is not None:
-        cw, ch = cm.sample_crop_size(rng, resize.width, resize.height, cam_opts.crop_width, cam_opts.crop_height,
-                                     cam_opts.multiple_of)
-        # offsets that keep the whole marker inside the crop
-        x0 = _crop_offset(rng, max(0, x + right - cw + 1), min(x - left, resize.width - cw))
-        y0 = _crop_offset(rng, max(0, y + bottom - ch + 1), min(y - top, resize.height - ch))
+        wr, hr = cam_opts.crop_width, cam_opts.crop_height
+        if len(points) > 1:  # crops no smaller than the markers' span: fewer skips, so fewer wide pairs lost
+            wr = (max(wr[0], min(wr[1], max(x + f[2] for (x, _), f in zip(points, feet))
+                                 - min(x - f[0] for (x, _), f in zip(points, feet)) + 1)), wr[1])
+            hr = (max(hr[0], min(hr[1], max(y + f[3] for (_, y), f in zip(points, feet))
+                                 - min(y - f[1] for (_, y), f in zip(points, feet)) + 1)), hr[1])
+        cw, ch = cm.sample_crop_size(rng, resize.width, resize.height, wr, hr, cam_opts.multiple_of)
+        # offsets that keep every marker whole inside the crop
+        x0 = _crop_offset(rng, max([0] + [x + f[2] - cw + 1 for (x, _), f in zip(points, feet)]),
+                          min([resize.width - cw] + [x - f[0] for (x, _), f in zip(points, feet)]))
+        y0 = _crop_offset(rng, max([0] + [y + f[3] - ch + 1 for (_, y), f in zip(points, feet)]),
+                          min([resize.height - ch] + [y - f[1] for (_, y), f in zip(points, feet)]))
         if x0 is None or y0 is None:
             return "marker_outside_crop"
         crop = cm.Crop(x0, y0, cw, ch)
-    x, y = x - crop.x0, y - crop.y0
-    if uses_marker and not markers.fits(prompt_opts.marker, x, y, crop.width, crop.height):
+    points = [(x - crop.x0, y - crop.y0) for x, y in points]
+    if uses_marker and not all(markers.fits(st, x, y, crop.width, crop.height) for st, (x, y) in zip(styles, points)):
         return "marker_outside_image"
 
-    src = images.get(rec)
-    official = cm.official_transform(rec.camera, cam_opts.f_uni) if cam_opts.resize == "official" else None
-    if official is not None:  # as the official code: the whole image, then the crop
-        img = official.image(src).crop((crop.x0, crop.y0, crop.x0 + crop.width, crop.y0 + crop.height))
-    elif resize.sx == 1.0 and resize.sy == 1.0:
-        img = src.crop((crop.x0, crop.y0, crop.x0 + crop.width, crop.y0 + crop.height))
-    else:  # resize only the cropped region: PIL maps output pixel centers through the box exactly
-        box = (crop.x0 / resize.sx, crop.y0 / resize.sy,
-               (crop.x0 + crop.width) / resize.sx, (crop.y0 + crop.height) / resize.sy)
-        img = src.resize((crop.width, crop.height), Image.BILINEAR, box=box)
+    views = [rec, pair_view(rec)] if spec.images == 2 else [rec]
+    imgs = [_transform(images.get(v), v, resize, crop, cam_opts) for v in views]  # new images, never the cache's
+    x, y = points[0] if points else (-1, -1)
     # read before the marker covers the pixel
-    value = brightness(img, x, y) if reads_image(prompt_opts.task) else float(
-        label_values(rec, prompt_opts.task)[label])
-    if uses_marker:  # img is a new image (crop/resize never return the cached source)
-        patch_box = (x - left, y - top, x + right + 1, y + bottom + 1)
-        patch = np.array(img.crop(patch_box))
-        markers.draw(patch, left, top, prompt_opts.marker)
-        img.paste(Image.fromarray(patch), patch_box[:2])
+    value = brightness(imgs[0], x, y) if reads_image(task) else label_value(rec, task, label, second, param)
+    if uses_marker:
+        for st, (px, py) in zip(styles, points):
+            left, top, right, bottom = markers.footprint(st)
+            patch_box = (px - left, py - top, px + right + 1, py + bottom + 1)
+            patch = np.array(imgs[0].crop(patch_box))
+            markers.draw(patch, left, top, st)
+            imgs[0].paste(Image.fromarray(patch), patch_box[:2])
 
+    official = cm.official_transform(rec.camera, cam_opts.f_uni) if cam_opts.resize == "official" else None
     new_cam = cm.crop_camera(official.camera if official is not None else cm.resize_camera(rec.camera, resize), crop)
-    q = Query(prompt_opts.task, new_cam, x, y, value)
+    colors = tuple(color_name(st.color) for st in prompt_opts.marker_styles())
+    q = Query(task, new_cam, x, y, value, second=points[1] if len(points) > 1 else None, param=param, colors=colors)
     strategy, template = cam_opts.strategy, prompt_opts.template
-    return Sample(img, question(q, reference=prompt_opts.reference, strategy=strategy, template=template),
-                  answer(q, strategy=strategy, template=template), q, rec, label)
+    return Sample(imgs, question(q, reference=prompt_opts.reference, strategy=strategy, template=template),
+                  answer(q, strategy=strategy, template=template), q, rec, label, second)
 
 
 def to_row(s: Sample) -> dict:
     q = s.query
+    marked = [[q.x, q.y]] + ([list(q.second)] if q.second is not None else []) if q.x >= 0 else []
+    content = [{"type": "image"} for _ in s.images] + [{"type": "text", "text": s.question}]
     return {
-        "images": [s.image],
-        "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": s.question}]}],
+        "images": list(s.images),
+        "prompt": [{"role": "user", "content": content}],
         "completion": [{"role": "assistant", "content": [{"type": "text", "text": s.answer}]}],
-        "depth": q.value,
+        "label": q.value,
+        "unit": TASKS[q.task].unit,
         "task": q.task,
+        "depth": float(s.record.depth[s.label]) if q.x >= 0 else float("nan"),
         "dataset": s.record.dataset,
         "image": str(s.record.image),
-        "pixel": [q.x, q.y],
+        "pixels": marked,
         "intrinsics": q.camera.as_list(),
     }
 
@@ -342,6 +430,9 @@ class TrainStream:
         if (weights < 0).any() or weights.sum() <= 0:
             raise ConfigError(f"dataset weights must be >= 0 with a positive sum, got {weights.tolist()}")
         self.p = weights / weights.sum()
+        task_weights = prompt_opts.task_weights()
+        self.tasks = list(task_weights)
+        self.task_p = np.array(list(task_weights.values())) / sum(task_weights.values())
         self.images = ImageCache(cache_images)
         self.skips = Counter()  # reason -> samples skipped
         self.max_tries = max_tries
@@ -349,25 +440,50 @@ class TrainStream:
         # shuffle_labels: every answer carries a label from a random other image of the same dataset,
         # so a model learns the answer format and the label distribution but no depth (a GRPO base stage)
         self.shuffle_labels = shuffle_labels
-        if reads_image(prompt_opts.task):
-            if shuffle_labels:
-                raise ConfigError(f"shuffle_labels needs labels in the records; task '{prompt_opts.task}' reads the image")
-        else:
-            for s in sources:
-                label_values(s.record(0), prompt_opts.task)  # fail early if the task's labels are missing
+        if shuffle_labels and any(TASKS[t].label_key is None for t in self.tasks):
+            raise ConfigError(f"shuffle_labels needs per-pixel labels (tasks depth, axis_depth); tasks are {self.tasks}")
+        # per task: the datasets that can serve it, their images that can, and the datasets' weights among them
+        self.choices = {t: self._choices(t) for t in self.tasks}
 
-    def pick(self, rng: np.random.Generator) -> tuple[Source, int, int]:
-        """A dataset by weight, one of its images in use and one of that image's labels in use (no image read)."""
-        src = self.sources[int(rng.choice(len(self.sources), p=self.p))]
-        i = int(rng.integers(len(src)))
+    def _choices(self, task: str) -> tuple[list[int], list[np.ndarray | None], np.ndarray]:
+        usable, images = [], []
+        for d, s in enumerate(self.sources):
+            if TASKS[task].label_key is not None:
+                label_values(s.record(0), task)  # fail early if the task's labels are missing
+            elig = eligible_images(s, task)
+            if elig is None or len(elig):
+                usable.append(d)
+                images.append(elig)
+        p = self.p[usable]
+        if not usable or p.sum() <= 0:
+            need = {"two_point": "images with 2 or more labels", "camera_motion": "images with a 'pair' view"}[task]
+            raise ConfigError(f"task {task} needs {need}; no training dataset with weight > 0 has one "
+                              f"({', '.join(s.spec.path for s in self.sources)})")
+        return usable, images, p / p.sum()
+
+    def pick(self, rng: np.random.Generator, task: str | None = None) -> tuple[Source, int, int]:
+        """A dataset by weight, one of its images in use and one of that image's labels in use (no image read);
+        only datasets and images that can serve ``task``."""
+        usable, images, p = self.choices[task or self.tasks[0]]
+        d = int(rng.choice(len(usable), p=p))
+        src, elig = self.sources[usable[d]], images[d]
+        i = int(rng.integers(len(src))) if elig is None else int(elig[rng.integers(len(elig))])
         return src, i, int(rng.integers(src.num_labels(i)))
 
     def sample(self, i: int) -> Sample:
         rng = np.random.default_rng([self.seed, i])
+        # the task first, kept through the tries: a task whose samples are skipped more often keeps its weight
+        task = self.tasks[0] if len(self.tasks) == 1 else self.tasks[int(rng.choice(len(self.tasks), p=self.task_p))]
         for _ in range(self.max_tries):
-            src, r, label = self.pick(rng)
+            src, r, label = self.pick(rng, task)
+            second = None
+            if TASKS[task].markers == 2:  # another label of the image, uniform
+                n = src.num_labels(r)
+                second = int((label + 1 + rng.integers(n - 1)) % n)
+            param = draw_param(task, rng)
             try:
-                out = make_sample(src.record(r), label, self.cam_opts, self.prompt_opts, self.images, rng)
+                out = make_sample(src.record(r), label, self.cam_opts, self.prompt_opts, self.images, rng,
+                                  task=task, second=second, param=param)
             except ImageError as e:
                 if not self.skip_invalid:
                     raise
@@ -418,41 +534,71 @@ class EvalItem:
     dataset: int  # index into sources
     record: int
     label: int
+    task: str = "depth"
+    second: int | None = None  # two_point: the other label
+    param: float | None = None  # speed, time: the stated time or speed
 
 
 def select_eval(sources: list[Source], cam_opts: CameraOptions, prompt_opts: PromptOptions,
                 num_per_dataset: int = 8192, seed: int = 0) -> tuple[list[EvalItem], dict]:
-    """A deterministic choice of up to N drawable labeled pixels per dataset (no crop).
+    """A deterministic choice of up to N drawable samples per task and dataset (no crop).
 
-    Returns the items and, per dataset, how many labels were skipped and why.
+    Returns the items and, per dataset, how many labels were skipped and why (a reason is prefixed
+    with its task when the experiment has several).
     """
     if prompt_opts.template == "official":
         check_official(prompt_opts.task, prompt_opts.reference, cam_opts.strategy)
-    items, skipped = [], {}
-    for d, src in enumerate(sources):
-        offsets = np.concatenate([[0], np.cumsum(src.counts)])
-        order = np.random.default_rng([seed, d, 11]).permutation(int(offsets[-1]))
-        # the permutation's labels in order, the undrawable ones skipped, until N are chosen: checked a
-        # block at a time, vectorized (the same choice as one label at a time)
-        skips, start, need = Counter(), 0, num_per_dataset
-        while need > 0 and start < len(order):
-            flat = order[start:start + max(2 * need, 1024)]
-            r = np.searchsorted(offsets, flat, side="right") - 1
-            label = flat - offsets[r]
-            ok = _drawable(src, r, label, cam_opts, prompt_opts)
-            chosen = np.cumsum(ok)
-            if chosen[-1] >= need:  # stop at the N-th drawable label: later ones are never looked at
-                stop = int(np.searchsorted(chosen, need)) + 1
-                r, label, ok = r[:stop], label[:stop], ok[:stop]
-            items.extend(EvalItem(d, int(a), int(b)) for a, b in zip(r[ok], label[ok]))
-            if not ok.all():
-                skips["marker_outside_image"] += int((~ok).sum())
-            need -= int(ok.sum())
-            start += len(r)
-        skipped[src.spec.label] = dict(skips)
-        if skips:
-            log.info("eval %s: skipped %s", src.spec.label, dict(skips))
+    tasks = list(prompt_opts.task_weights())
+    items, skipped = [], {src.spec.label: {} for src in sources}
+    for task in tasks:
+        for d, src in enumerate(sources):
+            chosen, skips = _select_task(src, d, task, cam_opts, prompt_opts, num_per_dataset, seed)
+            items.extend(chosen)
+            for reason, n in skips.items():
+                skipped[src.spec.label][reason if len(tasks) == 1 else f"{task}: {reason}"] = n
+            if skips:
+                log.info("eval %s %s: skipped %s", task, src.spec.label, dict(skips))
     return items, skipped
+
+
+def _select_task(src: Source, d: int, task: str, cam_opts: CameraOptions, prompt_opts: PromptOptions, need: int,
+                 seed: int) -> tuple[list[EvalItem], Counter]:
+    spec, skips = TASKS[task], Counter()
+    salt = [] if spec.markers == 1 and spec.param is None else [list(TASKS).index(task)]  # depth keeps its pixels
+    if spec.markers == 0:  # camera_motion: every image with a pair, in a seeded order
+        elig = eligible_images(src, task)
+        order = elig[np.random.default_rng([seed, d, 11, *salt]).permutation(len(elig))[:need]]
+        return [EvalItem(d, int(r), 0, task) for r in order], skips
+    offsets = np.concatenate([[0], np.cumsum(src.counts)])
+    order = np.random.default_rng([seed, d, 11, *salt]).permutation(int(offsets[-1]))
+    # the permutation's labels in order, the undrawable ones skipped, until N are chosen: checked a
+    # block at a time, vectorized (the same choice as one label at a time)
+    chosen, start = [], 0
+    while need > 0 and start < len(order):
+        flat = order[start:start + max(2 * need, 1024)]
+        r = np.searchsorted(offsets, flat, side="right") - 1
+        label = flat - offsets[r]
+        ok = _drawable(src, r, label, cam_opts, prompt_opts, prompt_opts.marker)
+        second, one = None, np.zeros(len(r), dtype=bool)
+        if spec.markers == 2:  # another label of the same image, uniform, seeded by the block
+            n = src.counts[r]
+            one = n < 2
+            second = (label + 1 + np.random.default_rng([seed, d, 12, start]).integers(np.maximum(n - 1, 1))) % n
+            ok &= ~one & _drawable(src, r, second, cam_opts, prompt_opts, prompt_opts.marker_styles()[1])
+        picked = np.cumsum(ok)
+        if picked[-1] >= need:  # stop at the N-th drawable label: later ones are never looked at
+            stop = int(np.searchsorted(picked, need)) + 1
+            r, label, ok, one = r[:stop], label[:stop], ok[:stop], one[:stop]
+            second = None if second is None else second[:stop]
+        skips["one_label"] += int((~ok & one).sum())
+        skips["marker_outside_image"] += int((~ok & ~one).sum())
+        chosen.extend(zip(r[ok], label[ok], [None] * int(ok.sum()) if second is None else second[ok]))
+        need -= int(ok.sum())
+        start += len(r)
+    params = draw_param(task, np.random.default_rng([seed, d, 13, *salt]), size=len(chosen))
+    items = [EvalItem(d, int(a), int(b), task, None if c is None else int(c),
+                      None if params is None else float(params[k])) for k, (a, b, c) in enumerate(chosen)]
+    return items, +skips
 
 
 def resized_sizes(src: Source, images: np.ndarray | None, cam_opts: CameraOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -468,12 +614,12 @@ def resized_sizes(src: Source, images: np.ndarray | None, cam_opts: CameraOption
 
 
 def _drawable(src: Source, images: np.ndarray, labels: np.ndarray, cam_opts: CameraOptions,
-              prompt_opts: PromptOptions) -> np.ndarray:
-    """_label_drawable for many (image in use, label) pairs at once."""
+              prompt_opts: PromptOptions, style: MarkerStyle) -> np.ndarray:
+    """_label_drawable for many (image in use, label) pairs at once, with marker ``style``."""
     if prompt_opts.reference != "marker":
         return np.ones(len(images), dtype=bool)
     if cam_opts.resize == "official":  # the official transform is per camera (OpenCV): one label at a time
-        return np.array([_label_drawable(src.record(int(i)), int(k), cam_opts, prompt_opts)
+        return np.array([_label_drawable(src.record(int(i)), int(k), cam_opts, prompt_opts, style)
                          for i, k in zip(images, labels)], dtype=bool)
     c = src.store.col
     img = np.asarray(src.image_index(images))
@@ -482,15 +628,16 @@ def _drawable(src: Source, images: np.ndarray, labels: np.ndarray, cam_opts: Cam
     sx, sy = w / c["image.width"][img], h / c["image.height"][img]
     x = np.rint((c["label.x"][pos] + 0.5) * sx - 0.5).astype(np.int64)  # as camera.resize_points, marked_pixel
     y = np.rint((c["label.y"][pos] + 0.5) * sy - 0.5).astype(np.int64)
-    left, top, right, bottom = markers.footprint(prompt_opts.marker)
+    left, top, right, bottom = markers.footprint(style)
     return (x - left >= 0) & (y - top >= 0) & (x + right <= w - 1) & (y + bottom <= h - 1)
 
 
-def _label_drawable(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: PromptOptions) -> bool:
+def _label_drawable(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: PromptOptions,
+                    style: MarkerStyle) -> bool:
     if prompt_opts.reference != "marker":
         return True
     resize, x, y = marked_pixel(rec, label, cam_opts)
-    return markers.fits(prompt_opts.marker, x, y, resize.width, resize.height)
+    return markers.fits(style, x, y, resize.width, resize.height)
 
 
 class EvalSet:
@@ -510,7 +657,7 @@ class EvalSet:
     def sample(self, k: int) -> Sample:
         it = self.items[k]
         out = make_sample(self.sources[it.dataset].record(it.record), it.label, self.cam_opts,
-                          self.prompt_opts, self.images)
+                          self.prompt_opts, self.images, task=it.task, second=it.second, param=it.param)
         assert isinstance(out, Sample), out  # select_eval kept only drawable labels
         return out
 

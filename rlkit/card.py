@@ -56,7 +56,8 @@ def _example_question(exp: Experiment) -> str:
     """The question for a pixel at the center of a 640 x 480 image (text coordinates and intrinsics
     in it are those of that example)."""
     cam, opts = exp.camera_options(), exp.prompt_options()
-    q = Query(opts.task, Camera(500.0, 500.0, 319.5, 239.5, 640, 480), 320, 240, 0.0)
+    task = next(iter(opts.task_weights()))
+    q = Query(task, Camera(500.0, 500.0, 319.5, 239.5, 640, 480), 320, 240, 0.0, second=(400, 300), param=2.0)
     return question(q, reference=opts.reference, strategy=cam.strategy, template=opts.template)
 
 
@@ -88,7 +89,8 @@ def _what_was_trained(exp: Experiment, metrics: dict, eval_counts: dict[str, int
     lines.append(f"- **Camera**: {cam.strategy}{focal}{crops}")
     opts = exp.prompt_options()
     marker = f" ({opts.marker.shape} marker)" if opts.reference == "marker" else ""
-    lines.append(f"- **Prompt**: task {opts.task}, template {opts.template}, pixel reference {opts.reference}{marker};"
+    tasks = ", ".join(f"{t} ({w:g})" for t, w in opts.task_weights().items()) if opts.tasks else opts.task
+    lines.append(f"- **Prompt**: task {tasks}, template {opts.template}, pixel reference {opts.reference}{marker};"
                  f" e.g. \"{_example_question(exp)}\"")
     lines += ["", "| split | dataset | file | records |", "|---|---|---|---|"]
     for split, specs in (("train", exp.train_specs()), ("eval", exp.eval_specs())):

@@ -33,7 +33,7 @@ import yaml
 
 from rlkit.errors import ConfigError  # noqa: F401 - re-exported: most callers import it from here
 from rlkit.io import atomic_write_text
-from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, reads_image
+from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions
 from rlkit.models import DTYPES, no_accelerator
 from rlkit.prompts import TASKS
 
@@ -98,6 +98,7 @@ class SynthConfig:
     indoor_lamp: float = 0.0
     # scales the room-to-room spread of paint colors (1: the full spread; smaller: brightness says more)
     indoor_color_jitter: float = 1.0
+    pairs: bool = False  # also render each scene from a moved camera: the camera_motion task's pair views
 
     def __post_init__(self):
         for key, what in (("indoor_lamp", "a distance in meters >= 0 (0: no lamp)"),
@@ -413,12 +414,13 @@ def validate(exp: Experiment) -> None:
     if exp.method not in METHODS:
         raise ConfigError(f"{src}: method '{exp.method}' is not one of {METHODS}{_closest(exp.method, METHODS)}")
     cam, prompt = exp.camera_options(), exp.prompt_options()
-    if not TASKS[prompt.task].distance and (cam.strategy == "predict_rays" or prompt.reference == "text"):
-        raise ConfigError(f"{src}: prompt.task '{prompt.task}' is not a distance; camera.strategy predict_rays "
-                          "and prompt.reference text word their questions for distances")
-    if exp.data.shuffle_labels and reads_image(prompt.task):
-        raise ConfigError(f"{src}: data.shuffle_labels needs labels in the records; prompt.task '{prompt.task}' "
-                          "reads its labels from the image")
+    for task in prompt.task_weights():
+        if not TASKS[task].distance and (cam.strategy == "predict_rays" or prompt.reference == "text"):
+            raise ConfigError(f"{src}: prompt task '{task}' is not a point's distance from the camera; camera.strategy "
+                              "predict_rays and prompt.reference text word their questions for depth and axis_depth")
+        if exp.data.shuffle_labels and TASKS[task].label_key is None:
+            raise ConfigError(f"{src}: data.shuffle_labels needs per-pixel labels in the records (tasks depth, "
+                              f"axis_depth); prompt task '{task}' has none")
     synth = exp.data.synth
     if synth is not None:  # data paths left out are the rendered scenes'
         for split in ("train", "eval"):

@@ -1,8 +1,9 @@
 """Evaluation: batched greedy generation on the eval selection, the shared answer parser, metrics.
 
-Writes predictions.csv (dataset, image, x, y = the pixel in the original image, gt, pred, text) and metrics.json into the run
-dir and prints markdown tables in the layout of the paper's Table 1 (datasets as columns,
-average last). Baselines need no model: a constant answer and the median training label.
+Writes predictions.csv (task, dataset, image, x, y = the marked pixel in the original image, gt, pred, text) and
+metrics.json into the run dir and prints markdown tables in the layout of the paper's Table 1 (datasets as
+columns, average last) and, with several tasks, of its Table 3 (a column per task and dataset). Baselines
+need no model: a constant answer (in each task's unit) and the median training label of each task.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from rlkit.builder import EvalSet, Source, label_values, reads_image, to_row
+from rlkit.labels import PER_PIXEL, store_values, train_label_sample
 from rlkit.io import atomic_write_text
 from rlkit.metrics import METRICS, depth_metrics
 from rlkit.prompts import TASKS, parse_answer
@@ -40,30 +42,45 @@ def is_constant(method: str) -> bool:
 
 
 def selection_frame(evalset: EvalSet) -> pd.DataFrame:
-    """The eval pixels and labels, read from the stores a dataset at a time (rendered only for a task that
-    reads its labels from the image; an image that cannot be used leaves gt NaN, its reason in evalset.bad)."""
-    task, items = evalset.prompt_opts.task, evalset.items
+    """The eval samples and labels, read from the stores a dataset and task at a time (rendered only for a
+    task that reads its labels from the image; an image that cannot be used leaves gt NaN, its reason in
+    evalset.bad). x, y: the (first) marked pixel in the original image (-1 without a marker); param: the
+    speed or time task's stated time or speed."""
+    items = evalset.items
     if not items:
         return pd.DataFrame([])
     d, r, lab = (np.array([getattr(it, f) for it in items]) for f in ("dataset", "record", "label"))
-    cols = {"dataset": np.empty(len(items), dtype=object), "image": np.empty(len(items), dtype=object),
-            "x": np.empty(len(items)), "y": np.empty(len(items)), "gt": np.full(len(items), np.nan)}
+    task = np.array([it.task for it in items], dtype=object)
+    second = np.array([-1 if it.second is None else it.second for it in items])
+    param = np.array([np.nan if it.param is None else it.param for it in items])
+    cols = {"task": task, "dataset": np.empty(len(items), dtype=object), "image": np.empty(len(items), dtype=object),
+            "x": np.full(len(items), -1.0), "y": np.full(len(items), -1.0), "param": param,
+            "gt": np.full(len(items), np.nan)}
     for di, src in enumerate(evalset.sources):
         sel = np.flatnonzero(d == di)
         if not len(sel):
             continue
-        pos = src.label_positions(r[sel], lab[sel])
-        cols["x"][sel], cols["y"][sel] = src.store.labels("x")[pos], src.store.labels("y")[pos]
         cols["dataset"][sel] = src.spec.label
         img = np.asarray(src.image_index(r[sel]))
         paths = {j: str(src.store.image_path(int(j))) for j in np.unique(img)}
         cols["image"][sel] = [paths[j] for j in img]
-        if not reads_image(task):
-            cols["gt"][sel] = _labels_in_use(src, task, r[sel], pos)
-    if reads_image(task):
-        cols["gt"] = np.array([np.nan if s is None else s.query.value
-                               for s in (evalset.try_sample(k) for k in range(len(items)))])
-    return pd.DataFrame(cols)
+        for t in np.unique(task[sel]):
+            ts = sel[task[sel] == t]
+            pos = src.label_positions(r[ts], lab[ts])
+            if TASKS[t].markers:
+                cols["x"][ts], cols["y"][ts] = src.store.labels("x")[pos], src.store.labels("y")[pos]
+            if t in PER_PIXEL:
+                cols["gt"][ts] = _labels_in_use(src, t, r[ts], pos)
+            elif not reads_image(t):
+                cols["gt"][ts] = store_values(src, t, r[ts], lab[ts], second[ts], param[ts])
+    renders = np.flatnonzero([reads_image(t) for t in task])
+    for k in renders:
+        s = evalset.try_sample(int(k))
+        cols["gt"][k] = np.nan if s is None else s.query.value
+    frame = pd.DataFrame(cols)
+    if not np.isfinite(param).any():
+        frame = frame.drop(columns="param")
+    return frame
 
 
 def _labels_in_use(src: Source, task: str, images: np.ndarray | None = None, pos: np.ndarray | None = None):
@@ -107,14 +124,15 @@ def predict(model, processor, evalset: EvalSet, batch_starts, batch_size: int = 
             continue
         rows = [to_row(samples[k]) for k in ks]
         texts.update(zip(ks, generate_answers(model, processor, [r["prompt"] for r in rows],
-                                              [r["images"][0] for r in rows], max_new_tokens)))
+                                              [r["images"] for r in rows], max_new_tokens)))
     model.train(was_training)
     return texts
 
 
-def add_predictions(frame: pd.DataFrame, texts: list[str], task: str) -> None:
-    """The parsed answers (NaN: a failed parse) and the raw texts, in the frame's row order."""
-    frame["pred"] = np.array([parse_answer(t, task) for t in texts], dtype=float)
+def add_predictions(frame: pd.DataFrame, texts: list[str]) -> None:
+    """The parsed answers (NaN: a failed parse; each row by its task's unit) and the raw texts, in the
+    frame's row order."""
+    frame["pred"] = np.array([parse_answer(t, task) for t, task in zip(texts, frame["task"])], dtype=float)
     frame["text"] = texts
 
 
@@ -127,31 +145,39 @@ def drop_skipped(frame: pd.DataFrame, evalset: EvalSet, bad: dict[int, str]) -> 
     return frame.drop(index=sorted(bad)).reset_index(drop=True) if bad else frame
 
 
-def train_medians(sources: list[Source], task: str) -> dict[str, float] | None:
-    """Median training label per dataset name, plus '*' for all training data pooled (None for a
-    task whose labels are read from the images: the records hold none). Reads the stores' label columns."""
-    if reads_image(task):
-        return None
-    out, pooled = {}, []
-    for s in sources:
-        vals = _labels_in_use(s, task)
-        out[s.spec.label] = float(np.median(vals))
-        pooled.append(vals)
-    if len(pooled) == 1:  # the same median; no second copy of every label
-        out["*"] = out[sources[0].spec.label]
-    else:
-        out["*"] = float(np.median(np.concatenate(pooled), overwrite_input=True)) if pooled else float("nan")
+def train_medians(sources: list[Source], tasks) -> dict[str, dict[str, float]]:
+    """Per task (but brightness, whose labels the records do not hold): the median training label per dataset
+    name, plus '*' for all training data pooled. Depth tasks read the stores' label columns; the derived
+    tasks (speed, time, two_point) their labels as the train stream draws them (rlkit.labels)."""
+    out = {}
+    for task in tasks:
+        if reads_image(task):
+            continue
+        per, pooled = {}, []
+        for s in sources:
+            vals = _labels_in_use(s, task) if task in PER_PIXEL else train_label_sample(s, task)
+            if len(vals):
+                per[s.spec.label] = float(np.median(vals))
+                pooled.append(vals)
+        if len(pooled) == 1:  # the same median; no second copy of every label
+            per["*"] = next(iter(per.values()))
+        else:
+            per["*"] = float(np.median(np.concatenate(pooled), overwrite_input=True)) if pooled else float("nan")
+        out[task] = per
     return out
 
 
-def summarize(frame: pd.DataFrame, constant: float, medians: dict[str, float] | None = None) -> dict:
-    """{method: {dataset: {metric: value}}} for the model (if it has predictions) and the baselines."""
+def summarize(frame: pd.DataFrame, constant: float, medians: dict[str, dict[str, float]] | None = None) -> dict:
+    """{method: {dataset: {metric: value}}} for the model (if it has predictions) and the baselines, over
+    all the frame's rows: one task's frame, or several, whose ratio metrics (delta, AbsRel) pool."""
     methods = {}
     if "pred" in frame:
         methods[MODEL] = frame["pred"].to_numpy(dtype=float)
     methods[constant_name(constant)] = np.full(len(frame), constant)
-    if medians:
-        methods[MEDIAN] = frame["dataset"].map(lambda d: medians.get(d, medians["*"])).to_numpy(float)
+    tasks = frame["task"].to_numpy() if "task" in frame else np.full(len(frame), "depth")  # a frame of one task
+    if medians and all(t in medians for t in set(tasks)):
+        methods[MEDIAN] = np.array([medians[t].get(d, medians[t]["*"]) for t, d in zip(tasks, frame["dataset"])],
+                                   dtype=float)
     result = {}
     for name, pred in methods.items():
         per = {}
@@ -162,11 +188,29 @@ def summarize(frame: pd.DataFrame, constant: float, medians: dict[str, float] | 
     return result
 
 
+def summarize_tasks(frame: pd.DataFrame, constant: float, medians: dict | None = None) -> dict:
+    """{task: summarize(that task's rows)}: the per-task results of a multi-task evaluation."""
+    return {t: summarize(frame[frame["task"] == t].reset_index(drop=True), constant, medians)
+            for t in dict.fromkeys(frame["task"])}
+
+
 def markdown_table(result: dict, metric: str = "delta1") -> str:
     """One metric in the layout of the paper's Table 1: a row per method, the datasets as columns
     (average last, as summarize orders them), 3 decimals."""
     table = pd.DataFrame({m: {d: cells[metric] for d, cells in per.items()} for m, per in result.items()}).T
     return table.rename_axis(metric).to_markdown(floatfmt=".3f")
+
+
+def tasks_table(by_task: dict, metric: str = "delta1", per_dataset: bool = False) -> str:
+    """One metric in the layout of the paper's Table 3: a row per method, a column per task (its average over
+    the datasets); ``per_dataset``: a column per task and dataset ("task: dataset") instead."""
+    cells = {}
+    for task, result in by_task.items():
+        for method, per in result.items():
+            for ds, m in per.items():
+                if per_dataset or ds == "avg":
+                    cells.setdefault(method, {})[f"{task}: {ds}" if per_dataset else task] = m[metric]
+    return pd.DataFrame(cells).T.rename_axis(metric).to_markdown(floatfmt=".3f")
 
 
 def strict_json(obj):
@@ -180,15 +224,23 @@ def strict_json(obj):
     return obj
 
 
-def write_results(out_dir: str | Path, frame: pd.DataFrame, result: dict, extra: dict | None = None) -> str:
+def write_results(out_dir: str | Path, frame: pd.DataFrame, result: dict, extra: dict | None = None,
+                  by_task: dict | None = None) -> str:
+    """predictions.csv, metrics.json ("metrics": all rows per dataset; with several tasks also "tasks": per
+    task) and the tables (returned and printed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out_dir / "predictions.csv", index=False)
-    payload = strict_json({"metrics": result, **(extra or {})})
+    payload = strict_json({"metrics": result, **({"tasks": by_task} if by_task else {}), **(extra or {})})
     if "null" in json.dumps(payload["metrics"]):
         payload["null_metrics"] = "undefined: computed over no samples or from a non-finite value"
     # metrics.json marks a finished run: written last, whole
     atomic_write_text(out_dir / "metrics.json", json.dumps(payload, indent=1, allow_nan=False))
     tables = "\n\n".join(markdown_table(result, m) for m in ("delta1", "abs_rel", "parse_fail"))
+    if by_task:
+        tables = "\n\n".join(["Per task, averaged over the datasets (the paper's Table 3 layout):"] +
+                               [tasks_table(by_task, m) for m in ("delta1", "abs_rel", "parse_fail")] +
+                               ["Per task and dataset:", tasks_table(by_task, "delta1", per_dataset=True),
+                                "All tasks pooled, per dataset:", tables])
     print(tables)
     return tables

@@ -117,3 +117,14 @@ def draw(image: np.ndarray, x: int, y: int, style: MarkerStyle) -> None:
         top, left = y - ar, x - ac
         region = image[top:top + mask.shape[0], left:left + mask.shape[1]]
         region[mask] = color
+
+
+# words a question can use for a marker's color (two_point tells its two markers apart by these)
+COLOR_NAMES = {"red": (255, 0, 0), "green": (0, 200, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
+               "cyan": (0, 255, 255), "magenta": (255, 0, 255), "orange": (255, 140, 0), "white": (255, 255, 255),
+               "black": (0, 0, 0)}
+
+
+def color_name(rgb) -> str:
+    """The nearest of COLOR_NAMES to an (r, g, b) color."""
+    return min(COLOR_NAMES, key=lambda n: sum((a - b) ** 2 for a, b in zip(COLOR_NAMES[n], rgb)))

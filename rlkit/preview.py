@@ -47,8 +47,13 @@ def write_samples(samples: list[Sample], out: str | Path) -> Path:
     for k, s in enumerate(samples):
         name = f"images/{k:06d}.png"
         s.image.save(out / name)
+        extra = {}
+        if len(s.images) > 1:  # camera_motion: the pair view, as the model gets it second
+            extra["pair_image_file"] = f"images/{k:06d}_pair.png"
+            s.images[1].save(out / extra["pair_image_file"])
         x, y = s.record.pixels[s.label]
-        lines.append(json.dumps({"image_file": name, "source_image": str(s.record.image), "source": s.record.source,
+        lines.append(json.dumps({"image_file": name, **extra, "source_image": str(s.record.image),
+                                 "source": s.record.source, "task": s.query.task,
                                  "pixel": [float(x), float(y)], "pixel_transformed": [s.query.x, s.query.y],
                                  "prompt": s.question, "answer": s.answer}))
     atomic_write_text(out / "samples.jsonl", "".join(line + "\n" for line in lines))

@@ -32,24 +32,45 @@ REFERENCES = ("marker", "text")
 
 @dataclass(frozen=True)
 class Task:
-    """What is asked about the marked pixel, and where its label comes from."""
+    """What is asked, where its label comes from, and in which unit it is answered (rlkit.builder
+    computes the label: ``label_value``)."""
 
-    question: str
-    label_key: str | None  # the record key holding the labels; None: read from the image (see builder)
+    question: str  # with {param} (speed, time) and {color}/{color2} (two_point) where the task has them
+    label_key: str | None  # the record key holding the labels; None: computed (see builder.label_value)
     answer: str  # the SFT answer, with {value} (two decimals)
     quantity: str  # what the GRPO instruction asks for
-    distance: bool = True  # answers in meters (the depth rewards, the ray-first strategy, the meter parser)
+    unit: str  # the answer's unit ("m", "m/s", "s"; "" for a unitless value)
+    distance: bool = True  # a point's distance from the camera: the ray-first strategy and text references apply
+    markers: int = 1  # marked pixels: 0 (camera_motion), 1, or 2 (two_point)
+    images: int = 1  # 2: the record's image and its "pair" view (camera_motion)
+    param: tuple[float, float, float] | None = None  # drawn per sample and stated in the question: (lo, hi, step)
 
 
 _DISTANCE_ANSWER = "The point is around {value:.2f} meters away from the camera."
 TASKS = {
     "depth": Task("How many meters is this point from the camera?", "depth", _DISTANCE_ANSWER,
-                  "the distance in meters"),
+                  "the distance in meters", "m"),
     "axis_depth": Task("How many meters is this point from the camera, measured along the camera's viewing axis?",
-                       "axis_depth", _DISTANCE_ANSWER, "the distance in meters"),
+                       "axis_depth", _DISTANCE_ANSWER, "the distance in meters", "m"),
+    # the paper's Sec. 3.4 tasks: the label is the marked point's euclidean distance over the stated time or speed
+    "speed": Task("How many meters per second must I move to reach this point in {param:g} seconds?", None,
+                  "You must move at around {value:.2f} meters per second.", "the speed in meters per second",
+                  "m/s", distance=False, param=(1.0, 10.0, 0.5)),
+    "time": Task("How many seconds does it take to reach this point moving at {param:g} meters per second?", None,
+                 "It takes around {value:.2f} seconds.", "the time in seconds", "s", distance=False,
+                 param=(0.5, 5.0, 0.5)),
+    # the 3D distance between the two back-projected points (exact from each label's depth and the intrinsics)
+    "two_point": Task("How many meters apart are the point marked in {color} and the point marked in {color2}?", None,
+                      "The two points are around {value:.2f} meters apart.", "the distance in meters", "m",
+                      distance=False, markers=2),
+    # two images of one scene; the label is the length of the record's pair translation
+    "camera_motion": Task("How many meters did the camera move between these two images?", None,
+                          "The camera moved around {value:.2f} meters.", "the distance in meters", "m",
+                          distance=False, markers=0, images=2),
     # no depth at all: can the model find the marked pixel and read what is there? (experiments/tiny_pretrain.yaml)
     "brightness": Task("How bright is the surface at this point, from 0 (black) to 1 (white)?", None,
-                       "The brightness at this point is around {value:.2f}.", "the brightness", distance=False),
+                       "The brightness at this point is around {value:.2f}.", "the brightness", "",
+                       distance=False),
 }
 GRPO_INSTRUCTION = (" First think about it inside <think> </think> tags, then give {quantity} "
                     "as a single number inside <answer> </answer> tags.")
@@ -70,9 +91,12 @@ class Query:
 
     task: str
     camera: Camera
-    x: int
+    x: int  # the marked pixel (-1, -1 for a task without markers)
     y: int
-    value: float  # the label (meters for distance tasks)
+    value: float  # the label, in the task's unit
+    second: tuple[int, int] | None = None  # two_point: the second marked pixel
+    param: float | None = None  # speed: the seconds; time: the meters per second
+    colors: tuple[str, str] = ("red", "blue")  # two_point: the markers' color names, as the question says them
 
 
 def question(q: Query, *, reference: str, strategy: str, template: str) -> str:
@@ -84,7 +108,7 @@ def question(q: Query, *, reference: str, strategy: str, template: str) -> str:
         text = (f"Given this image of size (width = {q.camera.width}, height = {q.camera.height}), "
                 f"how far is the pixel at ({q.x}, {q.y}) from the camera?")
     else:
-        text = task.question
+        text = task.question.format(param=q.param, color=q.colors[0], color2=q.colors[1])
     if strategy == "intrinsics_in_prompt":
         c = q.camera
         text = (f"This image was taken by a camera where the camera intrinsics are (fx = {c.fx:.1f}, "
@@ -127,15 +151,21 @@ def check_official(task: str, reference: str, strategy: str | None = None) -> No
 _NUMBER = r"(?<![\d.])[-+]?(?>\d+(?:\.\d*)?|\.\d+)(?>[eE][-+]?\d+)?"
 # a tag's content cannot hold another opening tag, so an unclosed <answer> is scanned only to the next one
 _ANSWER_TAG = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL | re.IGNORECASE)
-_METERS = re.compile(rf"({_NUMBER})\s*(?:meters?|metres?|m\b)", re.IGNORECASE)
+# a number followed by the unit's words; "m" is not the m of "m/s" or "meters per second"
+_UNIT_WORDS = {"m": r"(?:meters?|metres?|m)(?![/\w])(?!\s+per\b)",
+               "m/s": r"(?:m/s|(?:meters?|metres?)\s+per\s+second)\b",
+               "s": r"(?:seconds?|secs?|s)\b"}
+_WITH_UNIT = {unit: re.compile(rf"({_NUMBER})\s*{words}", re.IGNORECASE) for unit, words in _UNIT_WORDS.items()}
 _BARE = re.compile(rf"^\s*({_NUMBER})\s*$")
 _ANY_NUMBER = re.compile(_NUMBER)
 
 
-def _meters(text: str) -> str | None:
-    meters = _METERS.findall(text)
-    bare = _BARE.match(text)
-    return meters[-1] if meters else (bare.group(1) if bare else None)
+def _with_unit(unit: str):
+    def find(text: str) -> str | None:
+        found = _WITH_UNIT[unit].findall(text)
+        bare = _BARE.match(text)
+        return found[-1] if found else (bare.group(1) if bare else None)
+    return find
 
 
 def _last_number(text: str) -> str | None:
@@ -170,11 +200,12 @@ def parse_depth(text) -> float | None:
     else the last number followed by a meter unit ("3.47 meters", "3.5m"); else the whole
     text if it is one bare number. The result must be finite and positive (a distance).
     """
-    return _parse(text, _meters)
+    return parse_answer(text, "depth")
 
 
 def parse_answer(text, task: str = "depth") -> float | None:
-    """The predicted value for ``task``, or None. Never raises. Distances as parse_depth; other
-    values are the last <answer> tag's one number, else the text's last number, and must be finite
-    and positive (the ratio metrics cannot score 0)."""
-    return _parse(text, _meters if TASKS[task].distance else _last_number)
+    """The predicted value for ``task``, or None. Never raises. As parse_depth, with the task's unit
+    ("2.5 m/s", "3 seconds"); a unitless task (brightness) takes the text's last number. The value must
+    be finite and positive (the ratio metrics cannot score 0)."""
+    unit = TASKS[task].unit if task in TASKS else "m"
+    return _parse(text, _with_unit(unit) if unit else _last_number)

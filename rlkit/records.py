@@ -187,11 +187,9 @@ def parse_record(obj, *, root: Path, dataset: str, source: str, check_image: boo
         raise fail("image", "must be a non-empty path string")
     if "\x00" in image:
         raise fail("image", "the path holds a NUL byte")
-    if not allow_outside_root and (os.path.isabs(image) or ".." in image):  # else it cannot leave the root
-        base = os.path.abspath(root)
-        if os.path.commonpath([base, os.path.normpath(os.path.join(base, image))]) != base:
-            raise fail("image", f"{image!r} is outside the dataset root {base}; set allow_outside_root: true "
-                                "on this dataset to allow it")
+    if not _inside_root(image, root, allow_outside_root):
+        raise fail("image", f"{image!r} is outside the dataset root {os.path.abspath(root)}; set "
+                            "allow_outside_root: true on this dataset to allow it")
     # resolve_image=False: Record.image is root / image as written (the store resolves it when a sample needs it;
     # resolving every path made up a third of converting a jsonl)
     image_path = (root / image).resolve() if resolve_image or check_image else root / image
@@ -247,11 +245,38 @@ def parse_record(obj, *, root: Path, dataset: str, source: str, check_image: boo
             if not (np.isfinite(arr) & (arr > 0) & (arr <= MAX_DEPTH)).all():
                 raise fail(key, f"values must be in (0, {MAX_DEPTH:g}] meters")
             extras[key] = arr
+    if "pair" in extras:
+        extras["pair"] = _parse_pair(extras["pair"], root, allow_outside_root, fail)
     if "depth_map" in extras:
         if not isinstance(extras["depth_map"], str) or not extras["depth_map"]:
             raise fail("depth_map", "must be a non-empty path string")
         extras["depth_map"] = (root / extras["depth_map"]).resolve()  # checked when read: it is optional
     return Record(image_path, camera, pixels, depth_arr, dataset, source, extras), repairs
+
+
+def _inside_root(image: str, root: Path, allow_outside_root: bool) -> bool:
+    if allow_outside_root or not (os.path.isabs(image) or ".." in image):  # else it cannot leave the root
+        return True
+    base = os.path.abspath(root)
+    return os.path.commonpath([base, os.path.normpath(os.path.join(base, image))]) == base
+
+
+def _parse_pair(pair, root: Path, allow_outside_root: bool, fail) -> dict:
+    """The "pair" key with its image as an absolute path (not resolved: no file system call per line)."""
+    if not isinstance(pair, dict) or set(pair) - {"image", "translation"} or not {"image", "translation"} <= set(pair):
+        raise fail("pair", 'must be {"image": path, "translation": [tx, ty, tz]} (meters, first camera frame)')
+    image, t = pair["image"], pair["translation"]
+    if not isinstance(image, str) or not image or "\x00" in image:
+        raise fail("pair", "image must be a non-empty path string")
+    if not _inside_root(image, root, allow_outside_root):
+        raise fail("pair", f"image {image!r} is outside the dataset root {os.path.abspath(root)}; set "
+                           "allow_outside_root: true on this dataset to allow it")
+    if not (isinstance(t, list) and len(t) == 3 and all(_is_number(v) and math.isfinite(v) for v in t)):
+        raise fail("pair", f"translation must be 3 finite numbers [tx, ty, tz] in meters, got {t!r}")
+    motion = math.hypot(*t)
+    if not 0 < motion <= MAX_DEPTH:
+        raise fail("pair", f"translation {t} has length {motion:g}; it must be in (0, {MAX_DEPTH:g}] meters")
+    return {"image": os.path.abspath(root / image), "translation": [float(v) for v in t]}
 
 
 def load_records(path: str | Path, *, root: str | Path | None = None, dataset: str | None = None,

@@ -26,7 +26,7 @@ from rlkit.card import write_model_card
 from rlkit.config import (ConfigError, Experiment, ModelConfig, SynthConfig, check_trainer_fields, experiment_from_dict,
                           load_experiment, parse_yaml, save_resolved)
 from rlkit.evaluate import (add_predictions, drop_skipped, predict, selection_frame, strict_json, summarize,
-                            train_medians, write_results)
+                            summarize_tasks, train_medians, write_results)
 from rlkit.errors import DiskFull, disk_full
 from rlkit.io import atomic_write_text
 from rlkit.models import load_model, load_processor, no_accelerator, peft_config, resolve_model_path
@@ -56,10 +56,12 @@ def render_synth(s: SynthConfig) -> list[Path]:
             if family == "indoor":  # room options only off their defaults: a manifest without them means default rooms
                 wanted.update({k: getattr(s, k) for k in ("indoor_lamp", "indoor_color_jitter")
                                if getattr(s, k) != getattr(SynthConfig, k)})
+            if s.pairs:  # only when set: a manifest without it is a split without pairs
+                wanted["pairs"] = True
             current = json.loads(manifest.read_text()) if manifest.exists() else None
             if n > 0 and (not jsonl.exists() or current != json.loads(json.dumps(wanted))):
                 generate_split(s.out, family, split, n, seed=s.seed, points_per_image=s.points, camera=cam,
-                               rooms=rooms)
+                               rooms=rooms, pairs=s.pairs)
                 atomic_write_text(manifest, json.dumps(wanted))
             if n > 0:
                 written.append(jsonl)
@@ -481,7 +483,7 @@ def evaluate_run(exp: Experiment, model_path, sources: Sources, model=None, proc
         if state.num_processes > 1:
             raise ConfigError("an API model is evaluated by one process: run it without torchrun / accelerate launch")
         texts, stats = predict_api(model_path, evalset, exp.eval.max_new_tokens, **(api or {}))
-        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))], exp.prompt_options().task)
+        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))])
         extra = {**(extra or {}), "api": stats}
     elif model_path is not None:
         gc.collect()  # what training left (optimizer state, a sharded model) before the eval model comes
@@ -500,16 +502,19 @@ def evaluate_run(exp: Experiment, model_path, sources: Sources, model=None, proc
         mine = predict(model, processor, evalset, batches, exp.eval.batch_size, exp.eval.max_new_tokens,
                        progress=state.is_main_process)
         texts = dict(gather_object(list(mine.items())) if state.num_processes > 1 else mine)
-        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))], exp.prompt_options().task)
+        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))])
     # items whose image could not be used (data.skip_invalid): out of the scores, counted in eval_skipped
     bad = dict(gather_object(list(evalset.bad.items()))) if state.num_processes > 1 else evalset.bad
     frame = drop_skipped(frame, evalset, bad)
-    result = summarize(frame, exp.eval.constant, train_medians(sources.train, exp.prompt_options().task))
+    tasks = list(exp.prompt_options().task_weights())
+    medians = train_medians(sources.train, tasks)
+    result = summarize(frame, exp.eval.constant, medians)
+    by_task = summarize_tasks(frame, exp.eval.constant, medians) if len(tasks) > 1 else None
     payload = {"eval_skipped": evalset.skipped, "eval_samples": len(frame), "eval_data": load_reports(sources.eval),
                "train_data": load_reports(sources.train),
                "world_size": state.num_processes,
                **(extra or {})}
     if state.is_main_process:
-        write_results(exp.output_dir, frame, result, payload)
+        write_results(exp.output_dir, frame, result, payload, by_task)
     state.wait_for_everyone()
-    return {"metrics": result, **payload}
+    return {"metrics": result, **({"tasks": by_task} if by_task else {}), **payload}

@@ -8,7 +8,7 @@ from rlkit.builder import SFT_COLUMNS, Source, TrainStream, resized_sizes, train
 from rlkit.camera import Camera
 from rlkit.config import ConfigError, Experiment
 from rlkit.models import load_model, load_processor, peft_config
-from rlkit.prompts import Query, answer, question
+from rlkit.prompts import TASKS, Query, answer, question
 
 
 def largest_train_image(exp: Experiment, sources: list[Source]) -> tuple[int, int]:
@@ -23,17 +23,23 @@ def largest_train_image(exp: Experiment, sources: list[Source]) -> tuple[int, in
 
 
 def longest_sequence(exp: Experiment, processor, size: tuple[int, int]) -> int:
-    """Tokens of the longest training sequence: the largest image, the longest question and answer."""
+    """Tokens of the longest training sequence: over the tasks, the largest images, the longest question
+    and answer."""
     opts, cam = exp.prompt_options(), exp.camera_options()
     w, h = size
-    q = Query(opts.task, Camera(1e4, 1e4, -1e4, -1e4, w, h), w - 1, h - 1, 9999.99)  # widest numbers
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question(
-                    q, reference=opts.reference, strategy=cam.strategy, template=opts.template)}]},
-                {"role": "assistant", "content": [{"type": "text", "text": answer(
-                    q, strategy=cam.strategy, template=opts.template)}]}]
-    text = processor.apply_chat_template(messages, tokenize=False)
-    enc = processor(images=[Image.new("RGB", size)], text=[text], return_tensors="pt")
-    return int(enc["input_ids"].shape[1])
+    longest = 0
+    for task in opts.task_weights():
+        q = Query(task, Camera(1e4, 1e4, -1e4, -1e4, w, h), w - 1, h - 1, 9999.99,  # widest numbers
+                  second=(w - 1, h - 1), param=9.5, colors=("magenta", "magenta"))
+        n = TASKS[task].images
+        messages = [{"role": "user", "content": [{"type": "image"}] * n + [{"type": "text", "text": question(
+                        q, reference=opts.reference, strategy=cam.strategy, template=opts.template)}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": answer(
+                        q, strategy=cam.strategy, template=opts.template)}]}]
+        text = processor.apply_chat_template(messages, tokenize=False)
+        enc = processor(images=[Image.new("RGB", size)] * n, text=[text], return_tensors="pt")
+        longest = max(longest, int(enc["input_ids"].shape[1]))
+    return longest
 
 
 def check_longest_sequence(exp: Experiment, processor, sources: list[Source], max_length: int | None) -> None:

@@ -9,6 +9,8 @@ messages (records.read_records), and writes:
 - per image: the image path as written (UTF-8 bytes + offsets; the resolved root is in the
   manifest), fx, fy, cx, cy (float64), width, height, the jsonl line number (error messages name
   ``file:line``), the label offsets, and other keys as JSON (only when some line has one);
+- per image with a "pair" view: the length of its translation (image.pair_motion, NaN without one;
+  the column exists only when some line has a pair);
 - per label, flat across images: x, y, depth and per-label keys such as axis_depth (float64, the
   values the loader parses), with a per-image flag for images that lack the key.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import logging
 import os
 import shutil
@@ -44,7 +47,7 @@ from rlkit.records import ImageError, LoadReport, Record, RecordError, log_repai
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: image.pair_motion
 DEFAULT_CACHE = ".cache/records"
 BATCH = 65536  # images per write: conversion memory stays bounded (about 100 MB at 20 labels per image)
 MAX_ERRORS_KEPT = 5  # bad lines' messages kept in the manifest, for ``data check``
@@ -258,6 +261,10 @@ def _convert_range(path: Path, out: Path, start: int, stop: int | None, first_li
                                                        for v, c in zip(vals, counts)]),
                         np.float64, fill_before=n["labels"], fill=np.nan)
             cols.append(f"image.has.{k}", [v is not None for v in vals], np.bool_, fill_before=n["images"])
+        motion = [math.hypot(*rec.extras["pair"]["translation"]) if "pair" in rec.extras else np.nan
+                  for _, _, rec in batch]
+        if "image.pair_motion" in cols.files or not np.isnan(motion).all():  # camera_motion labels, when any
+            cols.append("image.pair_motion", motion, np.float64, fill_before=n["images"], fill=np.nan)
         extras = [_encode_extras(rec.extras) for _, _, rec in batch]
         if "image.extras" in cols.files or any(extras):
             cols.append("image.extras_end", n["extras_bytes"] + np.cumsum([len(e) for e in extras], dtype=np.int64),
@@ -305,6 +312,8 @@ def _join(out: Path, parts: list[tuple[Path, dict]]) -> dict:
                                 .cast("B"))
                 elif name.startswith("label."):  # a per-label key this part never had
                     f.write(memoryview(np.full(p["labels"], np.nan)).cast("B"))
+                elif name == "image.pair_motion":
+                    f.write(memoryview(np.full(p["images"], np.nan)).cast("B"))
                 elif name.startswith("image.has."):
                     f.write(memoryview(np.zeros(p["images"], dtype=np.bool_)).cast("B"))
                 elif name == "image.extras_end":  # no extras in this part: every image's end is where it began

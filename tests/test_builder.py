@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlkit import camera as cm
-from rlkit.builder import (CameraOptions, DatasetSpec, EvalSet, ImageCache, PromptOptions, Sample, TrainStream,
+from rlkit.builder import (ANSWER_COLUMNS, CameraOptions, DatasetSpec, EvalSet, ImageCache, PromptOptions, Sample, TrainStream,
                            load_source, make_sample, train_dataset)
 from rlkit.markers import MarkerStyle
 from rlkit.records import Record
@@ -41,9 +41,10 @@ def test_sft_row_format(synth_dir):
 def test_grpo_columns(synth_dir):
     src = load_source(DatasetSpec(str(synth_dir / "outdoor_train.jsonl")))
     stream = TrainStream([src], MINI, PromptOptions(template="grpo"))
-    cols = ("images", "prompt", "depth", "task", "dataset", "image", "pixel", "intrinsics")
+    cols = ("images", "prompt", *ANSWER_COLUMNS)
     row = next(iter(train_dataset(stream, columns=cols)))
     assert row["task"] == "depth" and row["dataset"] == "outdoor_train" and row["depth"] > 0
+    assert row["label"] == row["depth"] and row["unit"] == "m" and len(row["pixels"]) == 1
     fx, fy, cx, cy, w, h = row["intrinsics"]
     assert abs(fx - 100) < 1 and abs(fy - 100) < 1 and (w, h) == row["images"][0].size
     assert "<answer>" in row["prompt"][0]["content"][1]["text"]
@@ -194,7 +195,7 @@ def test_brightness_task_reads_the_unmarked_image_at_the_pixel():
 def test_brightness_task_has_no_record_labels_to_shuffle(synth_dir):
     src = load_source(DatasetSpec(str(synth_dir / "indoor_train.jsonl")))
     assert 0 <= TrainStream([src], MINI, PromptOptions(task="brightness")).sample(0).query.value <= 1
-    with pytest.raises(ValueError, match="shuffle_labels needs labels in the records"):
+    with pytest.raises(ValueError, match="shuffle_labels needs per-pixel labels"):
         TrainStream([src], MINI, PromptOptions(task="brightness"), shuffle_labels=True)
 
 
@@ -207,8 +208,8 @@ def test_brightness_eval_labels_come_from_the_rendered_pixels():
     assert len(frame) == len(evalset) > 0
     assert frame["gt"].tolist() == [evalset.sample(k).query.value for k in range(len(evalset))]
     assert frame["gt"].between(0, 1).all() and frame["gt"].nunique() > 1
-    assert train_medians([src], "brightness") is None  # the records hold no brightness labels
-    assert "median (train labels)" not in summarize(frame, 2.0, train_medians([src], "brightness"))
+    assert train_medians([src], ["brightness"]) == {}  # the records hold no brightness labels
+    assert "median (train labels)" not in summarize(frame, 2.0, train_medians([src], ["brightness"]))
 
 
 def test_bad_options_name_the_value():

@@ -159,9 +159,9 @@ def test_changed_config_refuses_a_used_run_dir(tmp_path):
 
 def test_brightness_task_refuses_distance_only_wording():
     for override, key in (("camera.strategy=predict_rays", "predict_rays"), ("prompt.reference=text", "text")):
-        with pytest.raises(ConfigError, match=f"tiny_pretrain.yaml: prompt.task 'brightness' is not a distance.*{key}"):
+        with pytest.raises(ConfigError, match=f"tiny_pretrain.yaml: prompt task 'brightness' is not a point's distance.*{key}"):
             load_experiment(EXPERIMENTS / "tiny_pretrain.yaml", [override])
-    with pytest.raises(ConfigError, match="tiny_pretrain.yaml: data.shuffle_labels needs labels in the records"):
+    with pytest.raises(ConfigError, match="tiny_pretrain.yaml: data.shuffle_labels needs per-pixel labels in the records"):
         load_experiment(EXPERIMENTS / "tiny_pretrain.yaml", ["data.shuffle_labels=true"])
 
 

@@ -45,7 +45,7 @@ def test_sft_end_to_end_checkpoint_reloads_and_metrics(tmp_path, synth_dir):
     assert set(metrics["metrics"]["model"]["avg"]) == {"delta1", "delta2", "delta3", "abs_rel", "rmse", "log10",
                                                        "parse_fail"}
     preds = pd.read_csv(run / "predictions.csv")
-    assert list(preds.columns) == ["dataset", "image", "x", "y", "gt", "pred", "text"]
+    assert list(preds.columns) == ["task", "dataset", "image", "x", "y", "gt", "pred", "text"]
     assert len(preds) == 12
     # the saved model reloads through the standard Auto classes and evaluates again, same answers
     r2 = _run("eval", exp, "--out", tmp_path / "again")
@@ -123,7 +123,7 @@ def test_grpo_with_file_plugin_receives_depth(tmp_path, synth_dir):
     calls = [json.loads(line) for line in spy_log.read_text().splitlines()]
     assert len(calls) == 2 and all(c["n"] == 4 for c in calls)
     assert all(d > 0 for c in calls for d in c["depth"])
-    assert {"task", "dataset", "pixel", "intrinsics"} <= set(calls[0]["keys"])
+    assert {"label", "unit", "task", "dataset", "pixels", "intrinsics"} <= set(calls[0]["keys"])
     # each group of 4 completions shares one prompt, hence one label
     assert all(len(set(c["depth"])) == 1 for c in calls)
     # logged under the registry names (format_reward is the function behind `format`) and a plugin's function name
@@ -194,3 +194,39 @@ def test_micro_sweep_side_by_side_and_plot(tmp_path, synth_dir):
     # re-running the finished arms runs nothing
     r3 = _run(path, "--sweeps-dir", tmp_path / "sweeps", "--arms", "direct", "unify_focal")
     assert r3.returncode == 0 and "train_runtime" not in r3.stdout + r3.stderr
+
+
+def test_multitask_sft_and_grpo_end_to_end(tmp_path):
+    """Six tasks in one run (camera_motion's two images among one-image samples), SFT then GRPO: metrics
+    per task and dataset, each task with its own median baseline."""
+    from rlkit.synth import CameraRange, generate_split
+
+    data = tmp_path / "pairs"
+    for family in ("indoor", "outdoor"):
+        for split, n in (("train", 8), ("eval", 4)):
+            generate_split(data, family, split, n, points_per_image=6, progress=False, pairs=True,
+                           camera=CameraRange(width=(96, 128)))
+    tasks = {t: 1 for t in ("depth", "axis_depth", "speed", "time", "two_point", "camera_motion")}
+    ev = {"samples_per_dataset": 3, "batch_size": 6, "max_new_tokens": 16}
+    sft = _experiment(tmp_path, data, prompt={"tasks": tasks}, eval=ev)
+    r = _run(sft)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == set(tasks)
+    for t in tasks:
+        assert set(metrics["tasks"][t]) == {"model", "constant 2 m", "median (train labels)"}
+        assert set(metrics["tasks"][t]["model"]) == {"indoor", "outdoor", "avg"}
+    preds = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert preds.groupby(["task", "dataset"]).size().tolist() == [3] * 12
+    assert "Per task, averaged over the datasets" in r.stdout and "| delta1 | depth | axis_depth |" in _cells(r.stdout)
+
+    (tmp_path / "g").mkdir()
+    grpo = _experiment(tmp_path / "g", data, method="grpo", prompt={"template": "grpo", "tasks": tasks},
+                       rewards=["neg_abs_rel", "format"], eval=ev,
+                       train={"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4,
+                              "max_completion_length": 8, "learning_rate": 1e-5, "beta": 0.0, "save_steps": 2,
+                              "logging_steps": 1, "report_to": "none", "disable_tqdm": True})
+    r = _run(grpo)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((tmp_path / "g" / "run" / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == set(tasks) and metrics["train_samples"] == 8

@@ -116,8 +116,8 @@ def test_builder_rows_render_image_first_through_the_pixtral_template(tiny, capl
     assert processor.tokenizer.padding_side == "left"
     assert "cannot render" not in caplog.text and processor.chat_template == PIXTRAL.chat_template  # its own
     q = Query("depth", Camera(60, 60, 32, 24, 64, 48), 10, 20, 2.5)
-    sample = SimpleNamespace(query=q, image=Image.new("RGB", (64, 48)), question="How far?", answer="2.50",
-                             record=SimpleNamespace(dataset="indoor", image="x.png"))
+    sample = SimpleNamespace(query=q, images=[Image.new("RGB", (64, 48))], question="How far?", answer="2.50",
+                             record=SimpleNamespace(dataset="indoor", image="x.png", depth=[2.5]), label=0)
     row = to_row(sample)
     prompt = processor.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
     full = processor.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)

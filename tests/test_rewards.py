@@ -60,7 +60,7 @@ def test_format_reward():
        st.floats(allow_nan=True, allow_infinity=True))
 def test_rewards_never_raise_or_return_nan(completions, gt):
     for fn in REGISTRY.values():
-        out = fn(completions, depth=[gt] * len(completions))
+        out = fn(completions, label=[gt] * len(completions), task=["depth"] * len(completions))
         assert len(out) == len(completions)
         assert all(isinstance(v, float) and math.isfinite(v) for v in out)
 
@@ -71,10 +71,10 @@ def test_registry_names():
 
 def test_load_reward_three_forms(tmp_path):
     fn = load_reward("neg_l1")
-    assert fn(["<answer>4</answer>"], depth=[3.0]) == neg_l1(["<answer>4</answer>"], depth=[3.0]) == [-1.0]
+    assert fn(["<answer>4</answer>"], label=[3.0]) == neg_l1(["<answer>4</answer>"], label=[3.0]) == [-1.0]
     assert load_reward("rlkit.rewards.depth:neg_l2") is neg_l2
     fn = load_reward("experiments/plugins/close_enough.py:close_enough", {"tolerance": 0.5})
-    assert fn(["<answer>4</answer>", "<answer>9</answer>"], depth=[3.0, 3.0]) == [1.0, 0.0]
+    assert fn(["<answer>4</answer>", "<answer>9</answer>"], label=[3.0, 3.0]) == [1.0, 0.0]
 
 
 def test_trl_logs_a_reward_under_its_registry_name():

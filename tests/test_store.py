@@ -59,7 +59,7 @@ def _old_select_eval(record_lists, labels, cam_opts, prompt_opts, n, seed):
                 break
             r = int(np.searchsorted(offsets, flat, side="right") - 1)
             label = int(flat - offsets[r])
-            if not _label_drawable(records[r], label, cam_opts, prompt_opts):
+            if not _label_drawable(records[r], label, cam_opts, prompt_opts, prompt_opts.marker):
                 skips["marker_outside_image"] = skips.get("marker_outside_image", 0) + 1
                 continue
             items.append((d, r, label))
@@ -262,11 +262,11 @@ def test_label_density_selection_and_train_stream_equal_the_list_code(synth_dir,
             assert (s.question, s.record.source, s.label) == (ref.question, ref.record.source, ref.label)
             assert np.array_equal(np.asarray(s.image), np.asarray(ref.image))
             assert s.query.value == (ref.query.value if value is None else value)
-    medians = train_medians(sources, "depth")
+    medians = train_medians(sources, ["depth"])["depth"]
     for src, recs in zip(sources, old):
         assert medians[src.spec.label] == float(np.median(np.concatenate([r.depth for r in recs])))
     assert medians["*"] == float(np.median(np.concatenate([r.depth for recs in old for r in recs])))
-    assert train_medians(sources, "axis_depth")[sources[0].spec.label] == float(
+    assert train_medians(sources, ["axis_depth"])["axis_depth"][sources[0].spec.label] == float(
         np.median(np.concatenate([r.extras["axis_depth"] for r in old[0]])))
 
 
@@ -294,7 +294,7 @@ def test_eval_selection_equals_the_list_code(synth_dir, cam, prompt, n):
     assert skipped == ref_skipped
 
     frame = selection_frame(EvalSet(sources, cam, prompt, n, seed=3))
-    rows = [{"dataset": specs[d].label, "image": str(old[d][r].image), "x": float(old[d][r].pixels[k][0]),
+    rows = [{"task": "depth", "dataset": specs[d].label, "image": str(old[d][r].image), "x": float(old[d][r].pixels[k][0]),
              "y": float(old[d][r].pixels[k][1]), "gt": float(old[d][r].depth[k])} for d, r, k in ref_items]
     pd.testing.assert_frame_equal(frame, pd.DataFrame(rows))
 
@@ -305,7 +305,7 @@ def test_missing_per_label_key_is_the_loaders_error(tmp_path):
     records, _ = load_records(path, skip_invalid=True, check_images=False)
     first = next(r for r in records if "axis_depth" not in r.extras)
     with pytest.raises(RecordError, match=rf"^{first.source}: field 'axis_depth': missing, and task 'axis_depth'"):
-        train_medians([src], "axis_depth")
+        train_medians([src], ["axis_depth"])
 
 
 # ---------------------------------------------------------------- images, checked when a sample is built

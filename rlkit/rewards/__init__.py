@@ -1,7 +1,8 @@
 """Reward plugins for GRPO.
 
 A reward is a plain function in TRL's signature: ``f(completions, **columns) -> list[float | None]``
-where the columns are the dataset's (``depth``, ``task``, ``dataset``, ``pixel``, ``intrinsics``, ...).
+where the columns are the dataset's (``label`` in ``unit``, ``task``, ``depth``, ``dataset``, ``pixels``,
+``intrinsics``, ...; rlkit.builder). The built-in rewards score ``label`` in any task's unit.
 An experiment names rewards in three forms (``load_reward``):
 
 - a registry name:            ``neg_l1``
@@ -141,7 +142,7 @@ def load_reward(ref: str, kwargs: dict | None = None):
     params = inspect.signature(fn).parameters.values()
     if not any(p.kind is p.VAR_KEYWORD for p in params):
         raise RewardLoadError(f"reward {ref!r}: the function must take **kwargs (TRL passes every dataset column: "
-                              "prompts, completions, depth, ...)")
+                              "prompts, completions, label, task, ...)")
     if not kwargs:
         return fn if ":" in ref else _named(fn, ref)
     named = {n for n, p in inspect.signature(fn).parameters.items()
@@ -158,7 +159,7 @@ def load_reward(ref: str, kwargs: dict | None = None):
     bound = functools.partial(fn, **kwargs)
     if fn in REGISTRY.values():  # built-in rewards: check the values now, not mid-training
         try:
-            out = bound(["<answer>1.0</answer>", "no answer"], depth=[2.0, 2.0])
+            out = bound(["<answer>1.0</answer>", "no answer"], label=[2.0, 2.0], task=["depth", "depth"])
         except (TypeError, ValueError) as e:
             raise RewardLoadError(f"reward {ref!r}: bad arguments {kwargs}: {e}") from None
         if not all(isinstance(v, float) and math.isfinite(v) for v in out):

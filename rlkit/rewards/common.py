@@ -1,10 +1,10 @@
-"""Helpers shared by reward functions: completion text and predicted depth, never raising."""
+"""Helpers shared by reward functions: completion text and predicted values, never raising."""
 
 from __future__ import annotations
 
 import math
 
-from rlkit.prompts import parse_depth
+from rlkit.prompts import TASKS, parse_answer
 
 
 def completion_text(completion) -> str | None:
@@ -23,8 +23,11 @@ def completion_text(completion) -> str | None:
     return None
 
 
-def predicted_depths(completions) -> list[float | None]:
-    return [parse_depth(completion_text(c)) for c in completions]
+def predicted_values(completions, task=None) -> list[float | None]:
+    """Each completion's value, parsed by its task (``task``: TRL's column, one name per completion, or one
+    name for all; None or an unknown name: depth)."""
+    tasks = task if isinstance(task, (list, tuple)) else [task] * len(completions)
+    return [parse_answer(completion_text(c), t if t in TASKS else "depth") for c, t in zip(completions, tasks)]
 
 
 def as_label(value) -> float | None:
