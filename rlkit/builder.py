@@ -19,7 +19,8 @@ Rows (TRL's conversational prompt-completion format with an ``images`` column):
   keyword arguments: label (the true answer, in unit), unit ("m", "m/s", "s"), task, depth
   (the first marked point's euclidean distance in meters; NaN without a marker; the label of
   the depth task), dataset, image, pixels (the marked pixels [[x, y], ...] after the transform),
-  intrinsics ([fx, fy, cx, cy, width, height] after the transform).
+  pixel (the first of them; [-1, -1] without a marker), intrinsics ([fx, fy, cx, cy, width, height]
+  after the transform).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import dataclasses
 import functools
 import logging
 import math
+import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ from PIL import Image
 from rlkit import camera as cm
 from rlkit import markers
 from rlkit.errors import ConfigError
-from rlkit.labels import draw_param, eligible_images, label_value
+from rlkit.labels import MIN_LABEL, draw_param, eligible_images, label_value, other_label, store_values
 from rlkit.markers import MarkerStyle, color_name
 from rlkit.prompts import REFERENCES, TASKS, TEMPLATES, Query, answer, check_official, question
 from rlkit.records import IMAGE_REASONS, ImageError, Record, RecordError, open_image
@@ -52,7 +54,7 @@ STRATEGIES = ("unify_focal", "direct", "intrinsics_in_prompt", "predict_rays")
 # exact: rlkit's resize (pixel centers kept, W*f/fx x H*f/fy); official: the official DepthLM code's (camera.OfficialTransform)
 RESIZES = ("exact", "official")
 SFT_COLUMNS = ("images", "prompt", "completion")
-ANSWER_COLUMNS = ("label", "unit", "task", "depth", "dataset", "image", "pixels", "intrinsics")
+ANSWER_COLUMNS = ("label", "unit", "task", "depth", "dataset", "image", "pixels", "pixel", "intrinsics")
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,7 @@ class Sample:
 
 def reads_image(task: str) -> bool:
     """True when the task's labels are read from the image at the pixel, not from the record."""
-    return task == "brightness"
+    return TASKS[task].reads_image
 
 
 def label_values(rec: Record, task: str) -> np.ndarray:
@@ -370,12 +372,17 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
     points = [(x - crop.x0, y - crop.y0) for x, y in points]
     if uses_marker and not all(markers.fits(st, x, y, crop.width, crop.height) for st, (x, y) in zip(styles, points)):
         return "marker_outside_image"
+    if uses_marker and len(points) == 2 and _overlap(points, feet):
+        return "markers_overlap"  # one marker would hide the other
+    value = None if reads_image(task) else label_value(rec, task, label, second, param)
+    if rng is not None and value is not None and value < MIN_LABEL:
+        return "label_rounds_to_zero"
 
     views = [rec, pair_view(rec)] if spec.images == 2 else [rec]
     imgs = [_transform(images.get(v), v, resize, crop, cam_opts) for v in views]  # new images, never the cache's
     x, y = points[0] if points else (-1, -1)
-    # read before the marker covers the pixel
-    value = brightness(imgs[0], x, y) if reads_image(task) else label_value(rec, task, label, second, param)
+    if value is None:  # read before the marker covers the pixel
+        value = brightness(imgs[0], x, y)
     if uses_marker:
         for st, (px, py) in zip(styles, points):
             left, top, right, bottom = markers.footprint(st)
@@ -393,6 +400,13 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
                   answer(q, strategy=strategy, template=template), q, rec, label, second)
 
 
+def _overlap(points, feet) -> bool:
+    """Whether two markers' footprints (left, top, right, bottom) around their pixels share a pixel."""
+    (x1, y1), (x2, y2) = points
+    f, g = feet
+    return x1 - f[0] <= x2 + g[2] and x2 - g[0] <= x1 + f[2] and y1 - f[1] <= y2 + g[3] and y2 - g[1] <= y1 + f[3]
+
+
 def to_row(s: Sample) -> dict:
     q = s.query
     marked = [[q.x, q.y]] + ([list(q.second)] if q.second is not None else []) if q.x >= 0 else []
@@ -408,6 +422,7 @@ def to_row(s: Sample) -> dict:
         "dataset": s.record.dataset,
         "image": str(s.record.image),
         "pixels": marked,
+        "pixel": [q.x, q.y],
         "intrinsics": q.camera.as_list(),
     }
 
@@ -430,7 +445,7 @@ class TrainStream:
         if (weights < 0).any() or weights.sum() <= 0:
             raise ConfigError(f"dataset weights must be >= 0 with a positive sum, got {weights.tolist()}")
         self.p = weights / weights.sum()
-        task_weights = prompt_opts.task_weights()
+        task_weights = {t: w for t, w in prompt_opts.task_weights().items() if w > 0}  # weight 0: evaluated only
         self.tasks = list(task_weights)
         self.task_p = np.array(list(task_weights.values())) / sum(task_weights.values())
         self.images = ImageCache(cache_images)
@@ -456,9 +471,9 @@ class TrainStream:
                 images.append(elig)
         p = self.p[usable]
         if not usable or p.sum() <= 0:
-            need = {"two_point": "images with 2 or more labels", "camera_motion": "images with a 'pair' view"}[task]
-            raise ConfigError(f"task {task} needs {need}; no training dataset with weight > 0 has one "
-                              f"({', '.join(s.spec.path for s in self.sources)})")
+            need = {"two_point": "images with 2 or more labels", "camera_motion": "images with a 'pair' view"}
+            raise ConfigError(f"task {task} needs {need.get(task, 'labels')}; no training dataset with weight > 0 has "
+                              f"one ({', '.join(s.spec.path for s in self.sources)})")
         return usable, images, p / p.sum()
 
     def pick(self, rng: np.random.Generator, task: str | None = None) -> tuple[Source, int, int]:
@@ -478,8 +493,7 @@ class TrainStream:
             src, r, label = self.pick(rng, task)
             second = None
             if TASKS[task].markers == 2:  # another label of the image, uniform
-                n = src.num_labels(r)
-                second = int((label + 1 + rng.integers(n - 1)) % n)
+                second = int(other_label(label, src.num_labels(r), rng.integers(src.num_labels(r) - 1)))
             param = draw_param(task, rng)
             try:
                 out = make_sample(src.record(r), label, self.cam_opts, self.prompt_opts, self.images, rng,
@@ -499,7 +513,7 @@ class TrainStream:
 
     def _shuffled(self, s: Sample, src: Source, rng: np.random.Generator) -> Sample:
         other = src.record(int(rng.integers(len(src))))
-        values = label_values(other, self.prompt_opts.task)
+        values = label_values(other, s.query.task)
         q = dataclasses.replace(s.query, value=float(values[int(rng.integers(len(values)))]))
         return dataclasses.replace(s, answer=answer(q, strategy=self.cam_opts.strategy,
                                                     template=self.prompt_opts.template), query=q)
@@ -558,40 +572,50 @@ def select_eval(sources: list[Source], cam_opts: CameraOptions, prompt_opts: Pro
                 skipped[src.spec.label][reason if len(tasks) == 1 else f"{task}: {reason}"] = n
             if skips:
                 log.info("eval %s %s: skipped %s", task, src.spec.label, dict(skips))
+    have = {it.task for it in items}
+    for task in tasks:
+        if task not in have and items:  # (no item at all: the plan says so, with every skip)
+            raise ConfigError(f"eval: task {task} has no eval sample in any dataset (skips: {skipped}); give its "
+                              f"eval data what it needs or drop it from prompt.tasks")
     return items, skipped
 
 
 def _select_task(src: Source, d: int, task: str, cam_opts: CameraOptions, prompt_opts: PromptOptions, need: int,
                  seed: int) -> tuple[list[EvalItem], Counter]:
     spec, skips = TASKS[task], Counter()
-    salt = [] if spec.markers == 1 and spec.param is None else [list(TASKS).index(task)]  # depth keeps its pixels
+    # depth-like tasks keep the pixels of a depth run; the others draw their own (salted by the task's name)
+    salt = [] if spec.markers == 1 and spec.param is None else [zlib.crc32(task.encode())]
     if spec.markers == 0:  # camera_motion: every image with a pair, in a seeded order
         elig = eligible_images(src, task)
+        if len(src) > len(elig):
+            skips["no_pair"] = len(src) - len(elig)
         order = elig[np.random.default_rng([seed, d, 11, *salt]).permutation(len(elig))[:need]]
-        return [EvalItem(d, int(r), 0, task) for r in order], skips
+        return [EvalItem(d, int(r), 0, task) for r in order], +skips
     offsets = np.concatenate([[0], np.cumsum(src.counts)])
     order = np.random.default_rng([seed, d, 11, *salt]).permutation(int(offsets[-1]))
-    # the permutation's labels in order, the undrawable ones skipped, until N are chosen: checked a
+    # two_point: each position of the permutation pairs its label with another of the image (one draw per position,
+    # so a smaller N picks a prefix of a larger N's pairs)
+    pairing = np.random.default_rng([seed, d, 12]).random(len(order)) if spec.markers == 2 else None
+    # the permutation's labels in order, the unusable ones skipped, until N are chosen: checked a
     # block at a time, vectorized (the same choice as one label at a time)
     chosen, start = [], 0
     while need > 0 and start < len(order):
         flat = order[start:start + max(2 * need, 1024)]
         r = np.searchsorted(offsets, flat, side="right") - 1
         label = flat - offsets[r]
-        ok = _drawable(src, r, label, cam_opts, prompt_opts, prompt_opts.marker)
-        second, one = None, np.zeros(len(r), dtype=bool)
-        if spec.markers == 2:  # another label of the same image, uniform, seeded by the block
+        reason = np.where(_drawable(src, r, label, cam_opts, prompt_opts, prompt_opts.marker), "", "marker_outside_image")
+        second = None
+        if spec.markers == 2:
             n = src.counts[r]
-            one = n < 2
-            second = (label + 1 + np.random.default_rng([seed, d, 12, start]).integers(np.maximum(n - 1, 1))) % n
-            ok &= ~one & _drawable(src, r, second, cam_opts, prompt_opts, prompt_opts.marker_styles()[1])
+            second = other_label(label, n, np.floor(pairing[start:start + len(r)] * np.maximum(n - 1, 0)).astype(np.int64))
+            reason = _pair_reasons(src, r, label, second, n, reason, cam_opts, prompt_opts)
+        ok = reason == ""
         picked = np.cumsum(ok)
-        if picked[-1] >= need:  # stop at the N-th drawable label: later ones are never looked at
+        if picked[-1] >= need:  # stop at the N-th usable label: later ones are never looked at
             stop = int(np.searchsorted(picked, need)) + 1
-            r, label, ok, one = r[:stop], label[:stop], ok[:stop], one[:stop]
+            r, label, ok, reason = r[:stop], label[:stop], ok[:stop], reason[:stop]
             second = None if second is None else second[:stop]
-        skips["one_label"] += int((~ok & one).sum())
-        skips["marker_outside_image"] += int((~ok & ~one).sum())
+        skips.update(reason[~ok].tolist())
         chosen.extend(zip(r[ok], label[ok], [None] * int(ok.sum()) if second is None else second[ok]))
         need -= int(ok.sum())
         start += len(r)
@@ -599,6 +623,24 @@ def _select_task(src: Source, d: int, task: str, cam_opts: CameraOptions, prompt
     items = [EvalItem(d, int(a), int(b), task, None if c is None else int(c),
                       None if params is None else float(params[k])) for k, (a, b, c) in enumerate(chosen)]
     return items, +skips
+
+
+def _pair_reasons(src, r, label, second, n, reason, cam_opts, prompt_opts) -> np.ndarray:
+    """two_point's skip reasons, first that applies: an image with one label, a marker that does not fit, two
+    markers on each other, two labels at one point (a label that reads 0.00)."""
+    first_style, second_style = prompt_opts.marker_styles()
+    fits2 = _drawable(src, r, second, cam_opts, prompt_opts, second_style)
+    reason = np.where(reason != "", reason, np.where(fits2, "", "marker_outside_image"))
+    if prompt_opts.reference == "marker":
+        x1, y1 = _marked_xy(src, r, label, cam_opts)
+        x2, y2 = _marked_xy(src, r, second, cam_opts)
+        f, g = markers.footprint(first_style), markers.footprint(second_style)
+        overlap = ((x1 - f[0] <= x2 + g[2]) & (x2 - g[0] <= x1 + f[2]) & (y1 - f[1] <= y2 + g[3])
+                   & (y2 - g[1] <= y1 + f[3]))
+        reason = np.where((reason == "") & overlap, "markers_overlap", reason)
+    close = store_values(src, "two_point", r, label, second, None) < MIN_LABEL
+    reason = np.where((reason == "") & close, "label_rounds_to_zero", reason)
+    return np.where(n < 2, "one_label", reason)
 
 
 def resized_sizes(src: Source, images: np.ndarray | None, cam_opts: CameraOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -613,21 +655,32 @@ def resized_sizes(src: Source, images: np.ndarray | None, cam_opts: CameraOption
             np.maximum(1, np.rint(h * cam_opts.f_uni / fy)).astype(np.int64))
 
 
-def _drawable(src: Source, images: np.ndarray, labels: np.ndarray, cam_opts: CameraOptions,
-              prompt_opts: PromptOptions, style: MarkerStyle) -> np.ndarray:
-    """_label_drawable for many (image in use, label) pairs at once, with marker ``style``."""
-    if prompt_opts.reference != "marker":
-        return np.ones(len(images), dtype=bool)
-    if cam_opts.resize == "official":  # the official transform is per camera (OpenCV): one label at a time
-        return np.array([_label_drawable(src.record(int(i)), int(k), cam_opts, prompt_opts, style)
-                         for i, k in zip(images, labels)], dtype=bool)
+def _marked_xy(src: Source, images: np.ndarray, labels: np.ndarray, cam_opts: CameraOptions):
+    """The marked pixels (x, y) after the camera resize of many (image in use, label) pairs: marked_pixel, vectorized
+    (the official transform is per camera, OpenCV: one label at a time)."""
+    if cam_opts.resize == "official":
+        xy = np.array([marked_pixel(src.record(int(i)), int(k), cam_opts)[1:] for i, k in zip(images, labels)],
+                      dtype=np.int64).reshape(-1, 2)
+        return xy[:, 0], xy[:, 1]
     c = src.store.col
     img = np.asarray(src.image_index(images))
     pos = src.label_positions(images, labels)
     w, h = resized_sizes(src, images, cam_opts)
     sx, sy = w / c["image.width"][img], h / c["image.height"][img]
-    x = np.rint((c["label.x"][pos] + 0.5) * sx - 0.5).astype(np.int64)  # as camera.resize_points, marked_pixel
-    y = np.rint((c["label.y"][pos] + 0.5) * sy - 0.5).astype(np.int64)
+    return (np.rint((c["label.x"][pos] + 0.5) * sx - 0.5).astype(np.int64),  # as camera.resize_points
+            np.rint((c["label.y"][pos] + 0.5) * sy - 0.5).astype(np.int64))
+
+
+def _drawable(src: Source, images: np.ndarray, labels: np.ndarray, cam_opts: CameraOptions,
+              prompt_opts: PromptOptions, style: MarkerStyle) -> np.ndarray:
+    """_label_drawable for many (image in use, label) pairs at once, with marker ``style``."""
+    if prompt_opts.reference != "marker":
+        return np.ones(len(images), dtype=bool)
+    if cam_opts.resize == "official":
+        return np.array([_label_drawable(src.record(int(i)), int(k), cam_opts, prompt_opts, style)
+                         for i, k in zip(images, labels)], dtype=bool)
+    x, y = _marked_xy(src, images, labels, cam_opts)
+    w, h = resized_sizes(src, images, cam_opts)
     left, top, right, bottom = markers.footprint(style)
     return (x - left >= 0) & (y - top >= 0) & (x + right <= w - 1) & (y + bottom <= h - 1)
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from rlkit.camera import Camera
 from rlkit.config import ConfigError, Experiment, load_experiment, parse_yaml
-from rlkit.evaluate import markdown_table
+from rlkit.evaluate import markdown_table, tasks_table
 from rlkit.io import atomic_write_text
 from rlkit.prompts import Query, question
 
@@ -109,10 +109,13 @@ def model_card(exp: Experiment, metrics: dict, eval_counts: dict[str, int] | Non
     final = str(out / "final")
     lines = [*_front_matter(exp), f"# {out.name}: metric depth by {exp.method.upper()}", "",
              f"`{exp.model.name}` trained with rlkit (the DepthLM recipe) to answer how far a marked pixel is "
-             "from the camera, in meters.", "", "## What was trained", "",
+             "from the camera, in meters" + (" (and the other tasks below)." if exp.prompt.tasks else "."), "", "## What was trained", "",
              *_what_was_trained(exp, metrics, eval_counts or {}), "", "## Evaluation", "",
              f"Greedy answers on {metrics.get('eval_samples', '?')} eval pixels; a failed parse counts as wrong. "
              "Datasets as columns, their average last (the DepthLM paper's Table 1); the baselines need no model.", ""]
+    if metrics.get("tasks"):  # several tasks: each against its own baselines first (the paper's Table 3 layout)
+        lines += ["Per task (each task's average over the datasets, against its own baselines):", ""]
+        lines += [tasks_table(metrics["tasks"], m) for m in ("delta1", "abs_rel")] + ["", "All tasks pooled:", ""]
     for metric in ("delta1", "abs_rel"):
         lines += [markdown_table(metrics["metrics"], metric), ""]
     command = reproduce_command(exp) or \

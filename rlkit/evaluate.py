@@ -44,8 +44,8 @@ def is_constant(method: str) -> bool:
 def selection_frame(evalset: EvalSet) -> pd.DataFrame:
     """The eval samples and labels, read from the stores a dataset and task at a time (rendered only for a
     task that reads its labels from the image; an image that cannot be used leaves gt NaN, its reason in
-    evalset.bad). x, y: the (first) marked pixel in the original image (-1 without a marker); param: the
-    speed or time task's stated time or speed."""
+    evalset.bad). x, y: the (first) marked pixel in the original image (-1 without a marker); x2, y2: two_point's
+    second (only with two_point); param: the speed or time task's stated time or speed (only with those)."""
     items = evalset.items
     if not items:
         return pd.DataFrame([])
@@ -54,7 +54,8 @@ def selection_frame(evalset: EvalSet) -> pd.DataFrame:
     second = np.array([-1 if it.second is None else it.second for it in items])
     param = np.array([np.nan if it.param is None else it.param for it in items])
     cols = {"task": task, "dataset": np.empty(len(items), dtype=object), "image": np.empty(len(items), dtype=object),
-            "x": np.full(len(items), -1.0), "y": np.full(len(items), -1.0), "param": param,
+            "x": np.full(len(items), -1.0), "y": np.full(len(items), -1.0),
+            "x2": np.full(len(items), -1.0), "y2": np.full(len(items), -1.0), "param": param,
             "gt": np.full(len(items), np.nan)}
     for di, src in enumerate(evalset.sources):
         sel = np.flatnonzero(d == di)
@@ -69,6 +70,9 @@ def selection_frame(evalset: EvalSet) -> pd.DataFrame:
             pos = src.label_positions(r[ts], lab[ts])
             if TASKS[t].markers:
                 cols["x"][ts], cols["y"][ts] = src.store.labels("x")[pos], src.store.labels("y")[pos]
+            if TASKS[t].markers == 2:
+                pos2 = src.label_positions(r[ts], second[ts])
+                cols["x2"][ts], cols["y2"][ts] = src.store.labels("x")[pos2], src.store.labels("y")[pos2]
             if t in PER_PIXEL:
                 cols["gt"][ts] = _labels_in_use(src, t, r[ts], pos)
             elif not reads_image(t):
@@ -80,6 +84,8 @@ def selection_frame(evalset: EvalSet) -> pd.DataFrame:
     frame = pd.DataFrame(cols)
     if not np.isfinite(param).any():
         frame = frame.drop(columns="param")
+    if not (second >= 0).any():
+        frame = frame.drop(columns=["x2", "y2"])
     return frame
 
 

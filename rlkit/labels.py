@@ -24,6 +24,9 @@ from rlkit.prompts import TASKS
 from rlkit.records import Record, RecordError
 
 PER_PIXEL = ("depth", "axis_depth")  # a label per labeled pixel, as the record holds it
+# a training label must not read "0.00" at two decimals (the parser takes no 0, the ratio metrics cannot score it):
+# two_point's two labels on one pixel, a speed or time of a point at the camera
+MIN_LABEL = 0.005
 MEDIAN_SAMPLES = 1_000_000  # drawn labels behind a median baseline of the derived tasks (speed, time, two_point)
 
 
@@ -36,6 +39,12 @@ def draw_param(task: str, rng: np.random.Generator, size: int | None = None):
     lo, hi, step = spec
     k = rng.integers(0, round((hi - lo) / step) + 1, size=size)
     return lo + step * k
+
+
+def other_label(label, n, k):
+    """two_point's second label: the k-th (0 <= k < n - 1) of the image's n labels after ``label``, wrapping
+    around; k uniform gives every other label alike."""
+    return (label + 1 + k) % n
 
 
 def point_distance(fx, fy, cx, cy, p1, d1, p2, d2) -> np.ndarray:
@@ -116,5 +125,6 @@ def train_label_sample(src, task: str, seed: int = 0, limit: int = MEDIAN_SAMPLE
     pick = images[rng.integers(len(images), size=limit)]
     n = src.counts[pick]
     labels = rng.integers(n)
-    seconds = (labels + 1 + rng.integers(np.maximum(n - 1, 1))) % n if task == "two_point" else None
-    return store_values(src, task, pick, labels, seconds, draw_param(task, rng, size=limit))
+    seconds = other_label(labels, n, rng.integers(np.maximum(n - 1, 1))) if task == "two_point" else None
+    values = store_values(src, task, pick, labels, seconds, draw_param(task, rng, size=limit))
+    return values[values >= MIN_LABEL]  # as training skips them

@@ -44,6 +44,7 @@ class Task:
     markers: int = 1  # marked pixels: 0 (camera_motion), 1, or 2 (two_point)
     images: int = 1  # 2: the record's image and its "pair" view (camera_motion)
     param: tuple[float, float, float] | None = None  # drawn per sample and stated in the question: (lo, hi, step)
+    reads_image: bool = False  # the label is read from the image at the pixel, not from the record
 
 
 _DISTANCE_ANSWER = "The point is around {value:.2f} meters away from the camera."
@@ -70,7 +71,7 @@ TASKS = {
     # no depth at all: can the model find the marked pixel and read what is there? (experiments/tiny_pretrain.yaml)
     "brightness": Task("How bright is the surface at this point, from 0 (black) to 1 (white)?", None,
                        "The brightness at this point is around {value:.2f}.", "the brightness", "",
-                       distance=False),
+                       distance=False, reads_image=True),
 }
 GRPO_INSTRUCTION = (" First think about it inside <think> </think> tags, then give {quantity} "
                     "as a single number inside <answer> </answer> tags.")

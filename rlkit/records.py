@@ -247,6 +247,8 @@ def parse_record(obj, *, root: Path, dataset: str, source: str, check_image: boo
             extras[key] = arr
     if "pair" in extras:
         extras["pair"] = _parse_pair(extras["pair"], root, allow_outside_root, fail)
+        if check_image and not os.path.isfile(extras["pair"]["image"]):
+            raise fail("pair", f"file not found: {extras['pair']['image']}")
     if "depth_map" in extras:
         if not isinstance(extras["depth_map"], str) or not extras["depth_map"]:
             raise fail("depth_map", "must be a non-empty path string")

@@ -416,6 +416,16 @@ class RecordStore:
         return open_image(self.image_path(i), source=self.source(i), width=int(c["image.width"][i]),
                           height=int(c["image.height"][i]))
 
+    def open_pair_image(self, i: int):
+        """Image i's pair view (the "pair" key), checked like its image; None when it has none."""
+        motion = self.col.get("image.pair_motion")
+        if motion is None or not np.isfinite(motion[i]):
+            return None
+        a, b = self.label_range(i)
+        c = self.col
+        return open_image(Path(self.extras(i, a, b)["pair"]["image"]), source=f"{self.source(i)} (the pair's image)",
+                          width=int(c["image.width"][i]), height=int(c["image.height"][i]))
+
 
 def _map(file: Path, dtype: str, length: int) -> np.ndarray:
     if length == 0:
@@ -432,6 +442,7 @@ def _check_range(store: RecordStore, start: int, stop: int) -> tuple[Counter, li
     for i in range(start, stop):
         try:
             store.open_image(i)
+            store.open_pair_image(i)
         except ImageError as e:
             reasons[e.reason] += 1
             if len(examples) < MAX_ERRORS_KEPT:

@@ -140,8 +140,9 @@ def test_margin_seed_and_order(tmp_path):
         assert xs.min() >= 7 and xs.max() <= 40 - 1 - 7 and ys.min() >= 7 and ys.max() <= 30 - 1 - 7
         assert len({tuple(p) for p in pixels}) == 60  # without replacement
     assert coords(tmp_path / "1.jsonl", "--overwrite") == first  # same seed: same labels
-    assert coords(tmp_path / "2.jsonl", "--exclude", "a")["b.png"] == first["b.png"]  # not the order or a subset
-    assert coords(tmp_path / "3.jsonl", "--seed", 1)["a.png"] != first["a.png"]
+    # (another output in the same folder needs its own --images-dir: it never replaces 1.jsonl's images)
+    assert coords(tmp_path / "2.jsonl", "--exclude", "a", "--images-dir", "rgb2")["b.png"] == first["b.png"]
+    assert coords(tmp_path / "3.jsonl", "--seed", 1, "--images-dir", "rgb3")["a.png"] != first["a.png"]
     assert first["a.png"] != first["b.png"]  # each image its own draw
 
 
@@ -168,6 +169,85 @@ def test_an_image_without_a_valid_pixel_is_a_counted_skip(generic_set, tmp_path,
     assert len(load_records(out)[0]) == 1
     assert json.loads((tmp_path / "s.convert.json").read_text())["images"]["skipped"] == {"no_valid_pixel": 1}
 
+
+
+@pytest.fixture
+def two_images(tmp_path):
+    """good.png and other.png, 60x40, depth 2 m of camera z everywhere; m.csv lists good.png, m2.csv both."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for seed, name in enumerate(("good", "other")):
+        Image.fromarray(rgb_image(60, 40, seed)).save(src / f"{name}.png")
+    np.save(src / "d.npy", np.full((40, 60), 2.0, np.float32))
+    (src / "m.csv").write_text("image,depth\ngood.png,d.npy\n")
+    (src / "m2.csv").write_text("image,depth\ngood.png,d.npy\nother.png,d.npy\n")
+    return src
+
+
+CAMERA = ["--depth-kind", "z", "--intrinsics", 50, 50, 30, 20, "--margin", 1]
+
+
+def error_line(err):
+    """The one line the command line reports a bad input with (stderr also holds the progress bar)."""
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err
+    return errors[0]
+
+
+def test_a_conversion_never_replaces_another_outputs_images(two_images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert convert("generic", two_images / "m.csv", "--out", out / "a.jsonl", *CAMERA) == 0
+    capsys.readouterr()
+    for extra in ([], ["--overwrite"]):  # --overwrite replaces b.jsonl's own files only, and rgb/good.png is a.jsonl's
+        assert convert("generic", two_images / "m.csv", "--out", out / "b.jsonl", *CAMERA, "--crop", 0, 0, 30, 20,
+                       *extra) == 2
+        err = error_line(capsys.readouterr().err)
+        assert f"{out / 'rgb' / 'good.png'} already exists" in err and "--images-dir" in err
+    assert Image.open(out / "rgb" / "good.png").size == (60, 40)  # still what a.jsonl says
+    assert sorted(p.name for p in out.iterdir()) == ["a.convert.json", "a.jsonl", "rgb"]
+    labels_of(out / "a.jsonl")
+    assert convert("generic", two_images / "m.csv", "--out", out / "b.jsonl", *CAMERA, "--crop", 0, 0, 30, 20,
+                   "--images-dir", "rgb_crop") == 0
+    assert labels_of(out / "b.jsonl")[0][0].camera.as_list() == [50.0, 50.0, 30.0, 20.0, 30, 20]
+    assert json.loads((out / "b.convert.json").read_text())["files"] == ["rgb_crop/good.png"]
+
+
+def test_overwrite_replaces_the_old_output_whole_and_the_jsonl_last(two_images, tmp_path, monkeypatch):
+    out = tmp_path / "a.jsonl"
+    assert convert("generic", two_images / "m2.csv", "--out", out, *CAMERA, "--depth-maps") == 0
+    assert json.loads((tmp_path / "a.convert.json").read_text())["files"] == [
+        "rgb/good.png", "rgb/good.depth.npz", "rgb/other.png", "rgb/other.depth.npz"]
+    # the new jsonl cannot be written: the old one must be gone already, not left pointing at the new cropped images
+    import rlkit.convert.core as core
+    real = core.atomic_write_text
+
+    def fail_on_jsonl(path, text):
+        if str(path).endswith(".jsonl"):
+            raise OSError(28, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(core, "atomic_write_text", fail_on_jsonl)
+    with pytest.raises(OSError):
+        convert("generic", two_images / "m.csv", "--out", out, *CAMERA, "--crop", 0, 0, 30, 20, "--overwrite")
+    assert not out.exists()
+    monkeypatch.undo()
+    # a rerun replaces what that run left (its .convert.json lists it); other.png and the depth maps, which the new
+    # output does not write, are gone
+    assert convert("generic", two_images / "m.csv", "--out", out, *CAMERA, "--crop", 0, 0, 30, 20, "--overwrite") == 0
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and "src" not in p.parts) \
+        == ["a.convert.json", "a.jsonl", "rgb/good.png"]
+    assert labels_of(out)[0][0].camera.width == 30 and Image.open(tmp_path / "rgb" / "good.png").size == (30, 20)
+
+
+@pytest.mark.parametrize("crop", [[], ["--crop", 0, 0, 30, 20]], ids=["copy", "crop"])
+def test_a_truncated_image_is_a_one_line_error(two_images, tmp_path, capsys, crop):
+    data = (two_images / "good.png").read_bytes()
+    (two_images / "good.png").write_bytes(data[:len(data) // 2])  # the header reads, the pixels do not
+    out = tmp_path / "out" / "t.jsonl"
+    assert convert("generic", two_images / "m2.csv", "--out", out, *CAMERA, *crop) == 2
+    err = error_line(capsys.readouterr().err)
+    assert f"{two_images / 'good.png'} cannot be decoded" in err and "truncated" in err
+    assert sorted(out.parent.iterdir()) == []
 
 def test_kitti_16bit_png(tmp_path):
     """KITTI devkit: uint16 / 256 = meters of camera z, 0 = none. 5120 -> 20.0 m."""

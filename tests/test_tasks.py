@@ -1,6 +1,7 @@
 """The paper's other tasks (speed, time, two-point distance, camera motion) and multi-task mixing:
 hand-computed labels, their words, their parsers, the builder's images and markers, eval per task."""
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from rlkit.builder import (CameraOptions, DatasetSpec, EvalSet, ImageCache, PromptOptions, TrainStream, load_source,
-                           make_sample, to_row)
+                           make_sample, select_eval, to_row)
 from rlkit.config import ConfigError, experiment_from_dict
 from rlkit.evaluate import selection_frame, summarize_tasks, tasks_table, train_medians
 from rlkit.labels import draw_param, label_value, store_values
@@ -78,23 +79,45 @@ def test_speed_and_time_arithmetic_words_and_parsers(tmp_path):
 
 
 def test_camera_motion_from_the_pair_key(tmp_path):
-    (tmp_path / "b.png").write_bytes(b"")
     path = _jsonl(tmp_path, [{"pixel_coords": [[60, 40]], "depth": [3.0],
-                              "pair": {"image": "img0.png", "translation": [0.3, 0.0, -0.4]}}])
+                              "pair": {"image": "img1.png", "translation": [0.3, 0.0, -0.4]}},
+                             {"pixel_coords": [[60, 40]], "depth": [3.0]}])
     rec = load_records(path)[0][0]
     assert label_value(rec, "camera_motion", 0) == pytest.approx(0.5)
-    assert rec.extras["pair"]["image"] == str(tmp_path / "img0.png")
+    assert rec.extras["pair"]["image"] == str(tmp_path / "img1.png")
     src = load_source(DatasetSpec(str(path)))
-    assert src.store.col["image.pair_motion"][0] == pytest.approx(0.5)
-    # the pair view is the record's own image here: with one camera transform for both, the two inputs are equal
+    np.testing.assert_array_equal(src.store.col["image.pair_motion"], [0.5, np.nan])
+    # both views through one camera transform: the second input is the pair image (img1) cut and resized exactly
+    # as the first (img0); the two noise images differ
+    other = load_records(path)[0][1]
     for rng in (None, np.random.default_rng(3)):
         cam = CameraOptions(f_uni=60.0, crop_width=(28, 56), crop_height=(28, 40))
-        s = make_sample(rec, 0, cam, PromptOptions(task="camera_motion"), ImageCache(), rng)
-        assert len(s.images) == 2 and np.array_equal(np.asarray(s.images[0]), np.asarray(s.images[1]))
+        opts = PromptOptions(task="camera_motion")
+        s = make_sample(rec, 0, cam, opts, ImageCache(), rng)
+        twin = make_sample(dataclasses.replace(rec, extras={"pair": {"image": str(other.image),
+                                                                     "translation": [1.0, 0, 0]}}),
+                           0, cam, opts, ImageCache(), None if rng is None else np.random.default_rng(3))
+        assert len(s.images) == 2 and s.images[0].size == s.images[1].size
+        assert not np.array_equal(np.asarray(s.images[0]), np.asarray(s.images[1]))
+        assert np.array_equal(np.asarray(s.images[1]), np.asarray(twin.images[1]))
+        if rng is None:  # no crop: img1 resized exactly as a depth sample of it (text reference: no marker)
+            ref = make_sample(other, 0, cam, PromptOptions(reference="text"), ImageCache())
+            assert np.array_equal(np.asarray(s.images[1]), np.asarray(ref.image))
         assert s.query.value == pytest.approx(0.5) and s.answer == "The camera moved around 0.50 meters."
         row = to_row(s)
         assert [c["type"] for c in row["prompt"][0]["content"]] == ["image", "image", "text"]
         assert row["pixels"] == [] and math.isnan(row["depth"]) and row["unit"] == "m"
+
+
+def test_a_missing_pair_image_is_found_before_training(tmp_path):
+    from rlkit.store import check_images
+
+    path = _jsonl(tmp_path, [{"pixel_coords": [[60, 40]], "depth": [3.0],
+                              "pair": {"image": "gone.png", "translation": [1, 0, 0]}}])
+    with pytest.raises(RecordError, match=r"t.jsonl:1: field 'pair': file not found"):
+        load_records(path)
+    reasons, examples = check_images(load_source(DatasetSpec(str(path))).store, progress=False)
+    assert reasons == {"image_missing": 1} and "t.jsonl:1 (the pair's image)" in examples[0]
 
 
 @pytest.mark.parametrize("pair,why", [
@@ -255,3 +278,61 @@ def test_two_point_crops_are_wide_enough_for_both_markers(tmp_path):
     stream = TrainStream([src], cam, PromptOptions(task="two_point", marker=MarkerStyle("square", 5)), seed=0)
     widths = {stream.sample(i).image.size[0] for i in range(30)}
     assert not stream.skips and min(widths) >= 125 and len(widths) > 5
+
+
+def test_two_point_never_asks_about_one_point_or_covered_markers(tmp_path):
+    # labels 0 and 1 are one pixel (a 0 m answer); label 2 is 3 px from label 0 (the 5-px squares overlap);
+    # label 3 is far: only (0, 3), (1, 3), (2, 3) and their reverses can be asked
+    path = _jsonl(tmp_path, [{"pixel_coords": [[40, 40], [40, 40], [43, 40], [150, 40]],
+                              "depth": [2.0, 2.0, 2.0, 3.0]}])
+    src = load_source(DatasetSpec(str(path)))
+    opts = PromptOptions(task="two_point", marker=MarkerStyle("square", 5))
+    stream = TrainStream([src], WHOLE, opts, seed=0)
+    pairs = {tuple(sorted((s.label, s.second))) for s in (stream.sample(i) for i in range(40))}
+    assert pairs == {(0, 3), (1, 3), (2, 3)}
+    assert stream.skips["markers_overlap"] > 0 and stream.skips["label_rounds_to_zero"] == 0  # same pixel: overlap
+    items, skipped = select_eval([src], WHOLE, opts, 100, seed=0)
+    assert {tuple(sorted((it.label, it.second))) for it in items} <= {(0, 3), (1, 3), (2, 3)}
+    assert len(items) + sum(skipped["t"].values()) == 4 and skipped["t"]["markers_overlap"] >= 1
+    ev = EvalSet([src], WHOLE, opts, 100, seed=0)
+    assert (selection_frame(ev)["gt"] > 0.5).all()
+    # without markers (text reference is not allowed for two_point) two labels at one point read 0.00: skipped
+    from rlkit.labels import MIN_LABEL
+    assert label_value(load_records(path)[0][0], "two_point", 0, 1) < MIN_LABEL
+
+
+def test_eval_pairs_of_a_smaller_selection_are_a_prefix(synth_dir):
+    src = load_source(DatasetSpec(str(synth_dir / "indoor_eval.jsonl")))
+    opts = PromptOptions(task="two_point")
+    small, _ = select_eval([src], CameraOptions(f_uni=60.0), opts, 5, seed=1)
+    large, _ = select_eval([src], CameraOptions(f_uni=60.0), opts, 20, seed=1)
+    assert small == large[:5] and len({(it.record, it.label, it.second) for it in large}) == 20
+
+
+def test_camera_motion_without_pairs_is_counted_or_refused(synth_dir, tmp_path):
+    from rlkit.synth import CameraRange, generate_split
+
+    paired = generate_split(tmp_path, "indoor", "eval", 3, points_per_image=2, progress=False, pairs=True,
+                            camera=CameraRange(width=(96, 96)))
+    plain = load_source(DatasetSpec(str(synth_dir / "outdoor_eval.jsonl"), name="plain"))
+    both = [load_source(DatasetSpec(str(paired), name="paired")), plain]
+    opts = PromptOptions(tasks={"depth": 1, "camera_motion": 1})
+    items, skipped = select_eval(both, CameraOptions(f_uni=60.0), opts, 10, seed=0)
+    assert sum(it.task == "camera_motion" for it in items) == 3
+    assert skipped["plain"]["camera_motion: no_pair"] == len(plain)
+    with pytest.raises(ConfigError, match="eval: task camera_motion has no eval sample in any dataset"):
+        select_eval([plain], CameraOptions(f_uni=60.0), opts, 10, seed=0)
+
+
+def test_weight_zero_tasks_are_evaluated_not_trained(synth_dir):
+    srcs = [load_source(DatasetSpec(str(synth_dir / "indoor_train.jsonl")))]
+    opts = PromptOptions(tasks={"depth": 1, "camera_motion": 0})  # no pairs: fine, camera_motion is not trained
+    stream = TrainStream(srcs, CameraOptions(f_uni=60.0), opts)
+    assert stream.tasks == ["depth"] and stream.sample(0).query.task == "depth"
+
+
+def test_shuffled_labels_come_from_the_samples_task(synth_dir):
+    src = load_source(DatasetSpec(str(synth_dir / "indoor_train.jsonl")))
+    axis = np.asarray(src.label_column("axis_depth"))
+    stream = TrainStream([src], CameraOptions(f_uni=60.0), PromptOptions(tasks={"axis_depth": 1}), shuffle_labels=True)
+    assert all(np.isclose(axis, stream.sample(i).query.value).any() for i in range(20))

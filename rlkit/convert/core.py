@@ -17,8 +17,11 @@ mask of pixels the dataset marks unusable. Everything else happens here, once fo
   (seed, a hash of the image's name): an image's labels depend on nothing but its own data, the seed and its name
   (not on the order, a subset or an --exclude); an image with no such pixel is skipped and counted;
 - output appears only when the whole conversion succeeded: images (and depth maps) are written into a hidden
-  staging folder beside the jsonl and moved into place at the end, then OUT.convert.json (what was read and
-  written, counts) and the jsonl, atomically and last. Any error removes the staging folder.
+  staging folder beside the jsonl; at the end (with --overwrite) the old jsonl is removed and the old output's files
+  the new one does not write are deleted, then OUT.convert.json (what was read and written, counts, the files) is
+  written, the files are moved into place and the jsonl is written, atomically and last: a jsonl on disk always
+  describes the files beside it. Any error removes the staging folder. A file that exists is replaced only when it
+  belongs to the output being replaced (--overwrite, listed in its OUT.convert.json), never another output's.
 """
 
 from __future__ import annotations
@@ -120,10 +123,15 @@ class Report:
     first_skipped: list = field(default_factory=list)  # the first skipped images, for the record
 
 
-def check_name(name: str, what: str) -> str:
+def is_relative_name(name: str) -> bool:
     """A relative path of forward-slash parts, none of them empty, '.' or '..'."""
     parts = name.split("/")
-    if not name or os.path.isabs(name) or "\\" in name or any(p in ("", ".", "..") for p in parts) or "\x00" in name:
+    return bool(name) and not (os.path.isabs(name) or "\\" in name or any(p in ("", ".", "..") for p in parts)
+                               or "\x00" in name)
+
+
+def check_name(name: str, what: str) -> str:
+    if not is_relative_name(name):
         raise ConvertError(f"{what} {name!r} must be a relative path without '..' or empty parts")
     return name
 
@@ -145,20 +153,31 @@ def _round(v: float) -> float:
     return float(f"{v:.7g}")  # float32-like precision; never rounds a positive depth to 0
 
 
-def image_size(frame: Frame) -> tuple[int, int]:
+def read_image(frame: Frame, pixels: bool) -> tuple[int, int, np.ndarray | None]:
+    """(width, height, the RGB pixels: the frame's array, or the file's when ``pixels``). A file is decoded whole even
+    when it is only copied (PIL's open reads just the header): a truncated or corrupt image is a one-line error
+    naming it here, like every other bad input of one image, not a traceback at --crop or a broken copy.
+    (rlkit.records.open_image does not fit: it checks the size against intrinsics, and here the size comes from the
+    image itself.)"""
     if frame.rgb is not None:
         rgb = frame.rgb
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ConvertError(f"{frame.source}: the RGB image is a {rgb.dtype} array of shape {rgb.shape}, "
                                "expected (height, width, 3) uint8")
-        return rgb.shape[1], rgb.shape[0]
+        return rgb.shape[1], rgb.shape[0], rgb
+    path = frame.image_path
     try:
-        with Image.open(frame.image_path) as img:
-            return img.size
+        img = Image.open(path)
     except FileNotFoundError:
-        raise ConvertError(f"{frame.source}: image file not found: {frame.image_path}") from None
+        raise ConvertError(f"{frame.source}: image file not found: {path}") from None
     except (UnidentifiedImageError, OSError) as e:
-        raise ConvertError(f"{frame.source}: {frame.image_path} is not an image PIL can read ({e})") from None
+        raise ConvertError(f"{frame.source}: {path} is not an image PIL can read ({e})") from None
+    with img:
+        try:
+            img.load()  # a truncated file fails here, not at open
+            return img.width, img.height, np.asarray(img.convert("RGB")) if pixels else None
+        except Exception as e:  # broken data: PIL raises OSError, SyntaxError, ValueError, EOFError, zlib.error...
+            raise ConvertError(f"{frame.source}: {path} cannot be decoded ({type(e).__name__}: {e})") from None
 
 
 def _check_intrinsics(source: str, intrinsics: tuple, width: int, height: int) -> None:
@@ -213,9 +232,17 @@ class _Staging:
 
     final_root: Path
     root: Path
+    replaceable: frozenset = frozenset()  # the files of the output --overwrite replaces (its .convert.json lists them)
     files: list = field(default_factory=list)
 
     def path(self, rel: str) -> Path:
+        dest = self.final_root / rel
+        # never over another output's file (its jsonl would then describe an image it did not write); checked as each
+        # file is staged, so a clash stops the run before the long part and before anything is moved
+        if rel not in self.replaceable and (dest.exists() or dest.is_symlink()):
+            raise ConvertError(f"{dest} already exists and is not a file of the output being replaced: write into "
+                               "another --images-dir, or pass --overwrite when replacing the output that wrote it "
+                               "(its .convert.json lists it)")
         p = self.root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         self.files.append(rel)
@@ -232,11 +259,21 @@ class _Staging:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def previous_files(sidecar: Path) -> list[str]:
+    """The files a previous conversion wrote, as its .convert.json lists them (relative to its folder); none when it
+    has no readable list (then --overwrite replaces no existing file: the clash is refused)."""
+    try:
+        files = json.loads(sidecar.read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, str) and is_relative_name(f)] if isinstance(files, list) else []
+
+
 def convert_frame(frame: Frame, spec: DepthSpec, *, labels: int, seed: int, margin: int,
                   crop: tuple[int, int, int, int] | None, images_dir: str, depth_maps: bool, staging: _Staging,
                   report: Report) -> dict | None:
     """Label one frame and stage its image (and depth map); the jsonl row, or None (a counted skip)."""
-    width, height = image_size(frame)
+    width, height, rgb = read_image(frame, pixels=crop is not None)
     depth = np.asarray(frame.depth)
     if depth.ndim != 2:
         raise ConvertError(f"{frame.source}: the depth map has shape {depth.shape}, expected (height, width)")
@@ -251,15 +288,12 @@ def convert_frame(frame: Frame, spec: DepthSpec, *, labels: int, seed: int, marg
         raise ConvertError(f"{frame.source}: the validity mask has shape {dataset_valid.shape}, the depth map "
                            f"{depth.shape}")
     fx, fy, cx, cy = (float(v) for v in frame.intrinsics)
-    rgb, image_path = frame.rgb, frame.image_path
+    image_path = frame.image_path
     if crop is not None:
         x0, y0, x1, y1 = crop
         if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
             raise ConvertError(f"{frame.source}: crop {list(crop)} does not fit in the {width}x{height} image")
-        if rgb is None:
-            with Image.open(image_path) as img:
-                rgb = np.asarray(img.convert("RGB"))
-            image_path = None
+        image_path = None
         rgb, depth = rgb[y0:y1, x0:x1], depth[y0:y1, x0:x1]
         dataset_valid = None if dataset_valid is None else dataset_valid[y0:y1, x0:x1]
         cx, cy, width, height = cx - x0, cy - y0, x1 - x0, y1 - y0
@@ -333,6 +367,8 @@ def convert(entries: Iterable[Entry], out: str | Path, spec: DepthSpec, *, label
         raise ConvertError(f"--out {out} exists; pass --overwrite to replace it (and its images)")
     if out.is_dir():
         raise ConvertError(f"--out {out} is a folder")
+    # --overwrite replaces the previous output whole: its files (and only those) may be replaced or deleted
+    old_files = previous_files(sidecar) if overwrite else []
 
     entries = list(entries)
     report = Report(images_listed=len(entries))
@@ -353,7 +389,7 @@ def convert(entries: Iterable[Entry], out: str | Path, spec: DepthSpec, *, label
         check_name(e.name, "image name")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = _Staging(out.parent, out.parent / f".{out.name}.partial")
+    staging = _Staging(out.parent, out.parent / f".{out.name}.partial", frozenset(old_files))
     staging.discard()  # a killed run's leftovers
     rows = []
     try:
@@ -365,32 +401,40 @@ def convert(entries: Iterable[Entry], out: str | Path, spec: DepthSpec, *, label
         if not rows:
             raise ConvertError(f"no image of {len(entries)} had a pixel with a valid depth {margin} px or more from "
                                f"the border (pixels by reason: {dict(report.pixels)})")
+        summary = {
+            **(info or {}),
+            "native_depth": spec.native,
+            "depth_kind_read": spec.kind,
+            "written": WRITTEN[spec.kind],
+            "scale": spec.scale,
+            "invalid_values": list(spec.invalid_values),
+            "min_depth": spec.min_depth,
+            "max_depth": spec.max_depth,
+            "margin": margin,
+            "crop": None if crop is None else list(crop),
+            "labels_per_image": labels,
+            "seed": seed,
+            "images": {"listed": report.images_listed, "excluded": report.images_excluded,
+                       "converted": len(entries), "written": report.images_written,
+                       "skipped": dict(report.skipped), "first_skipped": report.first_skipped,
+                       "fewer_labels": report.fewer_labels},
+            "labels": report.labels,
+            "pixels": {k: report.pixels[k] for k in ("valid", *PIXEL_REASONS)},
+            "jsonl": str(out),
+            "files": staging.files,  # what --overwrite may replace or delete
+        }
+        # the old jsonl goes first, so no jsonl ever describes files this run changes; then the old output's files
+        # the new one does not write; then the sidecar, which lists every file this run may leave if it stops half
+        # way (for --overwrite to replace); then the files; the jsonl last
+        if overwrite:
+            out.unlink(missing_ok=True)
+        for rel in sorted(set(old_files) - set(staging.files)):
+            (out.parent / rel).unlink(missing_ok=True)
+        atomic_write_text(sidecar, json.dumps(summary, indent=2) + "\n")
         staging.commit()
     except BaseException:
         staging.discard()
         raise
-    summary = {
-        **(info or {}),
-        "native_depth": spec.native,
-        "depth_kind_read": spec.kind,
-        "written": WRITTEN[spec.kind],
-        "scale": spec.scale,
-        "invalid_values": list(spec.invalid_values),
-        "min_depth": spec.min_depth,
-        "max_depth": spec.max_depth,
-        "margin": margin,
-        "crop": None if crop is None else list(crop),
-        "labels_per_image": labels,
-        "seed": seed,
-        "images": {"listed": report.images_listed, "excluded": report.images_excluded,
-                   "converted": len(entries), "written": report.images_written,
-                   "skipped": dict(report.skipped), "first_skipped": report.first_skipped,
-                   "fewer_labels": report.fewer_labels},
-        "labels": report.labels,
-        "pixels": {k: report.pixels[k] for k in ("valid", *PIXEL_REASONS)},
-        "jsonl": str(out),
-    }
-    atomic_write_text(sidecar, json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out, "".join(json.dumps(row) + "\n" for row in rows))  # last, whole: a finished conversion
     return summary
 
