@@ -169,25 +169,29 @@ def convert(path: Path, out: Path, root: Path, *, skip_invalid: bool, allow_outs
         info = _convert_range(path, out, 0, None, 1, progress=size > 64 << 20, **opts)
     else:
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
         # fork where there is one (as DataLoader workers): spawn would import the caller's main script again,
-        # which breaks a script without an ``if __name__ == "__main__"`` guard; the workers use no threads
+        # which breaks a script without an ``if __name__ == "__main__"`` guard; the workers use no threads.
+        # An executor, not multiprocessing.Pool: Pool.terminate() after an error could hang for good (its task
+        # thread blocked on the queue lock, seen in a test on a fresh machine); the executor cancels the ranges
+        # not started and waits for the running ones, each bounded by part_bytes.
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = multiprocessing.get_context(method).Pool(workers)
         bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"converting {path.name} ({workers} processes)",
                    disable=size < 64 << 20)
-        try:
-            pending = [pool.apply_async(_convert_range, (path, out / f"part{i}", a, b, line), opts)
-                       for i, (a, b, line) in enumerate(ranges)]
-            parts = []
-            for (a, b, _), job in zip(ranges, pending):  # in file order: the first bad line is the one raised
-                parts.append(job.get())
-                bar.update((size if b is None else b) - a)
-            pool.close()
-        finally:
-            pool.terminate()  # after an error, the other ranges are not converted to the end
-            pool.join()
-            bar.close()
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+            try:
+                pending = [pool.submit(_convert_range, path, out / f"part{i}", a, b, line, **opts)
+                           for i, (a, b, line) in enumerate(ranges)]
+                parts = []
+                for (a, b, _), job in zip(ranges, pending):  # in file order: the first bad line is the one raised
+                    parts.append(job.result())
+                    bar.update((size if b is None else b) - a)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            finally:
+                bar.close()
         info = _join(out, [(out / f"part{i}", part) for i, part in enumerate(parts)])
     report = info["report"]
     log_repairs(report)
