@@ -111,20 +111,26 @@ class PromptOptions:
         if self.template == "official":
             for task in self.task_weights():
                 check_official(task, self.reference, None)
-        first, second = self.marker_styles()
-        if "two_point" in self.task_weights() and color_name(first.color) == color_name(second.color):
+        if "two_point" in self.task_weights() and len(set(self.marker_colors)) == 1:
             raise ValueError(f"two_point tells its markers apart by color, but both read as "
-                             f"{color_name(first.color)!r}; give prompt.second_marker another color")
+                             f"{self.marker_colors[0]!r}; give prompt.second_marker another color")
 
     def task_weights(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.tasks.items()} if self.tasks is not None else {self.task: 1.0}
 
+    # derived once per options object (the builder reads them for every sample)
+    @functools.cached_property
     def marker_styles(self) -> tuple[MarkerStyle, MarkerStyle]:
         """The marker, and two_point's second one."""
         if self.second_marker is not None:
             return self.marker, self.second_marker
         other = (255, 0, 0) if color_name(self.marker.color) == "blue" else (0, 0, 255)
         return self.marker, dataclasses.replace(self.marker, color=other)
+
+    @functools.cached_property
+    def marker_colors(self) -> tuple[str, str]:
+        """The two markers' color names, as two_point's question says them."""
+        return tuple(color_name(st.color) for st in self.marker_styles)
 
 
 @dataclass(frozen=True)
@@ -342,9 +348,9 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
     task = task or prompt_opts.task
     spec = TASKS[task]
     marks = [label, second][:spec.markers]
-    styles = prompt_opts.marker_styles()[:spec.markers]
+    styles = prompt_opts.marker_styles[:spec.markers]
     uses_marker = prompt_opts.reference == "marker"
-    resize, points = image_resize(rec, cam_opts), []
+    resize, points = None if marks else image_resize(rec, cam_opts), []  # with marks: marked_pixel's resize
     for m in marks:
         resize, x, y = marked_pixel(rec, m, cam_opts)
         if not (0 <= x < resize.width and 0 <= y < resize.height):
@@ -372,7 +378,7 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
     points = [(x - crop.x0, y - crop.y0) for x, y in points]
     if uses_marker and not all(markers.fits(st, x, y, crop.width, crop.height) for st, (x, y) in zip(styles, points)):
         return "marker_outside_image"
-    if uses_marker and len(points) == 2 and _overlap(points, feet):
+    if uses_marker and len(points) == 2 and _overlap(*points[0], *points[1], *feet):
         return "markers_overlap"  # one marker would hide the other
     value = None if reads_image(task) else label_value(rec, task, label, second, param)
     if rng is not None and value is not None and value < MIN_LABEL:
@@ -393,18 +399,17 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
 
     official = cm.official_transform(rec.camera, cam_opts.f_uni) if cam_opts.resize == "official" else None
     new_cam = cm.crop_camera(official.camera if official is not None else cm.resize_camera(rec.camera, resize), crop)
-    colors = tuple(color_name(st.color) for st in prompt_opts.marker_styles())
-    q = Query(task, new_cam, x, y, value, second=points[1] if len(points) > 1 else None, param=param, colors=colors)
+    q = Query(task, new_cam, x, y, value, second=points[1] if len(points) > 1 else None, param=param,
+              colors=prompt_opts.marker_colors)
     strategy, template = cam_opts.strategy, prompt_opts.template
     return Sample(imgs, question(q, reference=prompt_opts.reference, strategy=strategy, template=template),
                   answer(q, strategy=strategy, template=template), q, rec, label, second)
 
 
-def _overlap(points, feet) -> bool:
-    """Whether two markers' footprints (left, top, right, bottom) around their pixels share a pixel."""
-    (x1, y1), (x2, y2) = points
-    f, g = feet
-    return x1 - f[0] <= x2 + g[2] and x2 - g[0] <= x1 + f[2] and y1 - f[1] <= y2 + g[3] and y2 - g[1] <= y1 + f[3]
+def _overlap(x1, y1, x2, y2, f, g):
+    """Whether markers with footprints f and g (left, top, right, bottom) at (x1, y1) and (x2, y2) share a pixel;
+    numbers or arrays (elementwise)."""
+    return (x1 - f[0] <= x2 + g[2]) & (x2 - g[0] <= x1 + f[2]) & (y1 - f[1] <= y2 + g[3]) & (y2 - g[1] <= y1 + f[3])
 
 
 def to_row(s: Sample) -> dict:
@@ -628,15 +633,13 @@ def _select_task(src: Source, d: int, task: str, cam_opts: CameraOptions, prompt
 def _pair_reasons(src, r, label, second, n, reason, cam_opts, prompt_opts) -> np.ndarray:
     """two_point's skip reasons, first that applies: an image with one label, a marker that does not fit, two
     markers on each other, two labels at one point (a label that reads 0.00)."""
-    first_style, second_style = prompt_opts.marker_styles()
+    first_style, second_style = prompt_opts.marker_styles
     fits2 = _drawable(src, r, second, cam_opts, prompt_opts, second_style)
     reason = np.where(reason != "", reason, np.where(fits2, "", "marker_outside_image"))
     if prompt_opts.reference == "marker":
         x1, y1 = _marked_xy(src, r, label, cam_opts)
         x2, y2 = _marked_xy(src, r, second, cam_opts)
-        f, g = markers.footprint(first_style), markers.footprint(second_style)
-        overlap = ((x1 - f[0] <= x2 + g[2]) & (x2 - g[0] <= x1 + f[2]) & (y1 - f[1] <= y2 + g[3])
-                   & (y2 - g[1] <= y1 + f[3]))
+        overlap = _overlap(x1, y1, x2, y2, markers.footprint(first_style), markers.footprint(second_style))
         reason = np.where((reason == "") & overlap, "markers_overlap", reason)
     close = store_values(src, "two_point", r, label, second, None) < MIN_LABEL
     reason = np.where((reason == "") & close, "label_rounds_to_zero", reason)
