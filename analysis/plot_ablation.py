@@ -4,9 +4,11 @@
     python analysis/plot_ablation.py --figure camera_ambiguity --runs runs/sweeps --out analysis/figures
 
 Reads every results.csv under --runs (written by ``./run.sh experiments/ablations/NAME.yaml``)
-and writes, per figure, NAME.png, NAME.pdf and NAME.md (the numbers behind it: mean ± std over
-seeds, n = seeds). The no-model baselines (the constant answer, the median training label) and, for
-sweeps that start from a base stage, that stage's own accuracy are drawn as dashed reference lines.
+and writes, per figure, NAME.png, NAME.pdf and NAME.md: the numbers behind it (mean ± std over seeds,
+n = seeds), then paired comparisons over the same seeds (the best arm against every other arm, the
+median-label baseline of its own runs and a base stage; mean difference ± standard error). The
+no-model baselines (the constant answer, the median training label) and, for sweeps that start from a
+base stage, that stage's own accuracy are drawn as dashed reference lines.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pandas as pd  # noqa: E402
 from rlkit.evaluate import MEDIAN, MODEL, is_constant  # noqa: E402
 from rlkit.sweep import BASE_STAGE  # noqa: E402
 
+LOWER_IS_BETTER = {"abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "parse_fail"}
 METRIC_LABEL = {"delta1": "δ1 (share within 1.25× of truth)", "abs_rel": "AbsRel", "rmse": "RMSE (m)"}
 
 
@@ -100,6 +103,39 @@ def markdown(table: pd.DataFrame, metric: str, bases: dict[str, tuple[str, float
     return text
 
 
+def _per_seed(df: pd.DataFrame, metric: str, method: str) -> pd.DataFrame:
+    """One row per seed, one column per arm: the metric averaged over eval datasets."""
+    d = df[(df["method"] == method) & (df["metric"] == metric) & (df["dataset"] == "avg")]
+    return d.pivot_table(index="seed", columns="arm", values="value", aggfunc="mean", sort=False)
+
+
+def _diff_row(label: str, diffs: pd.Series) -> dict:
+    diffs = diffs.dropna()
+    n = len(diffs)
+    se = float(np.std(diffs, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return {"comparison": label, "mean difference": float(diffs.mean()) if n else float("nan"),
+            "standard error": se, "seeds": n, "seeds the best arm is ahead": f"{int((diffs > 0).sum())}/{n}"}
+
+
+def paired(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The best arm (by mean over seeds) minus each other arm, seed by seed, minus the median-label
+    baseline of its own runs, and minus the shared base stage if any; positive = the best arm is better
+    (for AbsRel-like metrics, lower)."""
+    model = _per_seed(df, metric, MODEL)
+    if model.empty:
+        return pd.DataFrame()
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    best = (sign * model.mean()).idxmax()
+    rows = [_diff_row(f"{best} − {arm}", sign * (model[best] - model[arm])) for arm in model if arm != best]
+    median = _per_seed(df[df["arm"] == best], metric, MEDIAN)
+    if not median.empty:
+        rows.append(_diff_row(f"{best} − median label", sign * (model[best] - median[best])))
+    base = df[(df["method"] == BASE_STAGE) & (df["metric"] == metric) & (df["dataset"] == "avg")]["value"]
+    if len(base):  # one shared base stage: where every arm started
+        rows.append(_diff_row(f"{best} − base stage", sign * (model[best] - float(base.mean()))))
+    return pd.DataFrame(rows)
+
+
 def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list[Path]:
     fig_spec = FIGURES[name]
     table = summarize(df, fig_spec, metric)
@@ -147,6 +183,10 @@ def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list
         axes[0, 1].legend(fontsize=8)
         axes[0, 1].grid(alpha=0.3)
         md += "\n\n" + markdown(t2, "seconds_per_sample", {})
+    pairs = paired(df, metric)
+    if len(pairs):
+        md += (f"\n\nPaired over seeds ({metric} averaged over eval datasets; mean difference ± standard "
+               "error of the per-seed differences):\n\n" + pairs.to_markdown(index=False, floatfmt=".3f"))
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.md"]

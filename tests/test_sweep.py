@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rlkit.config import ConfigError
-from rlkit.evaluate import summarize
+from rlkit.evaluate import MEDIAN, summarize
 from rlkit.sweep import RESULT_COLUMNS, load_sweep, run_sweep
 
 ROOT = Path(__file__).parent.parent
@@ -129,6 +129,32 @@ def test_plot_from_hand_made_table(tmp_path):
     assert not (out / "focal_length.png").exists()  # no results: not drawn
 
 
+def test_paired_comparisons_by_hand(tmp_path):
+    rows = []
+    for arm, vals in {"direct": [0.2, 0.5], "unify_focal": [0.5, 0.7]}.items():
+        for seed, v in enumerate(vals):
+            rows.append(["s", "camera_ambiguity", "mini", arm, arm, None, seed, "avg", "model", "delta1", v])
+            rows.append(["s", "camera_ambiguity", "mini", arm, arm, None, seed, "avg", MEDIAN, "delta1", 0.3])
+            rows.append(["s", "camera_ambiguity", "mini", arm, arm, None, seed, "avg", "model", "abs_rel", 1 - v])
+    table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    p = plot_ablation.paired(table, "delta1").set_index("comparison")
+    # unify_focal - direct per seed: 0.3, 0.2 -> mean 0.25, SE = std([0.3, 0.2], ddof=1) / sqrt(2) = 0.05
+    assert p.loc["unify_focal − direct", "mean difference"] == pytest.approx(0.25)
+    assert p.loc["unify_focal − direct", "standard error"] == pytest.approx(0.05)
+    assert p.loc["unify_focal − direct", "seeds the best arm is ahead"] == "2/2"
+    # against its own runs' median label: 0.2, 0.4 -> 0.3 ± 0.1
+    assert p.loc["unify_focal − median label", "mean difference"] == pytest.approx(0.3)
+    assert p.loc["unify_focal − median label", "standard error"] == pytest.approx(0.1)
+    # lower is better for AbsRel: the same arm is best and the differences keep their sign
+    assert plot_ablation.paired(table, "abs_rel").set_index("comparison").loc[
+        "unify_focal − direct", "mean difference"] == pytest.approx(0.25)
+    runs = tmp_path / "runs"
+    (runs / "s" / "mini").mkdir(parents=True)
+    table.to_csv(runs / "s" / "mini" / "results.csv", index=False)
+    assert plot_ablation.main(["--runs", str(runs), "--out", str(tmp_path / "fig")]) == 0
+    assert "| unify_focal − direct | 0.250 | 0.050 | 2 | 2/2 |" in _cells((tmp_path / "fig" / "camera_ambiguity.md").read_text())
+
+
 def test_a_base_stage_is_tabled_and_drawn_as_a_reference(tmp_path):
     sweep = load_sweep(_sweep_files(tmp_path, seeds=(0,)), root=tmp_path / "runs")
     base = tmp_path / "runs" / "camera" / "mini" / "_base"
@@ -148,6 +174,7 @@ def test_a_base_stage_is_tabled_and_drawn_as_a_reference(tmp_path):
     md = (out / "camera_ambiguity.md").read_text()
     assert "| direct | 0.250 |" in _cells(md) and "_base" not in md.split("\n\n")[0]  # not a bar of its own
     assert "Base stage baseline (delta1, average over eval datasets): 0.050" in md
+    assert "| direct − base stage | 0.200 | nan | 1 | 1/1 |" in _cells(md)  # one seed: no standard error
 
 
 def test_a_sweep_with_another_constant_finds_its_baseline(tmp_path):
