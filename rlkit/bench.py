@@ -193,7 +193,8 @@ def bench_train(argv: list[str]) -> None:
     d["output_dir"] = ".cache/bench_train"
     d["train"] = {**d["train"], "max_steps": a.steps + a.warmup, "save_strategy": "no", "report_to": "none",
                   "logging_steps": 1000, "disable_tqdm": True,
-                  "include_num_input_tokens_seen": "all"}  # else the Trainer counts none (transformers 5: "no")
+                  # real tokens for tokens/s and MFU (transformers 5 counts none by default)
+                  "include_num_input_tokens_seen": "non_padding"}
     if a.batch:
         d["train"]["per_device_train_batch_size"] = a.batch
     if a.attn:
@@ -241,7 +242,7 @@ def bench_train(argv: list[str]) -> None:
     timed = times[a.warmup:]
     sps = batch * len(timed) / sum(timed)
     rows = [["samples/s", f"{sps:.3g}"], ["s/step", f"{sum(timed) / len(timed):.3f}"], ["batch", batch]]
-    tok_s = (tokens[-1] - (tokens[a.warmup - 1] if a.warmup else 0)) / sum(timed)
+    tok_s = (tokens[-1] - (tokens[a.warmup - 1] if a.warmup else 0)) / sum(timed) if tokens and tokens[-1] else float("nan")
     rows.append(["tokens/s", f"{tok_s:.0f}"])
     if torch.cuda.is_available():
         rows.append(["peak GPU memory (GiB)", f"{torch.cuda.max_memory_allocated() / 2**30:.1f}"])
