@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from rlkit.evaluate import MEDIAN, MODEL, is_constant  # noqa: E402
+from rlkit.metrics import LOWER_IS_BETTER  # noqa: E402
 from rlkit.sweep import BASE_STAGE  # noqa: E402
 
-LOWER_IS_BETTER = {"abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "parse_fail"}
 METRIC_LABEL = {"delta1": "δ1 (share within 1.25× of truth)", "abs_rel": "AbsRel", "rmse": "RMSE (m)"}
 
 
@@ -124,7 +124,7 @@ def paired(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     model = _per_seed(df, metric, MODEL)
     if model.empty:
         return pd.DataFrame()
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    sign = -1.0 if metric in LOWER_IS_BETTER | {"seconds_per_sample"} else 1.0
     best = (sign * model.mean()).idxmax()
     rows = [_diff_row(f"{best} − {arm}", sign * (model[best] - model[arm])) for arm in model if arm != best]
     median = _per_seed(df[df["arm"] == best], metric, MEDIAN)

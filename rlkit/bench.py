@@ -242,7 +242,8 @@ def bench_train(argv: list[str]) -> None:
     timed = times[a.warmup:]
     sps = batch * len(timed) / sum(timed)
     rows = [["samples/s", f"{sps:.3g}"], ["s/step", f"{sum(timed) / len(timed):.3f}"], ["batch", batch]]
-    tok_s = (tokens[-1] - (tokens[a.warmup - 1] if a.warmup else 0)) / sum(timed) if tokens and tokens[-1] else float("nan")
+    seen = tokens[-1] - (tokens[a.warmup - 1] if a.warmup else 0) if tokens else 0
+    tok_s = seen / sum(timed) if seen else float("nan")
     rows.append(["tokens/s", f"{tok_s:.0f}"])
     if torch.cuda.is_available():
         rows.append(["peak GPU memory (GiB)", f"{torch.cuda.max_memory_allocated() / 2**30:.1f}"])

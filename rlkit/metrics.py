@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("delta1", "delta2", "delta3", "abs_rel", "rmse", "log10", "parse_fail")
+LOWER_IS_BETTER = {"abs_rel", "rmse", "log10", "parse_fail"}
 
 
 def depth_metrics(pred, gt, fallback: float = 2.0) -> dict[str, float]:
