@@ -218,3 +218,19 @@ def test_position_only_baseline(capsys):
     assert "| nearest rays and 3x3 colour | 1.000 | 0.000 |" in out
     colours = position_baseline.local_colours(fixture)
     assert colours.shape == (6, 3) and ((colours >= 0) & (colours <= 1)).all()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "experiments" / "ablations").glob("[!_]*.yaml")))
+def test_shipped_sweeps_validate_at_every_scale(name):
+    from rlkit.sweep import arm_experiment
+
+    sweep = load_sweep(ROOT / "experiments" / "ablations" / name)  # checks every arm at every scale
+    assert set(sweep.scales) == {"mini", "paper"} and len(sweep.seeds) >= 3
+    for arm in sweep.arms:
+        mini, paper = (arm_experiment(sweep, s, arm, 0) for s in ("mini", "paper"))
+        assert paper.model.name == "Qwen/Qwen2.5-VL-3B-Instruct" and mini.model.name == "tiny-qwen2.5-vl"
+        if "camera.f_uni" not in sweep.arms[arm]:
+            assert (mini.camera.f_uni, paper.camera.f_uni) == (50, 1000)
+        # the GRPO sweeps' tiny model starts from a depth-SFT stage; the paper's VLM starts from itself
+        assert paper.base is None
+        assert bool(mini.base) == (sweep.experiment.name == "_grpo_from_depth_base.yaml")
