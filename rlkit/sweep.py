@@ -109,7 +109,7 @@ def arm_experiment(sweep: Sweep, scale: str, arm: str, seed: int):
         raise ConfigError(f"{sweep.source}: unknown scale '{scale}'{_closest(scale, sweep.scales)}")
     scale_over = sweep.scales[scale] or {}
     try:
-        if load_experiment(sweep.experiment).base:
+        if load_experiment(sweep.experiment, _overrides(scale_over)).base:  # a scale may drop it (base: null)
             # the base stage lives in the same world (model, data, camera, prompt) at this scale,
             # keeps its own training length, and is shared by every arm and seed
             base_over = _overrides({k: v for k, v in scale_over.items() if not k.startswith(("train.", "eval."))})

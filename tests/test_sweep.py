@@ -221,8 +221,13 @@ def test_position_only_baseline(capsys):
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "experiments" / "ablations").glob("[!_]*.yaml")))
-def test_shipped_sweeps_validate_at_every_scale(name):
+def test_shipped_sweeps_validate_at_every_scale(name, monkeypatch):
+    import rlkit.run
     from rlkit.sweep import arm_experiment
+
+    def no_training(exp):
+        raise AssertionError(f"a base stage would be trained into {exp.output_dir}")
+    monkeypatch.setattr(rlkit.run, "run_experiment", no_training)
 
     sweep = load_sweep(ROOT / "experiments" / "ablations" / name)  # checks every arm at every scale
     assert set(sweep.scales) == {"mini", "paper"} and len(sweep.seeds) >= 3
@@ -232,5 +237,7 @@ def test_shipped_sweeps_validate_at_every_scale(name):
         if "camera.f_uni" not in sweep.arms[arm]:
             assert (mini.camera.f_uni, paper.camera.f_uni) == (50, 1000)
         # the GRPO sweeps' tiny model starts from a depth-SFT stage; the paper's VLM starts from itself
-        assert paper.base is None
+        assert paper.base is None and not paper.base_overrides
+        rlkit.run.train_base_stage(paper)
+        assert rlkit.run.resolve_model(paper) == "Qwen/Qwen2.5-VL-3B-Instruct"
         assert bool(mini.base) == (sweep.experiment.name == "_grpo_from_depth_base.yaml")
