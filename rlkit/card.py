@@ -103,6 +103,25 @@ def _what_was_trained(exp: Experiment, metrics: dict, eval_counts: dict[str, int
     return lines
 
 
+def _curve_and_diagnostics(metrics: dict) -> list[str]:
+    """The learning curve (eval.during_training) and GRPO's diagnostics, when the run has them."""
+    lines = []
+    if metrics.get("curve"):
+        curve = pd.DataFrame(metrics["curve"])
+        cols = ["step", "samples", "train_seconds"] + [c for c in curve if c.startswith(("delta1/", "abs_rel/"))]
+        lines += ["## Learning curve", "", f"Held-out δ1 and AbsRel during training on a fixed subset "
+                  f"(`curve.csv`; {metrics.get('curve_eval_seconds', 0):.0f} s of evaluation, not counted in the "
+                  "training time):", "", curve[cols].to_markdown(index=False, floatfmt=".3f"), ""]
+    if metrics.get("grpo_diagnostics"):
+        rows = [{"metric": k, "first 10% of steps": v["first"], "last 10%": v["last"]}
+                for k, v in metrics["grpo_diagnostics"].items()]
+        lines += ["## GRPO diagnostics", "", "Means over the first and last tenth of the logged steps (TensorBoard has "
+                  "every step): `reward_std` and `frac_reward_zero_std` are the rewards' spread within groups, "
+                  "`answers/distinct_per_group` the distinct answers among a prompt's completions.", "",
+                  pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g"), ""]
+    return lines
+
+
 def model_card(exp: Experiment, metrics: dict, eval_counts: dict[str, int] | None = None) -> str:
     """The card's markdown. ``metrics``: what metrics.json holds; ``eval_counts``: eval pixels per dataset."""
     out = Path(exp.output_dir)
@@ -118,6 +137,7 @@ def model_card(exp: Experiment, metrics: dict, eval_counts: dict[str, int] | Non
         lines += [tasks_table(metrics["tasks"], m) for m in ("delta1", "abs_rel")] + ["", "All tasks pooled:", ""]
     for metric in ("delta1", "abs_rel"):
         lines += [markdown_table(metrics["metrics"], metric), ""]
+    lines += _curve_and_diagnostics(metrics)
     command = reproduce_command(exp) or \
         f"./run.sh {shlex.quote(str(out / 'config.yaml'))} output_dir=NEW_DIR  # config.yaml in this folder"
     lines += ["## Reproduce", "", "```bash", command, "```", "", "## Load", "", "```python",

@@ -128,12 +128,27 @@ class DataConfig:
 
 
 @dataclass
+class DuringTraining:
+    """Held-out evaluation during training: the learning curve (rlkit.curve)."""
+
+    every_steps: int = 100  # optimizer steps between points (step 0 and the last step are always points)
+    samples_per_dataset: int = 128  # the fixed subset, drawn with eval.seed: the same for every method and seed
+
+    def __post_init__(self):
+        for key in ("every_steps", "samples_per_dataset"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{key} must be a whole number >= 1, got {v!r}")
+
+
+@dataclass
 class EvalConfig:
     samples_per_dataset: int = 8192
     batch_size: int = 32
     max_new_tokens: int = 32
     seed: int = 0
     constant: float = 2.0  # the constant-answer baseline, meters
+    during_training: DuringTraining | None = None  # off by default: the learning curve costs eval time
 
 
 @dataclass

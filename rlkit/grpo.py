@@ -6,6 +6,7 @@ passes through unchanged. If vLLM is asked for but not installed we stop before 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 
@@ -13,6 +14,7 @@ from rlkit.builder import ANSWER_COLUMNS, TrainStream, train_dataset
 from rlkit.config import ConfigError, Experiment
 from rlkit.models import load_model, load_processor, peft_config
 from rlkit.rewards import checked_reward, load_reward
+from rlkit.rewards.common import predicted_values
 
 GRPO_COLUMNS = ("images", "prompt", *ANSWER_COLUMNS)
 
@@ -46,7 +48,45 @@ def check_vllm(exp: Experiment) -> None:
 
 
 def reward_functions(exp: Experiment) -> list:
-    return [checked_reward(load_reward(ref, exp.reward_kwargs.get(ref)), ref) for ref in exp.rewards]
+    funcs = [checked_reward(load_reward(ref, exp.reward_kwargs.get(ref)), ref) for ref in exp.rewards]
+    funcs[0] = with_answer_diagnostics(funcs[0], exp.completions_per_sample())
+    return funcs
+
+
+def with_answer_diagnostics(fn, group: int):
+    """``fn``, also logging what the rewards alone do not show, through TRL's ``log_metric`` (averaged per
+    logging step like TRL's own metrics): ``answers/distinct_per_group`` (distinct parsed answers among a
+    prompt's ``group`` completions: 1 means every advantage is 0) and ``answers/parse_fail`` (share of
+    completions without a usable number)."""
+    @functools.wraps(fn)
+    def reward(completions, **columns):
+        log_metric = columns.get("log_metric")
+        if callable(log_metric) and completions:
+            values = predicted_values(completions, columns.get("task"))
+            log_metric("answers/parse_fail", sum(v is None for v in values) / len(values))
+            if len(values) % group == 0:  # TRL hands each process whole groups, consecutive
+                groups = [values[i:i + group] for i in range(0, len(values), group)]
+                log_metric("answers/distinct_per_group", sum(len(set(g)) for g in groups) / len(groups))
+        return fn(completions, **columns)
+
+    return reward
+
+
+# TRL's GRPO metrics (and the kit's answers/*) that say whether a run can learn, for metrics.json and the card
+DIAGNOSTICS = ("reward", "reward_std", "frac_reward_zero_std", "answers/distinct_per_group", "answers/parse_fail",
+               "completions/mean_length", "completions/clipped_ratio", "clip_ratio/region_mean", "entropy")
+
+
+def grpo_diagnostics(log_history: list[dict]) -> dict:
+    """Per diagnostic (and per reward's mean): its mean over the first and the last tenth of the logged steps."""
+    logs = [h for h in log_history if "reward" in h]
+    if not logs:
+        return {}
+    tenth = max(1, len(logs) // 10)
+    keys = [k for k in DIAGNOSTICS if k in logs[0]] + [k for k in logs[0] if k.startswith("rewards/") and
+                                                      k.endswith("/mean")]
+    mean = lambda part, k: round(sum(h[k] for h in part if k in h) / max(1, sum(k in h for h in part)), 4)  # noqa: E731
+    return {k: {"first": mean(logs[:tenth], k), "last": mean(logs[-tenth:], k)} for k in keys}
 
 
 def make_trainer(exp: Experiment, model_path: str, stream: TrainStream, weights: str | None = None):

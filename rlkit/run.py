@@ -108,12 +108,27 @@ def build_stream(exp: Experiment, sources: Sources) -> TrainStream:
                        skip_invalid=exp.data.skip_invalid)
 
 
-def build_evalset(exp: Experiment, sources: Sources) -> EvalSet:
-    evalset = EvalSet(sources.eval, exp.camera_options(), exp.prompt_options(), exp.eval.samples_per_dataset,
-                      exp.eval.seed, cache_images=exp.data.cache_images, skip_invalid=exp.data.skip_invalid)
+def build_evalset(exp: Experiment, sources: Sources, samples_per_dataset: int | None = None) -> EvalSet:
+    """The eval selection (``samples_per_dataset``: another size than eval.samples_per_dataset, e.g. the
+    learning curve's subset; the same eval.seed draws it)."""
+    evalset = EvalSet(sources.eval, exp.camera_options(), exp.prompt_options(),
+                      samples_per_dataset or exp.eval.samples_per_dataset, exp.eval.seed,
+                      cache_images=exp.data.cache_images, skip_invalid=exp.data.skip_invalid)
     if not len(evalset):
         raise ConfigError(f"{exp.source}: no eval pixel could be drawn (skips: {evalset.skipped})")
     return evalset
+
+
+def build_curve(exp: Experiment, sources: Sources, state):
+    """The learning-curve callback of eval.during_training (None when it is off)."""
+    during = exp.eval.during_training
+    if during is None:
+        return None
+    from rlkit.curve import CurveCallback
+
+    return CurveCallback(build_evalset(exp, sources, during.samples_per_dataset), during.every_steps,
+                         exp.output_dir, batch_size=exp.eval.batch_size, max_new_tokens=exp.eval.max_new_tokens,
+                         constant=exp.eval.constant, state=state)
 
 
 def check_run_dir(exp: Experiment, out: Path) -> None:
@@ -221,10 +236,9 @@ def quiet_key_name_warnings(active: bool):
 
 def samples_seen(trainer) -> int:
     """Training samples (image + question) consumed; a GRPO group of completions is one sample."""
-    a = trainer.args
-    completions = trainer.state.global_step * a.per_device_train_batch_size * a.gradient_accumulation_steps \
-        * a.world_size
-    return completions // getattr(a, "num_generations", 1) if hasattr(a, "num_generations") else completions
+    from rlkit.curve import samples_per_step
+
+    return round(trainer.state.global_step * samples_per_step(trainer.args))
 
 
 def process_state():
@@ -326,7 +340,7 @@ def run_experiment(exp: Experiment) -> dict:
         final, info_path = out / "final", out / "train_info.json"
         model = processor = None
         if not (final / "config.json").exists():
-            trainer, info = train(exp, model_path, sources, state)
+            trainer, info = train(exp, model_path, sources, state, curve=build_curve(exp, sources, state))
             if state.num_processes == 1:
                 model, processor = trainer.model, trainer.processing_class
             del trainer  # several processes evaluate a reloaded final/, never a (possibly sharded) training model
@@ -407,9 +421,9 @@ def _alive(pid) -> bool:
     return True
 
 
-def train(exp: Experiment, model_path: str, sources: Sources, state):
+def train(exp: Experiment, model_path: str, sources: Sources, state, curve=None):
     """Train (resuming from the newest checkpoint) and save final/; returns the trainer and what
-    training did (for metrics.json)."""
+    training did (for metrics.json). ``curve``: the learning-curve callback (rlkit.curve), or None."""
     if exp.method == "sft":
         from rlkit.sft import make_trainer
     else:
@@ -419,6 +433,8 @@ def train(exp: Experiment, model_path: str, sources: Sources, state):
     weights = resume_weights(resume)
     stream = build_stream(exp, sources)
     trainer = make_trainer(exp, model_path, stream, weights=weights)
+    if curve is not None:
+        trainer.add_callback(curve)
     if state.is_main_process:  # only now that the experiment, its data, model and trainer are known good
         save_resolved(exp, out / "config.yaml")
     sharded = getattr(trainer.accelerator.state, "fsdp_plugin", None) is not None or trainer.is_deepspeed_enabled
@@ -443,9 +459,15 @@ def train(exp: Experiment, model_path: str, sources: Sources, state):
         with quiet_key_name_warnings(weights is not None):
             metrics = trainer.train(resume_from_checkpoint=resume).metrics
     check_weights_finite(exp, trainer.model)
-    info = {"train_seconds": round(time.time() - t0, 1), "train_samples": samples_seen(trainer),
+    curve_seconds = curve.eval_seconds if curve is not None else 0.0
+    info = {"train_seconds": round(time.time() - t0 - curve_seconds, 1), "train_samples": samples_seen(trainer),
+            **({"curve": curve.points, "curve_eval_seconds": round(curve_seconds, 1)} if curve is not None else {}),
             "train_data": load_reports(sources.train), "train_metrics": metrics,
             "builder_skips": dict(stream.skips)}
+    if exp.method == "grpo":
+        from rlkit.grpo import grpo_diagnostics
+
+        info["grpo_diagnostics"] = grpo_diagnostics(trainer.state.log_history)
     if state.is_main_process:  # before final/ and evaluation: a kill after this loses nothing
         atomic_write_text(out / "train_info.json", json.dumps(strict_json(info), indent=1))
     save_final(trainer, out / "final", state)

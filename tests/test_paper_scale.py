@@ -209,12 +209,18 @@ def _rows(run: Path) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_sft_train_eval_and_resume(tmp_path, synth_dir):
-    exp = _experiment(tmp_path, synth_dir, eval={"samples_per_dataset": 7, "batch_size": 3})
+    exp = _experiment(tmp_path, synth_dir, eval={"samples_per_dataset": 7, "batch_size": 3,
+                                                 "during_training": {"every_steps": 3, "samples_per_dataset": 7}})
     run = tmp_path / "run"
     r = _rlkit(exp, launcher=TORCHRUN)
     assert r.returncode == 0, r.stderr[-4000:]
     m = json.loads((run / "metrics.json").read_text())
     assert m["world_size"] == 2
+    # the learning curve, evaluated by both ranks: its last point is the final evaluation (same selection)
+    assert [p["step"] for p in m["curve"]] == [0, 3, 6] and [p["samples"] for p in m["curve"]] == [0, 12, 24]
+    for ds in ("indoor", "outdoor", "avg"):
+        assert m["curve"][-1][f"delta1/{ds}"] == pytest.approx(m["metrics"]["model"][ds]["delta1"])
+        assert m["curve"][-1][f"abs_rel/{ds}"] == pytest.approx(m["metrics"]["model"][ds]["abs_rel"])
     assert m["train_samples"] == 6 * 2 * 2  # steps x per-device batch x ranks
     assert "global batch: 4 samples per optimizer step = per_device_train_batch_size 2 x " \
            "gradient_accumulation_steps 1 x 2 process(es)" in r.stderr
@@ -239,6 +245,8 @@ def test_torchrun_two_ranks_sft_train_eval_and_resume(tmp_path, synth_dir):
     r = _rlkit(exp, launcher=TORCHRUN)
     assert r.returncode == 0, r.stderr[-4000:]
     assert r.stderr.count(f"resuming from {run}/checkpoint-3") == 2  # both ranks
+    # the curve keeps its points up to the checkpoint and goes on from there
+    assert pd.read_csv(run / "curve.csv")["step"].tolist() == [0, 3, 6]
     assert json.loads((run / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6
     from transformers import AutoModelForImageTextToText
 
