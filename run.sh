@@ -20,6 +20,7 @@ fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0}
 case "${1:-}" in
   test) shift; exec "$PY" -m pytest "$@" ;;
+  bench) shift; exec "$PY" benchmarks/bench.py "$@" ;;  # harnesses live beside the kit, not in it
   "") echo "usage: ./run.sh EXPERIMENT.yaml | test | bench NAME | data ... | eval ... | serve ..." >&2; exit 2 ;;
   *) exec "$PY" -m rlkit "$@" ;;
 esac

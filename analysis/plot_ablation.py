@@ -3,12 +3,16 @@
     python analysis/plot_ablation.py                 # every figure with results; lists the missing ones
     python analysis/plot_ablation.py --figure camera_ambiguity --runs runs/sweeps --out analysis/figures
 
-Reads every results.csv under --runs (written by ``./run.sh experiments/ablations/NAME.yaml``)
-and writes, per figure, NAME.png, NAME.pdf and NAME.md: the numbers behind it (mean ± std over seeds,
-n = seeds), then paired comparisons over the same seeds (the best arm against every other arm, the
-median-label baseline of its own runs and a base stage; mean difference ± standard error). The
-no-model baselines (the constant answer, the median training label) and, for sweeps that start from a
-base stage, that stage's own accuracy are drawn as dashed reference lines.
+Reads every results.csv (and curves.csv: learning curves) under --runs (written by
+``./run.sh experiments/ablations/NAME.yaml``) and writes, per figure, NAME.png, NAME.pdf and NAME.md: the
+numbers behind it (mean ± std over seeds, n = seeds), then paired comparisons over the same seeds (the best
+arm against every other arm, the median-label baseline of its own runs and a base stage; mean difference ±
+standard error). The no-model baselines (the constant answer, the median training label) and, for sweeps that
+start from a base stage, that stage's own accuracy are drawn as dashed reference lines.
+
+Each figure drawn from runs also writes the per-seed rows it was drawn from, NAME.csv (and NAME_curves.csv),
+which are committed: a figure whose runs are absent is drawn again from those files, so every number in its
+md can be re-derived from the repository.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class Figure:
 FIGURES = {
     "pixel_reference": Figure("Fig. 2 — pixel reference: text coordinates vs markers", "bar", by_dataset=True),
     "grpo_reward": Figure("Fig. 3a — GRPO reward functions (fixed sample budget)", "bar"),
-    "sft_vs_grpo": Figure("Fig. 3b — SFT vs GRPO from the same base", "line", "training samples", logx=True,
+    "sft_vs_grpo": Figure("Fig. 3b — SFT vs GRPO learning curves from the same start", "curve", "training samples",
                           time_panel=True),
     "camera_ambiguity": Figure("Fig. 4a — camera ambiguity strategies (mixed cameras)", "bar"),
     "focal_length": Figure("Fig. 4b — unified focal length f_uni", "line", "f_uni (pixels)"),
@@ -60,6 +64,14 @@ def load_results(runs: Path, scale: str | None) -> pd.DataFrame:
     paths = sorted(runs.glob("*/*/results.csv"))
     frames = [pd.read_csv(p) for p in paths]
     frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["figure"])
+    df = pd.concat(frames, ignore_index=True)
+    return df[df["scale"] == scale] if scale else df
+
+
+def load_curves(runs: Path, scale: str | None) -> pd.DataFrame:
+    frames = [f for f in (pd.read_csv(p) for p in sorted(runs.glob("*/*/curves.csv"))) if len(f)]
     if not frames:
         return pd.DataFrame(columns=["figure"])
     df = pd.concat(frames, ignore_index=True)
@@ -136,6 +148,91 @@ def paired(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _se(v: pd.Series) -> float:
+    return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+def _paired_text(label: str, diffs: pd.Series) -> dict:
+    return {"comparison": label, "mean": float(diffs.mean()), "standard error": _se(diffs), "seeds": len(diffs),
+            "seeds > 0": f"{int((diffs > 0).sum())}/{len(diffs)}"}
+
+
+def curve_tables(curves: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per series and sample count, the metric (average over eval datasets and per dataset) over seeds; and the
+    paired comparisons: each series' gain over the shared start (its step-0 point), the sample-matched
+    difference between the first two series at every budget both reached, and their cost per sample."""
+    d = curves[curves["metric"] == metric]
+    wide = d.pivot_table(index=["series", "seed", "samples", "train_seconds"], columns="dataset", values="value",
+                         sort=False).reset_index()
+    datasets = [c for c in wide.columns if c not in ("series", "seed", "samples", "train_seconds")]
+    g = wide.groupby(["series", "samples"], sort=False)
+    table = g.agg(seconds=("train_seconds", "mean"), seeds=("seed", "count"),
+                  **{f"{ds} mean": (ds, "mean") for ds in datasets}).reset_index()
+    table[f"{'avg'} SE"] = g["avg"].agg(_se).to_numpy()
+    rows = []
+    series = list(dict.fromkeys(wide["series"]))
+    per = {s: wide[wide["series"] == s].pivot_table(index="seed", columns="samples", values="avg") for s in series}
+    for s in series:
+        start, last = per[s].columns.min(), per[s].columns.max()
+        rows.append(_paired_text(f"{s}: {last:g} samples − start", per[s][last] - per[s][start]))
+        for ds in datasets:
+            if ds != "avg":
+                p = wide[wide["series"] == s].pivot_table(index="seed", columns="samples", values=ds)
+                rows.append(_paired_text(f"{s}, {ds}: {last:g} samples − start", p[last] - p[start]))
+    if len(series) >= 2:
+        a, b = series[1], series[0]
+        for n in sorted(set(per[a].columns) & set(per[b].columns) - {0}):
+            rows.append(_paired_text(f"{a} − {b} at {n:g} samples", (per[a][n] - per[b][n]).dropna()))
+        cost = {s: wide[wide["series"] == s].groupby("seed").apply(
+            lambda t: t["train_seconds"].max() / t["samples"].max(), include_groups=False) for s in (a, b)}
+        ratio = (cost[a] / cost[b]).dropna()
+        rows.append({"comparison": f"{a} ÷ {b}: training seconds per sample", "mean": float(ratio.mean()),
+                     "standard error": _se(ratio), "seeds": len(ratio), "seeds > 0": f"{int((ratio > 1).sum())}/{len(ratio)} > 1"})
+    return table, pd.DataFrame(rows)
+
+
+def draw_curves(name: str, curves: pd.DataFrame, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list[Path]:
+    """Learning curves: the metric against training samples and against training seconds, a line per series
+    (mean over seeds, band ± one standard error), the no-model baselines dashed."""
+    fig_spec = FIGURES[name]
+    table, pairs = curve_tables(curves, metric)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), squeeze=False)
+    for series, t in table.groupby("series", sort=False):
+        se = t["avg SE"].fillna(0)
+        for ax, x in ((axes[0, 0], t["samples"]), (axes[0, 1], t["seconds"])):
+            line, = ax.plot(x, t["avg mean"], marker="o", ms=3, label=f"{series} ({int(t['seeds'].max())} seeds)")
+            ax.fill_between(x, t["avg mean"] - se, t["avg mean"] + se, color=line.get_color(), alpha=0.2)
+    bases = {kind: baseline(df, metric, kind) for kind in ("constant", "median")}
+    for ax, xlabel in ((axes[0, 0], fig_spec.xlabel), (axes[0, 1], "training wall seconds (evaluation excluded)")):
+        for kind, base in bases.items():
+            if base is not None:
+                ax.axhline(base[1], color=BASELINES[kind][1], ls="--", lw=1, label=base[0])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(METRIC_LABEL.get(metric, metric) + ", held-out subset")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0, 0].set_title(fig_spec.title, fontsize=10)
+    md = (f"Held-out {metric} during training (eval.during_training: the same fixed subset for every run), mean over "
+          "seeds per eval dataset and their average (avg SE: standard error over seeds); seconds: training wall "
+          "time, evaluation excluded.\n\n" + table.to_markdown(index=False, floatfmt=".3f"))
+    for base in filter(None, bases.values()):
+        md += f"\n\n{base[0].capitalize()} baseline ({metric}, average over eval datasets, final eval selection): {base[1]:.3f}"
+    md += ("\n\nPaired over seeds (mean ± standard error of the per-seed differences; the start is each run's "
+           "step-0 point):\n\n" + pairs.to_markdown(index=False, floatfmt=".3f"))
+    return _save(fig, name, fig_spec, md, out)
+
+
+def _save(fig, name: str, fig_spec: Figure, md: str, out: Path) -> list[Path]:
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.md"]
+    fig.savefig(paths[0], dpi=120)
+    fig.savefig(paths[1], metadata={"CreationDate": None})  # byte-stable PDFs: no timestamp
+    plt.close(fig)
+    paths[2].write_text(f"# {fig_spec.title}\n\n{md}\n")
+    return paths
+
+
 def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list[Path]:
     fig_spec = FIGURES[name]
     table = summarize(df, fig_spec, metric)
@@ -187,14 +284,7 @@ def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list
     if len(pairs):
         md += (f"\n\nPaired over seeds ({metric} averaged over eval datasets; mean difference ± standard "
                "error of the per-seed differences):\n\n" + pairs.to_markdown(index=False, floatfmt=".3f"))
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.md"]
-    fig.savefig(paths[0], dpi=120)
-    fig.savefig(paths[1], metadata={"CreationDate": None})  # byte-stable PDFs: no timestamp
-    plt.close(fig)
-    paths[2].write_text(f"# {fig_spec.title}\n\n{md}\n")
-    return paths
+    return _save(fig, name, fig_spec, md, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,15 +295,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", default="mini", help="which scale's results (mini, paper, ...)")
     p.add_argument("--metric", default="delta1", help="metric on the y axis (delta1, abs_rel, rmse, ...)")
     a = p.parse_args(argv)
-    df = load_results(Path(a.runs), a.scale)
+    df, curves = load_results(Path(a.runs), a.scale), load_curves(Path(a.runs), a.scale)
+    out = Path(a.out)
     names = [a.figure] if a.figure else list(FIGURES)
     missing = []
     for name in names:
         d = df[df["figure"] == name] if len(df) else df
+        c = curves[curves["figure"] == name] if len(curves) else curves
+        if len(d):  # from the runs: keep the per-seed rows beside the figure
+            out.mkdir(parents=True, exist_ok=True)
+            d.to_csv(out / f"{name}.csv", index=False)
+            if len(c):
+                c.to_csv(out / f"{name}_curves.csv", index=False)
+        elif (out / f"{name}.csv").exists():  # the runs are gone: the committed rows
+            d = pd.read_csv(out / f"{name}.csv")
+            c = pd.read_csv(out / f"{name}_curves.csv") if (out / f"{name}_curves.csv").exists() else c
         if not len(d):
             missing.append(name)
             continue
-        for path in draw(name, d, Path(a.out), a.metric):
+        if FIGURES[name].kind == "curve":
+            if not len(c):
+                print(f"missing: {name} has no learning curves (eval.during_training) in {a.runs}", file=sys.stderr)
+                missing.append(name)
+                continue
+            paths = draw_curves(name, c, d, out, a.metric)
+        else:
+            paths = draw(name, d, out, a.metric)
+        for path in paths:
             print(path)
     for name in missing:
         print(f"missing: {name} — run ./run.sh experiments/ablations/{name}.yaml --scale {a.scale}", file=sys.stderr)

@@ -13,6 +13,13 @@ from rlkit.errors import ConfigError
 log = logging.getLogger("rlkit")
 
 
+def _positive(s: str) -> int:
+    n = int(s)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {s!r}")
+    return n
+
+
 def _pair(kind):
     def parse(s: str):
         parts = s.replace(",", " ").split()
@@ -164,11 +171,15 @@ def cmd_run(a) -> None:
 
 def cmd_eval(a) -> None:
     from rlkit.config import load_experiment
-    from rlkit.run import check_experiment, evaluate_run, load_sources
+    from rlkit.evaluate import evaluate_run
+    from rlkit.run import build_evalset, check_experiment, load_sources, missing_train_data
 
     exp = load_experiment(a.experiment, a.overrides)
     check_experiment(exp, training=False)
-    sources = load_sources(exp)
+    missing = missing_train_data(exp)
+    if missing:  # the released model's Table 1 needs only eval files: the median-of-train-labels baseline is skipped
+        log.warning("the median (train labels) baseline is unavailable (%s); the constant baseline is reported", missing)
+    sources = load_sources(exp, ("eval",) if missing else ("train", "eval"))
     model = None if a.model == "none" else (a.model or str(Path(exp.output_dir) / "final"))
     if model is not None and a.model is None and not Path(model).is_dir():
         raise ConfigError(f"{model} does not exist: train first (./run.sh {a.experiment}) or pass --model")
@@ -185,7 +196,7 @@ def cmd_eval(a) -> None:
         raise ConfigError(f"--out {a.out} is the run dir itself, whose metrics.json marks a finished training run; "
                           "pass another folder")
     exp.output_dir = a.out or str(Path(exp.output_dir) / sub)
-    evaluate_run(exp, model, sources, api=api)
+    evaluate_run(exp, model, sources, build_evalset(exp, sources), api=api)
 
 
 def vllm_pixel_args(model) -> list[str]:
@@ -229,12 +240,6 @@ def cmd_pointcloud(a) -> None:
     pointcloud_command(a)
 
 
-def cmd_bench(a) -> None:
-    from rlkit import bench
-
-    bench.main(a.name, a.args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from rlkit.config import SynthConfig
 
@@ -265,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--experiment", help="take data, camera and prompt from this experiment YAML")
     v.add_argument("--data", nargs="+", help="DepthLMBench jsonl files (without --experiment: the kit's defaults)")
     v.add_argument("--out", default="preview.png", help="output PNG")
-    v.add_argument("--n", type=int, default=8, help="number of samples")
+    v.add_argument("--n", type=_positive, default=8, help="number of samples")
     v.add_argument("--mode", choices=["train", "eval"], default="train", help="train: random crops; eval: no crop")
     v.add_argument("--seed", type=int, default=None, help="sampling seed (default: the experiment's)")
     v.set_defaults(func=cmd_data_preview)
@@ -276,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--split", choices=["eval", "train"], default="eval",
                    help="eval: the eval selection (uncropped); train: the first N samples of the train stream")
     v.add_argument("--out", required=True, help="output folder")
-    v.add_argument("--n", type=int, default=None, help="samples (eval: default all selected; train: default 100)")
+    v.add_argument("--n", type=_positive, default=None, help="samples (eval: default all selected; train: default 100)")
     v.set_defaults(func=cmd_data_render)
 
     v = data.add_parser("check", help="validate every line and open every image of a jsonl; counts per reason")
@@ -377,10 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arguments for trl vllm-serve, e.g. --serve-args --tensor_parallel_size 2")
     v.set_defaults(func=cmd_serve)
 
-    b = sub.add_parser("bench", help="benchmarks: data, train")
-    b.add_argument("name", help="which benchmark")
-    b.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark")
-    b.set_defaults(func=cmd_bench)
     return p
 
 
@@ -389,7 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith((".yaml", ".yml")):
         argv = ["run", *argv]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list) and \
+            all("=" in e and not e.startswith("-") for e in extra):  # key=value overrides after the options
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from rlkit.rewards import RewardLoadError
     from rlkit.config import ConfigError
     from rlkit.errors import DiskFull

@@ -41,8 +41,20 @@ METHODS = ("sft", "grpo")
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML with 1.2 float rules, so 1e-4 is a number (YAML 1.1 reads it as a string), and no key twice
-    in one mapping (PyYAML would keep the last silently)."""
+    """YAML with 1.2 float rules, so 1e-4 is a number (YAML 1.1 reads it as a string), no key twice
+    in one mapping (PyYAML would keep the last silently), and at most MAX_ALIASES aliases (an alias bomb
+    expands to gigabytes once the experiment is copied)."""
+
+    MAX_ALIASES = 50
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > self.MAX_ALIASES:
+                raise yaml.composer.ComposerError(None, None, f"more than {self.MAX_ALIASES} aliases (*name): "
+                                                  "refused, an experiment needs far fewer",
+                                                  self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -110,6 +122,12 @@ class SynthConfig:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{key} must be a whole number >= 0, got {v!r}")
+        # cameras whose scenes have labelable pixels: a marker fits, and a finite focal length (hfov < 180)
+        for key, lo, hi, unit in (("width", 32, 4096, "pixels"), ("hfov", 5, 170, "degrees")):
+            v = getattr(self, key)
+            if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and lo <= x <= hi for x in v) and v[0] <= v[1]):
+                raise ValueError(f"{key} must be [MIN, MAX] with {lo} <= MIN <= MAX <= {hi} {unit}, got {v!r}")
 
     def jsonl(self, family: str, split: str) -> Path:
         return Path(self.out) / f"{family}_{split}.jsonl"
@@ -389,6 +407,8 @@ def read_yaml(path: Path, _seen: tuple = ()) -> dict:
     if isinstance(data.get("base"), str):  # a base experiment is named relative to the file naming it
         data["base"] = str(path.parent / data["base"])
     parent = data.pop("extends", None)
+    if parent is not None and not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must be one file name (relative to this file), got {parent!r}")
     if parent is not None:
         inherited = read_yaml(path.parent / parent, _seen + (path.resolve(),))
         inherited.pop("output_dir", None)  # each file runs into its own dir (default runs/<file stem>)
@@ -441,8 +461,6 @@ def validate(exp: Experiment) -> None:
         for split in ("train", "eval"):
             if not getattr(exp.data, split):
                 setattr(exp.data, split, [DatasetSpec(str(synth.jsonl(f, split)), f) for f in synth.families])
-    if not exp.data.train and exp.data.synth is None:
-        raise ConfigError(f"{src}: data.train is empty (list jsonl files, or set data.synth)")
     for section, specs in (("train", exp.train_specs()), ("eval", exp.eval_specs())):
         labels = [s.label for s in specs]
         if "avg" in labels:  # the tables' average column
@@ -470,8 +488,11 @@ def validate(exp: Experiment) -> None:
             if key not in fields:
                 raise ConfigError(f"{src}: model.tiny: unknown field '{key}'{_closest(key, fields)} "
                                   f"(sizes of {exp.model.name})")
-    if exp.eval.samples_per_dataset < 1 or exp.eval.batch_size < 1:
-        raise ConfigError(f"{src}: eval.samples_per_dataset and eval.batch_size must be >= 1")
+    if exp.eval.samples_per_dataset < 1 or exp.eval.batch_size < 1 or exp.eval.max_new_tokens < 1:
+        raise ConfigError(f"{src}: eval.samples_per_dataset, eval.batch_size and eval.max_new_tokens must be >= 1")
+    if not exp.eval.constant > 0:  # a distance: δ1 and AbsRel of a value <= 0 mean nothing
+        raise ConfigError(f"{src}: eval.constant must be > 0 (the constant answer, in the task's unit), got "
+                          f"{exp.eval.constant!r}")
     gb = exp.global_batch_size
     if gb is not None:
         if isinstance(gb, bool) or not isinstance(gb, int) or gb < 1:

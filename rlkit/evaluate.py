@@ -11,16 +11,22 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from rlkit.builder import EvalSet, Source, label_values, reads_image, to_row
+from rlkit.errors import ConfigError
 from rlkit.labels import PER_PIXEL, store_values, train_label_sample
 from rlkit.io import atomic_write_text
 from rlkit.metrics import METRICS, depth_metrics
+from rlkit.models import load_model, load_processor, process_state
 from rlkit.prompts import TASKS, parse_answer
+
+if TYPE_CHECKING:
+    from rlkit.config import Experiment
 
 # Method names in metrics.json, results.csv and every table; tables and plots find baselines by these
 MODEL = "model"
@@ -250,3 +256,65 @@ def write_results(out_dir: str | Path, frame: pd.DataFrame, result: dict, extra:
                                 "All tasks pooled, per dataset:", tables])
     print(tables)
     return tables
+
+
+def load_reports(sources) -> dict:
+    """Per dataset: lines loaded, skipped (by field) and repaired, for metrics.json."""
+    return {s.spec.label: {k: v for k, v in s.report.items() if k != "path"} for s in sources}
+
+
+def evaluate_run(exp: Experiment, model_path, sources, evalset: EvalSet, model=None, processor=None, extra=None,
+                 state=None, api: dict | None = None) -> dict:
+    """Evaluate on the experiment's eval selection. Under several processes each generates whole
+    batches of the selection (batch b on rank b mod world size) and the main process writes the results.
+    A model_path ``openai:MODEL`` is a model behind an OpenAI-compatible server (rlkit.api; ``api``:
+    predict_api's options)."""
+    import gc
+
+    import torch
+    from accelerate.utils import gather_object
+
+    state = state or process_state()
+    frame = selection_frame(evalset)
+    if isinstance(model_path, str) and model_path.startswith("openai:"):
+        from rlkit.api import predict_api
+
+        if state.num_processes > 1:
+            raise ConfigError("an API model is evaluated by one process: run it without torchrun / accelerate launch")
+        texts, stats = predict_api(model_path, evalset, exp.eval.max_new_tokens, **(api or {}))
+        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))])
+        extra = {**(extra or {}), "api": stats}
+    elif model_path is not None:
+        gc.collect()  # what training left (optimizer state, a sharded model) before the eval model comes
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if model is None:
+            from transformers.integrations import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+            if is_deepspeed_zero3_enabled():  # ZeRO-3's config outlives training: it would shard the eval model
+                unset_hf_deepspeed_config()
+            processor = load_processor(str(model_path), exp.model)
+            model = load_model(str(model_path), exp.model, device=state.device)
+        if getattr(model, "peft_config", None):
+            model = model.merge_and_unload()
+        batches = list(range(0, len(evalset), exp.eval.batch_size))[state.process_index::state.num_processes]
+        mine = predict(model, processor, evalset, batches, exp.eval.batch_size, exp.eval.max_new_tokens,
+                       progress=state.is_main_process)
+        texts = dict(gather_object(list(mine.items())) if state.num_processes > 1 else mine)
+        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))])
+    # items whose image could not be used (data.skip_invalid): out of the scores, counted in eval_skipped
+    bad = dict(gather_object(list(evalset.bad.items()))) if state.num_processes > 1 else evalset.bad
+    frame = drop_skipped(frame, evalset, bad)
+    tasks = list(exp.prompt_options().task_weights())
+    medians = train_medians(sources.train, tasks) if sources.train else None
+    result = summarize(frame, exp.eval.constant, medians)
+    by_task = summarize_tasks(frame, exp.eval.constant, medians) if len(tasks) > 1 else None
+    payload = {"eval_skipped": evalset.skipped, "eval_samples": len(frame), "eval_data": load_reports(sources.eval),
+               "train_data": load_reports(sources.train),
+               "world_size": state.num_processes,
+               **({} if sources.train else {"median_baseline": "unavailable: no training labels were read"}),
+               **(extra or {})}
+    if state.is_main_process:
+        write_results(exp.output_dir, frame, result, payload, by_task)
+    state.wait_for_everyone()
+    return {"metrics": result, **({"tasks": by_task} if by_task else {}), **payload}

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rlkit.attention import load_kwargs as attention_load_kwargs, switch_to_varlen
+from rlkit.chat_templates import PIXTRAL_CHAT_TEMPLATE
 from rlkit.errors import ConfigError
 from rlkit.tiny import TINY_SPECS, tiny_path
 
@@ -16,28 +18,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# Pixtral's conversation format ([INST] user [/INST] answer</s>, mistral_common's layout): images first,
-# then the text, whatever the chunk order; a text chunk's words under "text" (the kit's rows, TRL) or
-# "content" (older mistral-community/pixtral-12b templates read only that); string or list contents.
-PIXTRAL_CHAT_TEMPLATE = (
-    "{%- set ns = namespace(system='') %}{{- bos_token }}"
-    "{%- for message in messages %}"
-    "{%- if message['content'] is string %}{%- set chunks = [{'type': 'text', 'text': message['content']}] %}"
-    "{%- else %}{%- set chunks = message['content'] %}{%- endif %}"
-    "{%- if message['role'] == 'system' %}"
-    "{%- for c in chunks if c['type'] == 'text' %}{%- set ns.system = ns.system + (c['text'] if 'text' in c "
-    "else c['content']) + '\n\n' %}{%- endfor %}"
-    "{%- elif message['role'] == 'user' %}{{- '[INST]' }}"
-    "{%- for c in chunks if c['type'] == 'image' or 'image' in c %}{{- '[IMG]' }}{%- endfor %}"
-    "{{- ns.system }}{%- set ns.system = '' %}"
-    "{%- for c in chunks if c['type'] == 'text' %}{{- c['text'] if 'text' in c else c['content'] }}{%- endfor %}"
-    "{{- '[/INST]' }}"
-    "{%- elif message['role'] == 'assistant' %}"
-    "{%- for c in chunks if c['type'] == 'text' %}{{- c['text'] if 'text' in c else c['content'] }}{%- endfor %}"
-    "{{- eos_token }}"
-    "{%- else %}{{- raise_exception('Pixtral chat: roles are system, user and assistant') }}{%- endif %}"
-    "{%- endfor %}"
-)
 
 
 @dataclass(frozen=True)
@@ -191,9 +171,11 @@ def load_model(path: str, cfg: ModelConfig, device=None):
     kwargs = {"dtype": torch_dtype(cfg.dtype)}
     if device is not None:
         kwargs["device_map"] = {"": device}
-    if cfg.attn_implementation:
-        kwargs["attn_implementation"] = cfg.attn_implementation
-    return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    attn, varlen = attention_load_kwargs(cfg.attn_implementation)
+    if attn:
+        kwargs["attn_implementation"] = attn
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    return switch_to_varlen(model) if varlen else model
 
 
 def peft_config(cfg: ModelConfig):
@@ -205,3 +187,11 @@ def peft_config(cfg: ModelConfig):
         return LoraConfig(task_type="CAUSAL_LM", **cfg.lora)
     except TypeError as e:
         raise ConfigError(f"model.lora: {e}") from None
+
+
+def process_state():
+    """The accelerate process state: one process, or one per rank under torchrun / accelerate launch
+    (gloo on a machine without a GPU, so CPU ranks really form one job)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=no_accelerator())

@@ -121,7 +121,7 @@ def model_answers(model_path: str, exp, max_new_tokens: int) -> AnswerFn:
     """Greedy answers of a checkpoint, generated as evaluation does (rlkit.evaluate.generate_answers)."""
     from rlkit.evaluate import generate_answers
     from rlkit.models import load_model, load_processor
-    from rlkit.run import process_state
+    from rlkit.models import process_state
 
     processor = load_processor(model_path, exp.model)
     model = load_model(model_path, exp.model, device=process_state().device)

@@ -1,12 +1,10 @@
 """The plan that runs an experiment, one named step after another:
 
     check_experiment -> render_scenes -> train_base_stage -> load_sources -> resolve_model
-    -> build_stream / build_evalset -> train -> evaluate
+    -> build_stream / build_evalset / build_curve -> train -> evaluate_run
 
-``run``, ``eval``, ``data preview``, ``bench`` and the sweeps all take their steps from here; nothing
-else loads sources. A run dir holds config.yaml (resolved), checkpoint-*/ (resumable), final/ (the trained
-model and processor), predictions.csv, metrics.json and README.md (the model card, rlkit.card). metrics.json
-marks the end of a run; a run dir that has it is finished and is not run again (this is what sweeps resume on).
+``run``, ``eval``, ``data preview``, the benchmarks and the sweeps all take their steps from here. The run
+folder's mechanics (lock, resume, final/) are rlkit.rundir's; evaluation is rlkit.evaluate's.
 """
 
 from __future__ import annotations
@@ -15,21 +13,18 @@ import contextlib
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
-import yaml
-
 from rlkit.builder import EvalSet, Source, TrainStream, load_source
 from rlkit.card import write_model_card
-from rlkit.config import (ConfigError, Experiment, ModelConfig, SynthConfig, check_trainer_fields, experiment_from_dict,
-                          load_experiment, parse_yaml, save_resolved)
-from rlkit.evaluate import (add_predictions, drop_skipped, predict, selection_frame, strict_json, summarize,
-                            summarize_tasks, train_medians, write_results)
-from rlkit.errors import DiskFull, disk_full
+from rlkit.config import (ConfigError, Experiment, ModelConfig, SynthConfig, check_trainer_fields, load_experiment,
+                          save_resolved)
+from rlkit.evaluate import evaluate_run, load_reports, strict_json
 from rlkit.io import atomic_write_text
-from rlkit.models import load_model, load_processor, no_accelerator, peft_config, resolve_model_path
+from rlkit.models import peft_config, process_state, resolve_model_path
+from rlkit.rundir import (check_run_dir, disk_full_said, last_checkpoint, quiet_key_name_warnings, resume_weights,
+                          run_dir_lock, save_final)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +90,17 @@ class Sources:
     eval: list[Source]
 
 
+def missing_train_data(exp: Experiment) -> str | None:
+    """Why the training labels cannot be read (for the median baseline of an evaluation), or None."""
+    if not exp.data.train:
+        return "data.train is empty"
+    synth_out = Path(exp.data.synth.out).resolve() if exp.data.synth is not None else None
+    for i, spec in enumerate(exp.data.train):
+        if not Path(spec.path).is_file() and not (synth_out is not None and Path(spec.path).resolve().parent == synth_out):
+            return f"data.train[{i}].path: file not found: {spec.path}"
+    return None
+
+
 def load_sources(exp: Experiment, splits: tuple[str, ...] = ("train", "eval")) -> Sources:
     load = lambda specs: [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in specs]  # noqa: E731
     return Sources(train=load(exp.train_specs()) if "train" in splits else [],
@@ -131,122 +137,11 @@ def build_curve(exp: Experiment, sources: Sources, state):
                          constant=exp.eval.constant, state=state)
 
 
-def check_run_dir(exp: Experiment, out: Path) -> None:
-    """A run dir belongs to one config: refuse to resume or skip into it with another."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{exp.source}: output_dir {out} is a file, not a folder")
-    saved = out / "config.yaml"
-    if saved.exists():
-        def normal(e: Experiment) -> dict:
-            return parse_yaml(yaml.safe_dump(e.to_dict(), sort_keys=False))
-
-        try:  # through the loader, so a field config.yaml lacks is compared at its default
-            same = normal(experiment_from_dict(parse_yaml(saved.read_text()), str(saved))) == normal(exp)
-        except (ConfigError, TypeError, ValueError, yaml.YAMLError):
-            same = False
-        if not same:
-            raise ConfigError(f"{out} holds a run of a different configuration ({saved}); "
-                              "pass output_dir=NEW_DIR, or delete the folder to start over")
-
-
-def save_final(trainer, final: Path, state) -> None:
-    """Write final/ whole or not at all: model (LoRA merged) and processor into final.tmp, then rename."""
-    tmp = final.with_name(final.name + ".tmp")
-    if state.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    state.wait_for_everyone()
-    fsdp = getattr(trainer.accelerator.state, "fsdp_plugin", None)
-    if fsdp is not None:  # checkpoints stay sharded (resumable); final/ is one loadable model
-        fsdp.set_state_dict_type("FULL_STATE_DICT")
-    if getattr(trainer.model, "peft_config", None):
-        if state.is_main_process:  # a standalone checkpoint, loadable like any other
-            trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(str(tmp))
-    else:
-        trainer.save_model(str(tmp))
-    if state.is_main_process:
-        trainer.processing_class.save_pretrained(str(tmp))
-        tmp.rename(final)
-    state.wait_for_everyone()
-
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
-                "pytorch_model.bin", "pytorch_model_fsdp_0")  # full, sharded, LoRA, legacy, FSDP sharded
-
-
-def checkpoint_complete(folder: Path) -> bool:
-    """The Trainer writes trainer_state.json last: a checkpoint is whole when it parses and weights exist
-    (a kill or a full disk mid-save leaves one without)."""
-    try:
-        json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return any((folder / f).exists() for f in WEIGHT_FILES)
-
-
-def last_checkpoint(out: Path) -> str | None:
-    """The newest complete checkpoint-N in the run dir; incomplete newer ones are passed over and logged."""
-    if not out.is_dir():
-        return None
-    steps = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*")
-                   if p.is_dir() and p.name.split("-")[1].isdigit())
-    for _, folder in reversed(steps):
-        if checkpoint_complete(folder):
-            return str(folder)
-        log.warning("passing over incomplete checkpoint %s (no readable trainer_state.json or weights: the run "
-                    "was killed or the disk filled up while it was written)", folder)
-    return None
-
-
-def resume_weights(checkpoint: str | None) -> str | None:
-    """Where to load the model from when resuming a full fine-tune (None: from the starting model).
-
-    transformers' Trainer reloads a checkpoint with a plain load_state_dict, without the key renaming
-    that from_pretrained applies: Qwen2.5-VL saves ``visual.*``/``model.*`` but holds
-    ``model.visual.*``/``model.language_model.*``, so every renamed weight would silently stay at its
-    starting value, with only a missing-keys warning (huggingface/transformers#43701). Loading the
-    model from the checkpoint with from_pretrained first makes that reload a no-op. LoRA checkpoints
-    hold only adapters, which the Trainer reloads correctly through peft.
-    """
-    if checkpoint is None or not (Path(checkpoint) / "config.json").exists():
-        return None
-    if any((Path(checkpoint) / f).exists() for f in ("model.safetensors", "model.safetensors.index.json")):
-        return checkpoint
-    return None
-
-
-class _KeyNameWarnings(logging.Filter):
-    """Drops the Trainer's missing/unexpected-keys warnings, which only name renamed keys once the
-    model already holds the checkpoint's weights (see resume_weights)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(("There were missing keys in the checkpoint model loaded",
-                                                   "There were unexpected keys in the checkpoint model loaded"))
-
-
-@contextlib.contextmanager
-def quiet_key_name_warnings(active: bool):
-    logger, f = logging.getLogger("transformers.trainer"), _KeyNameWarnings()
-    if active:
-        logger.addFilter(f)
-    try:
-        yield
-    finally:
-        logger.removeFilter(f)
-
-
 def samples_seen(trainer) -> int:
     """Training samples (image + question) consumed; a GRPO group of completions is one sample."""
     from rlkit.curve import samples_per_step
 
     return round(trainer.state.global_step * samples_per_step(trainer.args))
-
-
-def process_state():
-    """The accelerate process state: one process, or one per rank under torchrun / accelerate launch
-    (gloo on a machine without a GPU, so CPU ranks really form one job)."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=no_accelerator())
 
 
 def global_batch(trainer) -> str:
@@ -265,6 +160,8 @@ def check_experiment(exp: Experiment, training: bool = True) -> None:
     trainer arguments, the reward plugins (imported only by commands that train with them), the base
     stage's model and every data file (those data.synth renders excepted)."""
     if training:
+        if not exp.data.train:
+            raise ConfigError(f"{exp.source}: data.train is empty (list jsonl files, or set data.synth)")
         check_trainer_fields(exp)
         args = exp.trl_config()
         if exp.method == "grpo":
@@ -297,7 +194,7 @@ def check_experiment(exp: Experiment, training: bool = True) -> None:
         except ConfigError as e:
             raise ConfigError(f"{exp.source}: {e}") from None
     synth_out = Path(exp.data.synth.out).resolve() if exp.data.synth is not None else None
-    for section in ("train", "eval"):
+    for section in ("train", "eval") if training else ("eval",):  # eval reads training labels only if present
         for i, spec in enumerate(getattr(exp.data, section)):
             path = Path(spec.path)
             if not path.is_file() and not (synth_out is not None and path.resolve().parent == synth_out):
@@ -314,11 +211,6 @@ def check_base_chain(exp: Experiment) -> None:
             raise ConfigError(f"{exp.source}: base: the stages loop back: {chain}")
         seen.append(path)
         current = base_experiment(current)
-
-
-def load_reports(sources) -> dict:
-    """Per dataset: lines loaded, skipped (by field) and repaired, for metrics.json."""
-    return {s.spec.label: {k: v for k, v in s.report.items() if k != "path"} for s in sources}
 
 
 def run_experiment(exp: Experiment) -> dict:
@@ -344,81 +236,27 @@ def run_experiment(exp: Experiment) -> dict:
             if state.num_processes == 1:
                 model, processor = trainer.model, trainer.processing_class
             del trainer  # several processes evaluate a reloaded final/, never a (possibly sharded) training model
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        result = evaluate_run(exp, final, sources, model=model, processor=processor, extra=info, state=state,
-                              evalset=evalset)
+        info = json.loads(info_path.read_text()) if info_path.exists() else rebuilt_train_info(exp, out)
+        result = evaluate_run(exp, final, sources, evalset, model=model, processor=processor, extra=info,
+                              state=state)
         if state.is_main_process:  # README.md: the model card, over TRL's template
             write_model_card(exp, result)
         return result
 
 
-@contextlib.contextmanager
-def disk_full_said(out: Path):
-    """A write that fails for want of space ends as one line that says so (and that a re-run resumes)."""
-    try:
-        yield
-    except Exception as e:  # noqa: BLE001 - the tokenizers library reports ENOSPC as a bare Exception
-        if isinstance(e, (ConfigError, DiskFull)) or not disk_full(e, out):
-            raise
-        raise DiskFull(f"{out}: the disk is full ({type(e).__name__}: {str(e).splitlines()[0][:160]}); free space "
-                       "and run the same command again: it resumes from the last complete checkpoint") from e
+def rebuilt_train_info(exp: Experiment, out: Path) -> dict:
+    """What training did, when final/ exists without train_info.json (killed between the two, or the file lost):
+    the samples from the newest checkpoint's step; the seconds and builder skips are not known."""
+    from rlkit.curve import samples_per_step
 
-
-@contextlib.contextmanager
-def run_dir_lock(out: Path, state):
-    """One run at a time in a run dir: OUT/.rlkit.lock holds the running process's pid and host. A lock
-    whose process is gone (same host) is stale and taken over; the main process holds it for all ranks."""
-    lock = out / ".rlkit.lock"
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        _acquire(lock, out)
-    try:
-        yield
-    finally:
-        if state.is_main_process:
-            lock.unlink(missing_ok=True)
-
-
-def _acquire(lock: Path, out: Path) -> None:
-    import os
-    import socket
-
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
-        tmp = lock.with_name(f"{lock.name}.{me['pid']}")
-        tmp.write_text(json.dumps(me))
-        try:
-            os.link(tmp, lock)  # appears whole or not at all: never an empty lock
-        except FileExistsError:
-            try:
-                held = json.loads(lock.read_text())
-            except (OSError, ValueError):
-                held = {}
-            finally:
-                tmp.unlink(missing_ok=True)
-            if held.get("host") == me["host"] and not _alive(held.get("pid")) or not held:
-                log.warning("taking over the stale lock %s of pid %s, which is no longer running", lock, held.get("pid"))
-                lock.unlink(missing_ok=True)
-                continue
-            raise ConfigError(f"{out} is in use by another run (pid {held.get('pid', '?')} on {held.get('host', '?')}, "
-                              f"since {held.get('since', '?')}); wait for it or pass output_dir=NEW_DIR (if that run "
-                              f"is gone from another machine, delete {lock})") from None
-        tmp.unlink(missing_ok=True)
-        return
-
-
-def _alive(pid) -> bool:
-    import os
-
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    ckpt = last_checkpoint(out)
+    if ckpt is None:
+        return {}
+    step = json.loads((Path(ckpt) / "trainer_state.json").read_text())["global_step"]
+    log.warning("%s is missing: training info rebuilt from %s (train_seconds and builder_skips unknown)",
+                out / "train_info.json", ckpt)
+    return {"train_samples": round(step * samples_per_step(exp.trl_config())), "train_seconds": None,
+            "builder_skips": None, "train_info": f"rebuilt from {Path(ckpt).name}/trainer_state.json"}
 
 
 def train(exp: Experiment, model_path: str, sources: Sources, state, curve=None):
@@ -485,58 +323,3 @@ def check_weights_finite(exp: Experiment, model) -> None:
                           "final/ was not written; lower train.learning_rate or clip gradients harder (train.max_grad_norm)")
 
 
-def evaluate_run(exp: Experiment, model_path, sources: Sources, model=None, processor=None, extra=None,
-                 state=None, evalset: EvalSet | None = None, api: dict | None = None) -> dict:
-    """Evaluate on the experiment's eval selection. Under several processes each generates whole
-    batches of the selection (batch b on rank b mod world size) and the main process writes the results.
-    A model_path ``openai:MODEL`` is a model behind an OpenAI-compatible server (rlkit.api; ``api``:
-    predict_api's options)."""
-    import gc
-
-    import torch
-    from accelerate.utils import gather_object
-
-    state = state or process_state()
-    evalset = evalset or build_evalset(exp, sources)
-    frame = selection_frame(evalset)
-    if isinstance(model_path, str) and model_path.startswith("openai:"):
-        from rlkit.api import predict_api
-
-        if state.num_processes > 1:
-            raise ConfigError("an API model is evaluated by one process: run it without torchrun / accelerate launch")
-        texts, stats = predict_api(model_path, evalset, exp.eval.max_new_tokens, **(api or {}))
-        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))])
-        extra = {**(extra or {}), "api": stats}
-    elif model_path is not None:
-        gc.collect()  # what training left (optimizer state, a sharded model) before the eval model comes
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if model is None:
-            from transformers.integrations import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
-
-            if is_deepspeed_zero3_enabled():  # ZeRO-3's config outlives training: it would shard the eval model
-                unset_hf_deepspeed_config()
-            processor = load_processor(str(model_path), exp.model)
-            model = load_model(str(model_path), exp.model, device=state.device)
-        if getattr(model, "peft_config", None):
-            model = model.merge_and_unload()
-        batches = list(range(0, len(evalset), exp.eval.batch_size))[state.process_index::state.num_processes]
-        mine = predict(model, processor, evalset, batches, exp.eval.batch_size, exp.eval.max_new_tokens,
-                       progress=state.is_main_process)
-        texts = dict(gather_object(list(mine.items())) if state.num_processes > 1 else mine)
-        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))])
-    # items whose image could not be used (data.skip_invalid): out of the scores, counted in eval_skipped
-    bad = dict(gather_object(list(evalset.bad.items()))) if state.num_processes > 1 else evalset.bad
-    frame = drop_skipped(frame, evalset, bad)
-    tasks = list(exp.prompt_options().task_weights())
-    medians = train_medians(sources.train, tasks)
-    result = summarize(frame, exp.eval.constant, medians)
-    by_task = summarize_tasks(frame, exp.eval.constant, medians) if len(tasks) > 1 else None
-    payload = {"eval_skipped": evalset.skipped, "eval_samples": len(frame), "eval_data": load_reports(sources.eval),
-               "train_data": load_reports(sources.train),
-               "world_size": state.num_processes,
-               **(extra or {})}
-    if state.is_main_process:
-        write_results(exp.output_dir, frame, result, payload, by_task)
-    state.wait_for_everyone()
-    return {"metrics": result, **({"tasks": by_task} if by_task else {}), **payload}

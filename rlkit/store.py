@@ -22,7 +22,7 @@ record batches, and numpy sees a chunked column only after a copy (1.5 GB for th
 beyond the 1 GB a process may use), and a one-batch file would need whole columns in memory to write.
 
 Cache: ``$RLKIT_RECORDS_CACHE`` (default ``.cache/records``)/<key>/, the key a hash of the jsonl's
-resolved path, size and mtime_ns, the image root and the validation options, so a changed jsonl is
+resolved path, size, mtime_ns, inode and ctime_ns (a copy that keeps size and mtime still differs), the image root and the validation options, so a changed jsonl is
 converted again. A conversion is built in a temporary folder and renamed into place, under a file lock:
 one process converts while the others (ranks, parallel runs) wait and then open its result. Delete
 the folder to reclaim the space of stores whose jsonl is gone.
@@ -67,7 +67,10 @@ def _cpus() -> int:
 
 def store_key(path: Path, root: Path, *, skip_invalid: bool, allow_outside_root: bool) -> str:
     st = path.stat()
+    # inode and ctime too: a copy can keep size and mtime (touch -r, cp -p, rsync -t) but not these, so a rewritten
+    # jsonl is converted again instead of scored with the old labels
     ident = {"version": FORMAT_VERSION, "path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+             "inode": st.st_ino, "ctime_ns": st.st_ctime_ns,
              "root": str(root.resolve()), "root_as_written": os.path.abspath(root), "skip_invalid": skip_invalid,
              "allow_outside_root": allow_outside_root}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]

@@ -19,7 +19,8 @@ other than train.* and eval.* also apply to the base, which is trained once per 
 runs/sweeps/<sweep>/<scale>/_base. Every arm x seed runs into runs/sweeps/<sweep>/<scale>/<arm>/seed<k>;
 finished runs (metrics.json) are skipped, so re-running a sweep resumes it. The tidy results
 table (one row per arm x seed x eval dataset x method x metric; a base stage's own eval appears as
-method ``base stage``) is results.csv beside them.
+method ``base stage``) is results.csv beside them; runs with a learning curve (eval.during_training) add
+curves.csv (one row per arm x seed x curve point x eval dataset x metric).
 ``--arms``/``--seeds`` run a subset (e.g. one arm per cluster node); ``--jobs N`` runs N arm x seed
 runs side by side on one machine (on a small CPU, two 1-thread runs train ~1.4x faster in total
 than one 2-thread run).
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,14 +87,23 @@ def load_sweep(path: str | Path, root: str | Path = "runs/sweeps") -> Sweep:
     arms = data["arms"]
     if not isinstance(arms, dict) or not arms:
         raise ConfigError(f"{path}: arms must be a non-empty mapping of name -> overrides")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or \
+            not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in seeds):
+        raise ConfigError(f"{path}: seeds must be a non-empty list of whole numbers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):  # each seed is a run folder and a row set: twice would count it twice
+        raise ConfigError(f"{path}: seeds lists {sorted({k for k in seeds if seeds.count(k) > 1})} more than once")
     for arm, over in arms.items():
+        if not isinstance(arm, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", arm):
+            raise ConfigError(f"{path}: arm name {arm!r} must be letters, digits, '_', '-' or '.' (it names a folder "
+                              "under the sweeps dir)")
         if not isinstance(over, dict):
             raise ConfigError(f"{path}: arm '{arm}' must be a mapping of dotted overrides")
         x = over.get("x")
         if not (x is None or x == "train_samples" or (isinstance(x, (int, float)) and not isinstance(x, bool))):
             raise ConfigError(f"{path}: arm '{arm}': x must be a number or 'train_samples', got {x!r}")
     scales = data.get("scales") or {"mini": {}}
-    sweep = Sweep(path.stem, data["figure"], (path.parent / data["experiment"]), list(data.get("seeds", [0])),
+    sweep = Sweep(path.stem, data["figure"], (path.parent / data["experiment"]), list(seeds),
                   scales, arms, str(path), Path(root))
     for scale in scales:  # every arm must make a valid experiment, checked before anything runs
         for arm in arms:
@@ -153,6 +164,29 @@ def base_rows(sweep: Sweep, scale: str) -> list[dict]:
             for dataset, values in model.items() for metric, value in values.items()]
 
 
+CURVE_COLUMNS = ["sweep", "figure", "scale", "arm", "series", "seed", "step", "samples", "train_seconds", "dataset",
+                 "metric", "value"]
+
+
+def curve_rows(sweep: Sweep, scale: str, arm: str, seed: int, metrics: dict) -> list[dict]:
+    """The run's learning curve (eval.during_training), one row per point x eval dataset x metric."""
+    series = sweep.arms[arm].get("series", sweep.name)
+    return [{"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": arm, "series": series, "seed": seed,
+             "step": p["step"], "samples": p["samples"], "train_seconds": p["train_seconds"],
+             "dataset": key.split("/", 1)[1], "metric": key.split("/", 1)[0], "value": value}
+            for p in metrics.get("curve") or [] for key, value in p.items() if "/" in key]
+
+
+def collect_curves(sweep: Sweep, scale: str) -> pd.DataFrame:
+    rows = []
+    for arm in sweep.arms:
+        for seed in sweep.seeds:
+            m = sweep.run_dir(scale, arm, seed) / "metrics.json"
+            if m.exists():
+                rows += curve_rows(sweep, scale, arm, seed, json.loads(m.read_text()))
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
 def collect(sweep: Sweep, scale: str) -> pd.DataFrame:
     """The results table of every finished run of the sweep at a scale (unfinished ones are absent),
     plus the base stage's eval when the sweep has one."""
@@ -166,10 +200,14 @@ def collect(sweep: Sweep, scale: str) -> pd.DataFrame:
 
 
 def write_results(sweep: Sweep, scale: str) -> Path:
+    """results.csv, and curves.csv beside it when runs have learning curves (eval.during_training)."""
     table = collect(sweep, scale)
     path = sweep.results_path(scale)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, table.to_csv(index=False))
+    curves = collect_curves(sweep, scale)
+    if len(curves):
+        atomic_write_text(path.with_name("curves.csv"), curves.to_csv(index=False))
     return path
 
 

@@ -22,22 +22,14 @@ from typing import ClassVar
 
 import numpy as np
 
+from rlkit.chat_templates import PIXTRAL_CHAT_TEMPLATE, QWEN_TINY_CHAT_TEMPLATE
+
 log = logging.getLogger(__name__)
 
 TINY_NAME = "tiny-qwen2.5-vl"
 TINY_PIXTRAL_NAME = "tiny-pixtral"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
-# Qwen2.5-VL's chat template, without the default system turn (short sequences for a tiny model).
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 PIXTRAL_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]", "<pad>"]
 
 
@@ -108,7 +100,7 @@ def _corpus(seed: int = 0) -> list[str]:
 
 
 def build_tokenizer(vocab_size: int = 512, seed: int = 0, special_tokens: list[str] = SPECIAL_TOKENS,
-                    chat_template: str = CHAT_TEMPLATE, roles: dict | None = None):
+                    chat_template: str = QWEN_TINY_CHAT_TEMPLATE, roles: dict | None = None):
     """``roles``: the tokenizer's special-token arguments (eos_token, pad_token, ...); default Qwen's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -167,7 +159,7 @@ def build_tiny(out_dir: str | Path, spec: TinySpec = TinySpec()) -> Path:
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     image_processor = Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
     processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                    video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
+                                    video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN_TINY_CHAT_TEMPLATE)
     return _save_built(model, processor, spec, tmp, out_dir)
 
 
@@ -178,12 +170,10 @@ def build_tiny_pixtral(out_dir: str | Path, spec: TinyPixtralSpec = TinyPixtralS
     from transformers import (LlavaConfig, LlavaForConditionalGeneration, MistralConfig, PixtralImageProcessor,
                               PixtralProcessor, PixtralVisionConfig)
 
-    from rlkit.models import FAMILIES
-
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    template = FAMILIES[spec.family].chat_template
+    template = PIXTRAL_CHAT_TEMPLATE
     tokenizer = build_tokenizer(spec.vocab_size, spec.seed, PIXTRAL_SPECIAL_TOKENS, template,
                                 {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"})
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in PIXTRAL_SPECIAL_TOKENS}

@@ -138,7 +138,7 @@ def test_reward_kwargs_are_checked_at_load(tmp_path):
 
 
 def test_changed_config_refuses_a_used_run_dir(tmp_path):
-    from rlkit.run import check_run_dir
+    from rlkit.rundir import check_run_dir
     from rlkit.config import save_resolved
 
     exp = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}"])
@@ -184,3 +184,47 @@ def test_tiny_sizes_are_checked_at_load_and_ignored_for_real_models(caplog):
     exp = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", ["model.name=Qwen/Qwen2.5-VL-3B-Instruct"])
     assert exp.model.tiny and resolve_model_path(exp.model) == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert "model.tiny is ignored" in caplog.text
+
+
+def test_values_that_cannot_mean_anything_are_refused(tmp_path):
+    from rlkit.config import ConfigError, experiment_from_dict
+    from rlkit.sweep import load_sweep
+
+    base = {"data": {"train": [{"path": "x.jsonl"}], "eval": [{"path": "x.jsonl"}]}}
+    for over, message in (({"eval": {"constant": -2.0}}, "eval.constant must be > 0"),
+                          ({"eval": {"max_new_tokens": 0}}, "eval.max_new_tokens must be >= 1"),
+                          ({"data": {**base["data"], "synth": {"hfov": [180, 180]}}}, "hfov must be"),
+                          ({"data": {**base["data"], "synth": {"width": [0, 0]}}}, "width must be")):
+        with pytest.raises(ConfigError, match=message):
+            experiment_from_dict({**base, **over})
+    (tmp_path / "list.yaml").write_text("extends: [a.yaml, b.yaml]\n")
+    with pytest.raises(ConfigError, match="extends must be one file name"):
+        load_experiment(tmp_path / "list.yaml")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump(base))
+    for body, message in (({"seeds": [0, 0]}, r"seeds lists \[0\] more than once"),
+                          ({"arms": {"../../../outside": {}}}, "arm name '../../../outside' must be")):
+        sweep = {"figure": "f", "experiment": "exp.yaml", "arms": {"a": {}}, **body}
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+        with pytest.raises(ConfigError, match=message):
+            load_sweep(tmp_path / "sweep.yaml", root=tmp_path / "sweeps")
+
+
+def test_a_dangling_output_dir_link_is_one_error(tmp_path):
+    from rlkit.config import experiment_from_dict
+    from rlkit.rundir import check_run_dir
+
+    (tmp_path / "run").symlink_to(tmp_path / "gone")
+    exp = experiment_from_dict({"output_dir": str(tmp_path / "run"),
+                                "data": {"train": [{"path": "x.jsonl"}], "eval": [{"path": "x.jsonl"}]}})
+    with pytest.raises(ConfigError, match="is a link to .*gone, which does not exist"):
+        check_run_dir(exp, tmp_path / "run")
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    lines = ["reward_kwargs:", "  a: &a [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):  # 9^9 leaves once expanded
+        lines.append(f"  {chr(97 + i)}: &{chr(97 + i)} [" + ", ".join([f"*{chr(96 + i)}"] * 9) + "]")
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"bomb.yaml:\d+: invalid YAML: more than 50 aliases"):
+        load_experiment(tmp_path / "bomb.yaml")

@@ -232,3 +232,31 @@ def test_multitask_sft_and_grpo_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((tmp_path / "g" / "run" / "metrics.json").read_text())
     assert set(metrics["tasks"]) == set(tasks) and metrics["train_samples"] == 2  # 2 steps x 4 completions / 4 per prompt
+
+
+def test_the_released_model_preset_evaluates_without_training_data(tmp_path):
+    """Table 1 for a released model needs only eval files: the median baseline is reported unavailable."""
+    r = _run("eval", "experiments/eval_depthlm_official.yaml", "--model", "none",
+             f"data.eval=[{{path: {OFFICIAL}, name: x}}]", "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "median (train labels) baseline is unavailable (data.train[0].path: file not found" in r.stderr
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert list(m["metrics"]) == ["constant 2 m"] and m["median_baseline"].startswith("unavailable")
+    # training still needs its data
+    r = _run("experiments/eval_depthlm_official.yaml", "train.max_steps=2", f"output_dir={tmp_path / 'train'}")
+    assert r.returncode == 2 and "data.train[0].path: file not found" in r.stderr
+
+
+def test_the_shipped_grpo_experiment_swaps_in_a_plugin_from_rewards(tmp_path):
+    """./run.sh experiments/grpo_negl1.yaml rewards=[close_enough,format] runs rewards/close_enough.py (its base
+    stage and scenes made small here)."""
+    small = [f"data.synth.out={tmp_path / 'synth'}", "data.synth.train_images=4", "data.synth.eval_images=2",
+             "eval.samples_per_dataset=4"]
+    base = [f"output_dir={tmp_path / 'base'}", "train.max_steps=2", *small]
+    r = _run("experiments/grpo_negl1.yaml", "rewards=[close_enough, format]", "train.max_steps=2",
+             "train.logging_steps=1", "train.report_to=none", f"output_dir={tmp_path / 'run'}", *small,
+             f"base_overrides={json.dumps(base)}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "'rewards/close_enough/mean'" in r.stdout + r.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train_samples"] == 2 * 32 // 8 and "rewards/close_enough/mean" in metrics["grpo_diagnostics"]

@@ -273,7 +273,8 @@ RANK_SCRIPT = """
 import json, sys
 from accelerate.utils import gather_object
 from rlkit.config import load_experiment
-from rlkit.run import build_stream, load_sources, process_state, resolve_model
+from rlkit.models import process_state
+from rlkit.run import build_stream, load_sources, resolve_model
 from rlkit.sft import make_trainer
 
 state = process_state()

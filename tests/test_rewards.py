@@ -73,8 +73,18 @@ def test_load_reward_three_forms(tmp_path):
     fn = load_reward("neg_l1")
     assert fn(["<answer>4</answer>"], label=[3.0]) == neg_l1(["<answer>4</answer>"], label=[3.0]) == [-1.0]
     assert load_reward("rlkit.rewards.depth:neg_l2") is neg_l2
-    fn = load_reward("experiments/plugins/close_enough.py:close_enough", {"tolerance": 0.5})
+    fn = load_reward("rewards/close_enough.py:close_enough", {"tolerance": 0.5})
     assert fn(["<answer>4</answer>", "<answer>9</answer>"], label=[3.0, 3.0]) == [1.0, 0.0]
+
+
+def test_a_bare_name_not_in_the_registry_is_a_plugin_in_rewards():
+    fn = load_reward("close_enough", {"tolerance": 0.5})  # rewards/close_enough.py:close_enough
+    assert fn(["<answer>4</answer>", "<answer>9</answer>"], label=[3.0, 3.0]) == [1.0, 0.0]
+    from trl.trainer.utils import get_callable_name
+
+    assert get_callable_name(load_reward("close_enough")) == "close_enough"
+    with pytest.raises(RewardLoadError, match="unknown argument"):  # the same checks as any plugin
+        load_reward("close_enough", {"tolerence": 0.5})
 
 
 def test_trl_logs_a_reward_under_its_registry_name():
@@ -85,14 +95,14 @@ def test_trl_logs_a_reward_under_its_registry_name():
     assert get_callable_name(load_reward("neg_l1", {"clip": 3.0})) == "neg_l1"
     assert load_reward("format", {"require_think": True})(["<answer>3</answer>"]) == [0.0]
     # plugins keep their function's name, with or without arguments
-    plugin = "experiments/plugins/close_enough.py:close_enough"
+    plugin = "rewards/close_enough.py:close_enough"
     assert get_callable_name(load_reward(plugin)) == get_callable_name(load_reward(plugin, {"tolerance": 0.5})) \
         == "close_enough"
     assert get_callable_name(load_reward("rlkit.rewards.format:format_reward")) == "format_reward"
 
 
 def test_load_reward_errors_say_which_form_failed(tmp_path):
-    with pytest.raises(RewardLoadError, match="as a registry name: not one of"):
+    with pytest.raises(RewardLoadError, match="as a registry name: not one of .*; as a plugin: no file rewards/neg_l3.py"):
         load_reward("neg_l3")
     with pytest.raises(RewardLoadError, match="as module:function: cannot import 'nope_pkg.mod'"):
         load_reward("nope_pkg.mod:f")
@@ -104,3 +114,19 @@ def test_load_reward_errors_say_which_form_failed(tmp_path):
     bad.write_text("raise RuntimeError('boom')\n")
     with pytest.raises(RewardLoadError, match="as a file path: importing .* failed: RuntimeError"):
         load_reward(f"{bad}:f")
+
+
+def test_checked_reward_gives_each_reward_its_own_completions_and_refuses_huge_ints():
+    from rlkit.rewards import RewardOutputError, checked_reward
+
+    def vandal(completions, **kw):
+        completions[0] = "<answer>999</answer>"  # edits the list it was given
+        return [0.0] * len(completions)
+
+    completions = ["<answer>3</answer>", "<answer>4</answer>"]
+    checked_reward(vandal, "vandal")(completions, label=[3.0, 3.0])
+    assert completions == ["<answer>3</answer>", "<answer>4</answer>"]
+    assert checked_reward(load_reward("neg_l1"), "neg_l1")(completions, label=[3.0, 3.0]) == [0.0, -1.0]
+    huge = checked_reward(lambda completions, **kw: [10 ** 400, 0], "huge")
+    with pytest.raises(RewardOutputError, match="reward 'huge' returned 1000.* for completion 0"):
+        huge(completions, label=[3.0, 3.0])

@@ -23,7 +23,7 @@ def _run(*args):
 
 
 def test_resume_passes_over_an_incomplete_checkpoint(tmp_path):
-    from rlkit.run import last_checkpoint
+    from rlkit.rundir import last_checkpoint
 
     run = tmp_path / "run"
     for step, files in ((2, {"trainer_state.json": "{}", "model.safetensors": "w"}),

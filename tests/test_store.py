@@ -185,6 +185,16 @@ def test_a_changed_jsonl_is_converted_again_an_unchanged_one_is_not(tmp_path, mo
     assert edited.folder not in (first.folder, grown.folder) and edited.record(0, "t").depth[0] == 3.5
     assert open_records(path, skip_invalid=True).folder != edited.folder  # validation options are in the key
 
+    # a copy of other labels, same size, its mtime put back (cp -p, touch -r, rsync -t): still converted again
+    other = tmp_path / "other.jsonl"
+    other.write_text(path.read_text().replace('"depth": [3.5,', '"depth": [4.5,', 1))
+    st = path.stat()
+    os.replace(other, path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    copied = open_records(path)
+    assert copied.folder != edited.folder and copied.record(0, "t").depth[0] == 4.5
+
 
 def test_bad_lines_name_file_line_and_field_and_skips_are_counted(tmp_path):
     (tmp_path / "rgb").symlink_to(OFFICIAL.parent / "rgb")

@@ -3,22 +3,25 @@
 A reward is a plain function in TRL's signature: ``f(completions, **columns) -> list[float | None]``
 where the columns are the dataset's (``label`` in ``unit``, ``task``, ``depth``, ``dataset``, ``pixels``,
 ``intrinsics``, ...; rlkit.builder). The built-in rewards score ``label`` in any task's unit.
-An experiment names rewards in three forms (``load_reward``):
+An experiment names rewards in four forms (``load_reward``):
 
 - a registry name:            ``neg_l1``
+- a plugin in ``rewards/``:   ``close_enough`` (a name not in the registry: ``rewards/close_enough.py:close_enough``,
+                              the folder of reward files at the top of a checkout, relative to the working directory)
 - an importable function:     ``my_package.my_module:my_reward``
-- a file and function:        ``experiments/plugins/my_reward.py:my_reward``
+- a file and function:        ``path/to/my_reward.py:my_reward``
 
 TRL logs each reward's mean as ``rewards/<name>/mean``: a registry reward under its registry name
 (``rewards/format/mean``), a plugin under its function's name (``rewards/my_reward/mean``).
 
-The package lives inside rlkit, as trl.rewards and open_r1.rewards do in theirs: rewards parse
-answers with rlkit.prompts and rlkit.grpo loads them, so neither is usable alone, and a top-level
-package named ``rewards`` would clash with any other installed distribution of that name.
+The built-in rewards live inside the installed package (they parse answers with rlkit.prompts); the user's
+own live as plain files in ``rewards/``, loaded by path, never installed (EasyR1 keeps its reward files in a
+folder the same way).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import importlib.util
@@ -56,8 +59,8 @@ def checked_reward(fn, ref: str):
     at once naming the reward and the value (TRL turns None and NaN into a silent loss of 0)."""
     @functools.wraps(fn)
     def reward(completions, **columns):
-        try:
-            out = fn(completions, **columns)
+        try:  # its own copy: a reward that edits the completions in place cannot change what the next one sees
+            out = fn(copy.deepcopy(completions), **columns)
         except Exception as e:  # noqa: BLE001 - a plugin's own bug: name the plugin, keep its traceback as cause
             raise RewardOutputError(f"reward {ref!r} raised {type(e).__name__}: {e}") from e
         problem = _output_problem(out, len(completions))
@@ -77,8 +80,12 @@ def _output_problem(out, n: int) -> str | None:
     if len(out) != n:
         return f"{len(out)} values for {n} completions"
     for i, v in enumerate(out):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-            return f"{v!r} for completion {i} (of {_short(out)})"
+        try:  # an int beyond a float's range overflows here, as it would in TRL's tensor
+            finite = math.isfinite(float(v))
+        except (OverflowError, TypeError, ValueError):
+            finite = False
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not finite:
+            return f"{_short(v)} for completion {i} (of {_short(out)})"
     return None
 
 
@@ -89,6 +96,9 @@ def _short(value) -> str:
 
 class RewardLoadError(ValueError):
     pass
+
+
+PLUGIN_DIR = Path("rewards")  # the user's reward files: a bare name not in REGISTRY is rewards/NAME.py:NAME
 
 
 def _from_file(path: str, func: str):
@@ -120,10 +130,13 @@ def load_reward(ref: str, kwargs: dict | None = None):
     reward comes back under its registry name, with or without kwargs."""
     if not isinstance(ref, str) or not ref:
         raise RewardLoadError(f"reward reference must be a non-empty string, got {ref!r}")
+    if ":" not in ref and ref not in REGISTRY:
+        plugin = PLUGIN_DIR / f"{ref}.py"
+        if not plugin.is_file():
+            raise RewardLoadError(f"reward {ref!r}: as a registry name: not one of {sorted(REGISTRY)}; as a plugin: "
+                                  f"no file {plugin} (or use module:function or path/to/file.py:function)")
+        ref = f"{plugin}:{ref}"
     if ":" not in ref:
-        if ref not in REGISTRY:
-            raise RewardLoadError(f"reward {ref!r}: as a registry name: not one of {sorted(REGISTRY)} "
-                                  "(or use module:function or path/to/file.py:function)")
         fn = REGISTRY[ref]
     else:
         target, func = ref.rsplit(":", 1)

@@ -1,4 +1,7 @@
-"""Benchmarks (``./run.sh bench NAME``): each prints a markdown table and appends it to benchmarks/NAME.md."""
+"""Benchmarks (``./run.sh bench NAME``): each prints a markdown table and appends it to benchmarks/NAME.md.
+
+A harness beside the kit, not part of it: run from a checkout (run.sh runs ``python benchmarks/bench.py``).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+_IMPORT_ME = f"import sys; sys.path.insert(0, {str(BENCH_DIR)!r}); "  # a child process imports this file as ``bench``
 
 
 def machine() -> str:
@@ -399,7 +404,7 @@ def bench_records(argv: list[str]) -> None:
         shutil.rmtree(work / "cache", ignore_errors=True)
 
         def measure(mode: str) -> dict:
-            code = f"from rlkit.bench import _records_child; _records_child({mode!r}, {str(path)!r}, {a.samples})"
+            code = _IMPORT_ME + f"from bench import _records_child; _records_child({mode!r}, {str(path)!r}, {a.samples})"
             wall, text = _child([sys.executable, "-c", code], env)
             return {"wall": wall, **json.loads(text.strip().splitlines()[-1])}  # its own peak, not its workers'
 
@@ -435,7 +440,7 @@ def bench_records(argv: list[str]) -> None:
                     shutil.rmtree(work / cache, ignore_errors=True)
                 args = ["eval", str(exp), "--model", "none", "--out", str(work / "eval")]
                 code = ("import sys; from rlkit.cli import main; code = main(" + repr(args) + "); "
-                        "from rlkit.bench import _peak_rss; print(_peak_rss()); sys.exit(code)")
+                        + _IMPORT_ME + "from bench import _peak_rss; print(_peak_rss()); sys.exit(code)")
                 wall, text = _child([sys.executable, "-c", code], {**env, "RLKIT_RECORDS_CACHE": str(work / cache)})
                 peak = int(text.strip().splitlines()[-1])
                 rows.append([f"`eval EXP.yaml --model none` ({label})", f"{wall:.1f}", "—", gb(peak), "—", "—"])
@@ -454,11 +459,110 @@ def bench_records(argv: list[str]) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- attention
+
+
+def bench_attention(argv: list[str]) -> None:
+    """Every attention implementation this machine has against transformers' SDPA, on the same random-init
+    Qwen2.5-VL-3B-dimension weights and batch at a paper image size: seconds of forward + backward (whole model,
+    and the vision tower alone), max |Δ logits| and max |Δ grad| against SDPA. Exit 1 beyond the tolerance."""
+    import importlib.util
+
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from rlkit.attention import NAME, switch_to_varlen
+
+    p = argparse.ArgumentParser(prog="bench attention")
+    p.add_argument("--text-layers", type=int, default=2, help="LM layers (36 in the real model)")
+    p.add_argument("--vision-layers", type=int, default=2, help="vision blocks (32 in the real model)")
+    p.add_argument("--width", type=int, default=1400, help="image width (the paper's largest train crop: 1400)")
+    p.add_argument("--height", type=int, default=1176, help="image height (1200 rounded to 28 px: 1176)")
+    p.add_argument("--repeats", type=int, default=2, help="timed forward + backward passes after one warm-up")
+    p.add_argument("--tolerance", type=float, help="max |Δ| allowed (default 1e-4 in float32, 5e-2 in bf16)")
+    p.add_argument("--no-record", action="store_true", help="print only; do not append to benchmarks/attention.md")
+    a = p.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda else torch.float32
+    tol = a.tolerance if a.tolerance is not None else (5e-2 if cuda else 1e-4)
+    path = _qwen3b_random(Path(".cache/models/qwen2.5-vl-3b-random"), a.text_layers, a.vision_layers)
+    processor = AutoProcessor.from_pretrained(path)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (a.height, a.width, 3), dtype=np.uint8))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How far is the point?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "3.25"}]}]
+    batch = processor(images=[image], text=[processor.apply_chat_template(messages, tokenize=False)],
+                      return_tensors="pt", max_pixels=a.width * a.height, min_pixels=28 * 28)
+    device = "cuda" if cuda else "cpu"
+    batch = {k: v.to(device) for k, v in batch.items()}
+    impls = ["sdpa", "eager", NAME] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") and cuda else [])
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def run(impl: str):
+        torch.manual_seed(0)
+        load_as = "sdpa" if impl == NAME else impl
+        model = AutoModelForImageTextToText.from_pretrained(path, attn_implementation=load_as, dtype=dtype).to(device)
+        if impl == NAME:
+            switch_to_varlen(model)
+        times, vision = [], []
+        for i in range(a.repeats + 1):
+            model.zero_grad(set_to_none=True)
+            sync()
+            t = time.perf_counter()
+            out = model(**batch, labels=batch["input_ids"])
+            out.loss.backward()
+            sync()
+            times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            feats = model.model.visual(batch["pixel_values"].to(dtype), grid_thw=batch["image_grid_thw"])
+            feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
+            (feats[0] if isinstance(feats, (tuple, list)) else feats).float().square().mean().backward()
+            sync()
+            vision.append(time.perf_counter() - t)
+        model.zero_grad(set_to_none=True)
+        out = model(**batch, labels=batch["input_ids"])
+        out.loss.backward()
+        grads = {n: q.grad.float().cpu() for n, q in model.named_parameters() if q.grad is not None}
+        return out.logits.detach().float().cpu(), grads, float(np.median(times[1:])), float(np.median(vision[1:]))
+
+    ref = None
+    rows, worst = [], 0.0
+    for impl in impls:
+        try:
+            logits, grads, secs, vis = run(impl)
+        except Exception as e:  # noqa: BLE001 - an implementation this machine cannot run is a row, not a crash
+            rows.append([impl, "—", "—", "—", "—", f"not run: {type(e).__name__}: {str(e).splitlines()[0][:80]}"])
+            continue
+        if ref is None:
+            ref = (logits, grads, secs, vis)
+        dl = float((logits - ref[0]).abs().max())
+        dg = max(float((grads[n] - ref[1][n]).abs().max()) for n in ref[1])
+        if impl != "sdpa":
+            worst = max(worst, dl, dg)
+        rows.append([impl, f"{secs:.2f}", f"{vis:.2f}", f"{dl:.2e}", f"{dg:.2e}",
+                     "ok" if max(dl, dg) <= tol else f"beyond tolerance {tol:g}"])
+    tokens = int(batch["image_grid_thw"].prod(-1).sum())
+    table = _table(["implementation", "model fwd+bwd (s)", "vision tower fwd+bwd (s)", "max |Δ logits| vs sdpa",
+                    "max |Δ grad| vs sdpa", "within tolerance"], rows)
+    note = (f"Random-init Qwen2.5-VL-3B dimensions with {a.text_layers} LM and {a.vision_layers} vision layers, one "
+            f"{a.width} x {a.height} image ({tokens} patches), {str(dtype).replace('torch.', '')}, median of "
+            f"{a.repeats} passes after a warm-up; tolerance {tol:g}.")
+    if a.no_record:
+        print(f"{table}\n\n{note}")
+    else:
+        record("attention", table, note)
+    if worst > tol:
+        raise SystemExit(1)
+
+
 # ---------------------------------------------------------------- hostile
 
 
 def bench_hostile(argv: list[str]) -> None:
-    """Hostile inputs through the real command line, each classified mechanically (rlkit.hostile)."""
+    """Hostile inputs through the real command line, each classified mechanically (tests/hostile_battery.py)."""
     import dataclasses
     import json
     import shutil
@@ -466,7 +570,8 @@ def bench_hostile(argv: list[str]) -> None:
     from collections import Counter
     from concurrent.futures import ThreadPoolExecutor
 
-    from rlkit import hostile
+    sys.path.insert(0, str(ROOT / "tests"))  # the battery lives with the tests (tests/test_hostile_battery.py runs it)
+    import hostile_battery as hostile
 
     p = argparse.ArgumentParser(prog="bench hostile")
     p.add_argument("--jobs", type=int, default=2, help="cases run side by side (each command uses one thread)")
@@ -512,7 +617,7 @@ def bench_hostile(argv: list[str]) -> None:
             [{"kind": c.kind, "case": c.name, "seconds": round(s, 1), **dataclasses.asdict(r)} for c, r, s in results],
             indent=1))
         note = (f"{len(results)} cases, each through `python -m rlkit` in a subprocess (one thread each, {a.jobs} "
-                f"side by side), {wall / 60:.1f} min wall. Outcomes are assigned mechanically; see rlkit/hostile.py's "
+                f"side by side), {wall / 60:.1f} min wall. Outcomes are assigned mechanically; see tests/hostile_battery.py's "
                 "docstring for the rules and each case's expectation.")
         if a.no_record:
             print(f"\n{table}\n\n{note}")
@@ -523,10 +628,18 @@ def bench_hostile(argv: list[str]) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-BENCHES = {"data": bench_data, "train": bench_train, "records": bench_records, "hostile": bench_hostile}
+BENCHES = {"data": bench_data, "train": bench_train, "records": bench_records, "hostile": bench_hostile,
+           "attention": bench_attention}
 
 
-def main(name: str, argv: list[str]) -> None:
-    if name not in BENCHES:
-        raise SystemExit(f"unknown benchmark {name!r}; choose from {sorted(BENCHES)}")
-    BENCHES[name](argv)
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in BENCHES:
+        raise SystemExit(f"usage: ./run.sh bench NAME [options]; NAME is one of {sorted(BENCHES)}")
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    BENCHES[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""An example user reward plugin: use it as ``rewards: [experiments/plugins/close_enough.py:close_enough]``.
+"""An example user reward plugin: ``rewards: [close_enough, format]`` finds it here (rewards/NAME.py:NAME).
 
 A reward is a plain function in TRL's signature: completions plus dataset columns as keyword
 arguments (label, unit, task, depth, dataset, pixels, intrinsics, ...); one finite float per completion.

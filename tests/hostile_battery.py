@@ -619,7 +619,7 @@ CONFIGS = [
                                 needles=["{exp}", "base"])),
     ("extends: cycle", config_case(raw="extends: b.yaml\n", extra_files={"b.yaml": "extends: exp.yaml\n"},
                                    needles=["{exp}", "extends"])),
-    ("invalid YAML", config_case(raw=_yaml("train: {max_steps: 2\n"), needles=["{exp}", "line"])),
+    ("invalid YAML", config_case(raw=_yaml("train: {max_steps: 2\n"), needles=["{exp}:9: invalid YAML"])),  # file:line
     ("duplicate key in YAML", config_case(raw=_yaml(_TRAIN + "seed: 1\nseed: 2\n"), needles=["{exp}", "seed"])),
     ("train.max_steps left out", config_case(raw=_yaml("train: {{report_to: none}}\n"),
                                              needles=["{exp}", "max_steps"])),
@@ -1065,10 +1065,13 @@ def eval_out_is_run_dir(ctx: Ctx) -> Result:
 
 
 def diverging_run(ctx: Ctx) -> Result:
-    """A diverging run (learning rate 1e30, 4 steps): the weights become NaN. Finishing is fine only if
-    metrics.json (strict JSON) says so; a finite train_loss over NaN weights is a silent wrong result."""
+    """A diverging run (learning rate 1e30, 4 steps): the weights become NaN. A clear error that says so (and
+    what to change) before final/ is written; finishing would be fine only if metrics.json (strict JSON) said so,
+    and a finite train_loss over NaN weights is a silent wrong result."""
     exp = ctx.exp(train={"learning_rate": 1e30, "max_steps": 4})
     p = ctx.cli(exp)
+    if p.rc:
+        return classify(p, "error", needles=["training diverged", "train.learning_rate"])
 
     def check():
         m, why = ctx.metrics()
