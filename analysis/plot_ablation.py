@@ -11,8 +11,8 @@ standard error). The no-model baselines (the constant answer, the median trainin
 start from a base stage, that stage's own accuracy are drawn as dashed reference lines.
 
 Each figure drawn from runs also writes the per-seed rows it was drawn from, NAME.csv (and NAME_curves.csv),
-which are committed: a figure whose runs are absent is drawn again from those files, so every number in its
-md can be re-derived from the repository.
+to be committed beside it: a figure whose runs are absent is drawn again from those files (the rows of
+--scale), so every number in its md can be re-derived from the repository.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def curve_tables(curves: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.Da
                 p = wide[wide["series"] == s].pivot_table(index="seed", columns="samples", values=ds)
                 rows.append(_paired_text(f"{s}, {ds}: {last:g} samples − start", p[last] - p[start]))
     if len(series) >= 2:
-        a, b = series[1], series[0]
+        a, b = ("GRPO", "SFT") if {"GRPO", "SFT"} <= set(series) else (series[1], series[0])
         for n in sorted(set(per[a].columns) & set(per[b].columns) - {0}):
             rows.append(_paired_text(f"{a} − {b} at {n:g} samples", (per[a][n] - per[b][n]).dropna()))
         cost = {s: wide[wide["series"] == s].groupby("seed").apply(
@@ -307,9 +307,11 @@ def main(argv: list[str] | None = None) -> int:
             d.to_csv(out / f"{name}.csv", index=False)
             if len(c):
                 c.to_csv(out / f"{name}_curves.csv", index=False)
-        elif (out / f"{name}.csv").exists():  # the runs are gone: the committed rows
+        elif (out / f"{name}.csv").exists():  # the runs are gone: the committed rows, of this scale
             d = pd.read_csv(out / f"{name}.csv")
+            d = d[d["scale"] == a.scale] if a.scale else d
             c = pd.read_csv(out / f"{name}_curves.csv") if (out / f"{name}_curves.csv").exists() else c
+            c = c[c["scale"] == a.scale] if a.scale and len(c) else c
         if not len(d):
             missing.append(name)
             continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,18 +21,24 @@ from PIL import Image
 
 from rlkit.camera import ray_directions
 from rlkit.metrics import depth_metrics
-from rlkit.records import load_records
+from rlkit.store import open_records
+
+
+def _records(path: str):
+    """Every image's record, through the records store (converted once, then memory-mapped)."""
+    store = open_records(path)
+    return [store.record(i, Path(path).stem) for i in range(len(store))]
 
 
 def rays_and_depths(path: str) -> tuple[np.ndarray, np.ndarray]:
-    records, _ = load_records(path, check_images=False)
+    records = _records(path)
     rays = np.concatenate([ray_directions(r.camera, r.pixels) for r in records])
     return rays, np.concatenate([r.depth for r in records])
 
 
 def local_colours(path: str) -> np.ndarray:
     """(labels, 3) mean RGB in [0, 1] of the 3x3 pixels around each label, in the original image."""
-    records, _ = load_records(path)
+    records = _records(path)
     out = []
     for r in records:
         rgb = np.asarray(Image.open(r.image).convert("RGB"), dtype=np.float64) / 255

@@ -191,9 +191,18 @@ def bench_train(argv: list[str]) -> None:
     p.add_argument("--text-layers", type=int, default=36, help="qwen2.5-vl-3b: LM layers (36 in the real model)")
     p.add_argument("--vision-layers", type=int, default=32, help="qwen2.5-vl-3b: vision blocks (32 in the real model)")
     p.add_argument("--peak-tflops", type=float, default=None, help="GPU peak bf16 TFLOP/s for MFU (H100 SXM: 989)")
+    p.add_argument("--method", choices=["sft", "grpo"], default="sft",
+                   help="grpo: GRPO steps (8 completions per prompt, transformers generation) on the same model")
+    p.add_argument("--no-checkpointing", action="store_true", help="gradient checkpointing off (3B: on by default)")
+    p.add_argument("--liger", action="store_true", help="TRL's use_liger_kernel (fused linear + cross-entropy)")
+    p.add_argument("--no-record", action="store_true", help="print only; do not append to benchmarks/train.md")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="experiment overrides, e.g. "
+                   "data.synth.train_images=8 (a quick smoke run)")
     a = p.parse_args(argv)
 
-    exp = load_experiment(a.experiment)
+    exp = load_experiment(a.experiment, a.set)
+    if a.method == "grpo":
+        exp = load_experiment("experiments/grpo_negl1.yaml", ["base=null", "eval.during_training=null", *a.set])
     d = exp.to_dict()
     d["output_dir"] = ".cache/bench_train"
     d["train"] = {**d["train"], "max_steps": a.steps + a.warmup, "save_strategy": "no", "report_to": "none",
@@ -211,16 +220,25 @@ def bench_train(argv: list[str]) -> None:
         d["model"] = {**d["model"], "name": _qwen3b_random(Path(".cache/models/qwen2.5-vl-3b-random"),
                                                             a.text_layers, a.vision_layers),
                       "min_pixels": 28 * 28 * 4, "max_pixels": 1400 * 1200, "tiny": {}}
-        d["train"]["gradient_checkpointing"] = True
+        d["train"]["gradient_checkpointing"] = not a.no_checkpointing
         # scenes large enough that unified images fill the paper's largest crops (1400 x 1200)
         out = "data/synth_bench_paper"
         d["data"] = {**d["data"], "synth": {**(d["data"]["synth"] or {}), "out": out, "train_images": 16,
                                             "eval_images": 0, "width": [640, 800], "hfov": [90, 95]},
                      "train": [{"path": f"{out}/{f}_train.jsonl", "name": f} for f in ("indoor", "outdoor")]}
+    if a.no_checkpointing:
+        d["train"]["gradient_checkpointing"] = False
+    if a.liger:
+        d["train"]["use_liger_kernel"] = True
+    if a.method == "grpo":  # a group of 8 per prompt; the batch counts completions
+        d["train"].update({"per_device_train_batch_size": a.batch or 8, "num_generations": 8})
     exp = experiment_from_dict(d, source=a.experiment)
     render_scenes(exp)
     train_base_stage(exp)
-    from rlkit.sft import make_trainer
+    if a.method == "grpo":
+        from rlkit.grpo import make_trainer
+    else:
+        from rlkit.sft import make_trainer
 
     trainer = make_trainer(exp, resolve_model(exp), build_stream(exp, load_sources(exp, ("train",))))
     times, tokens = [], []
@@ -244,6 +262,7 @@ def bench_train(argv: list[str]) -> None:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     batch = exp.train.get("per_device_train_batch_size", 8) * exp.train.get("gradient_accumulation_steps", 1)
+    batch //= exp.completions_per_sample()  # GRPO: prompts (samples), each with its group of completions
     timed = times[a.warmup:]
     sps = batch * len(timed) / sum(timed)
     rows = [["samples/s", f"{sps:.3g}"], ["s/step", f"{sum(timed) / len(timed):.3f}"], ["batch", batch]]
@@ -257,10 +276,17 @@ def bench_train(argv: list[str]) -> None:
             rows.append(["MFU (6N flops/token)", f"{100 * mfu:.1f}%"])
     rows.append(["peak process RSS (GiB)", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f}"])
     n_params = sum(p.numel() for p in trainer.model.parameters())
-    table = _table([f"SFT, {a.arch} ({n_params / 1e6:.2f}M params), {a.experiment}", "value"], rows)
+    switches = f"attention {exp.model.attn_implementation or 'default'}, gradient checkpointing " \
+               f"{'on' if exp.train.get('gradient_checkpointing') else 'off'}, liger {'on' if a.liger else 'off'}"
+    table = _table([f"{a.method.upper()}, {a.arch} ({n_params / 1e6:.2f}M params), {switches}", "value"], rows)
     layers = f"; {a.text_layers} LM layers, {a.vision_layers} vision blocks" if a.arch != "tiny" else ""
-    record("train", table, f"{a.steps} timed steps after {a.warmup} warm-up steps; images and crops from the "
-                           f"experiment's camera section{layers}.")
+    note = (f"{a.steps} timed steps after {a.warmup} warm-up steps; images and crops from the experiment's camera "
+            f"section{layers}. MFU: tokens/s (non-padding tokens, image tokens after merging) x 6 x parameters / "
+            "peak bf16 FLOP/s (the vision tower's per-patch work is counted per merged token: an underestimate).")
+    if a.no_record:
+        print(f"{table}\n\n{note}")
+    else:
+        record("train", table, note)
 
 
 # ---------------------------------------------------------------- records
@@ -545,8 +571,8 @@ def bench_attention(argv: list[str]) -> None:
         rows.append([impl, f"{secs:.2f}", f"{vis:.2f}", f"{dl:.2e}", f"{dg:.2e}",
                      "ok" if max(dl, dg) <= tol else f"beyond tolerance {tol:g}"])
     tokens = int(batch["image_grid_thw"].prod(-1).sum())
-    table = _table(["implementation", "model fwd+bwd (s)", "vision tower fwd+bwd (s)", "max |Δ logits| vs sdpa",
-                    "max |Δ grad| vs sdpa", "within tolerance"], rows)
+    table = _table(["implementation", "model fwd+bwd (s)", "vision tower fwd+bwd (s)", "max abs Δ logits vs sdpa",
+                    "max abs Δ grad vs sdpa", "within tolerance"], rows)
     note = (f"Random-init Qwen2.5-VL-3B dimensions with {a.text_layers} LM and {a.vision_layers} vision layers, one "
             f"{a.width} x {a.height} image ({tokens} patches), {str(dtype).replace('torch.', '')}, median of "
             f"{a.repeats} passes after a warm-up; tolerance {tol:g}.")

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tqdm import tqdm
 
 from rlkit.builder import EvalSet, to_row
-from rlkit.config import ConfigError
+from rlkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -140,20 +140,38 @@ class ResponseCache:
             raise
 
 
+def answer_text(resp) -> str | None:
+    """The first choice's message text, or None when the response holds none (not JSON, no choices, a message
+    that is not an object or whose content is not a string)."""
+    try:
+        content = resp.choices[0].message.content
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    return content if isinstance(content, str) else None
+
+
+def _count(value) -> int:
+    """A usage count as an int; 0 for anything that is not a whole number (a malformed ``usage``)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 class _Fatal(Exception):
     """A request error that every other request would repeat (bad key, unknown model)."""
 
 
 def predict_api(model_path: str, evalset: EvalSet, max_new_tokens: int = 32, *, api_base: str | None = None,
-                concurrency: int = 8, cache_dir: str | Path | None = None, max_retries: int = 5,
-                timeout: float = 120.0, progress: bool = True) -> tuple[dict[int, str], dict]:
-    """Generated text per eval item (like ``evaluate.predict``) and the request statistics."""
+                concurrency: int = 8, cache_dir: str | Path | None = None, max_retries: int = 2,
+                timeout: float = 60.0, progress: bool = True) -> tuple[dict[int, str], dict]:
+    """Generated text per eval item (like ``evaluate.predict``) and the request statistics. A request waits at
+    most ``timeout`` seconds per try and is tried 1 + ``max_retries`` times (with the client's backoff)."""
     openai = import_openai()
     model = model_path[len(PREFIX):] if is_api_model(model_path) else model_path
     if not model:
         raise ConfigError(f"--model {model_path!r}: name the model after '{PREFIX}', e.g. {PREFIX}gpt-4o")
     if concurrency < 1:
         raise ConfigError(f"--api-concurrency must be >= 1, got {concurrency}")
+    if not (timeout > 0) or max_retries < 0:
+        raise ConfigError(f"--api-timeout must be > 0 and --api-retries >= 0, got {timeout} and {max_retries}")
     key = os.environ.get("OPENAI_API_KEY") or None
     if key is None:
         if not api_base:
@@ -195,11 +213,18 @@ def predict_api(model_path: str, evalset: EvalSet, max_new_tokens: int = 32, *, 
                     log.warning("item %d: request failed (an empty answer; retried up to %d times where retrying "
                                 "helps): %s", k, max_retries, describe(e))
             return ""
-        choices = getattr(resp, "choices", None) or []
-        text = (choices[0].message.content if choices and choices[0].message else None) or ""
+        text = answer_text(resp)
+        if text is None:  # 200 without a usable answer (an HTML page, no choices, a null message): a failure,
+            with lock:    # never cached, so a later run asks again
+                stats["requests"] += 1
+                stats["failures"] += 1
+                if failures_logged:
+                    failures_logged -= 1
+                    log.warning("item %d: the server answered without a text (an empty answer, not cached): %s",
+                                k, redact(repr(resp)[:200], key))
+            return ""
         usage = getattr(resp, "usage", None)
-        tokens = {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
-                  "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}
+        tokens = {t: _count(getattr(usage, t, 0)) for t in ("prompt_tokens", "completion_tokens")}
         try:
             cache.put(ck, {"model": model, "api_base": base, "settings": settings, "text": text, **tokens,
                            "created": time.time()})

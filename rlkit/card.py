@@ -55,7 +55,7 @@ def reproduce_command(exp: Experiment) -> str | None:
 def _example_question(exp: Experiment) -> str:
     """The question for a pixel at the center of a 640 x 480 image (text coordinates and intrinsics
     in it are those of that example)."""
-    cam, opts = exp.camera_options(), exp.prompt_options()
+    cam, opts = exp.camera, exp.prompt
     task = next(iter(opts.task_weights()))
     q = Query(task, Camera(500.0, 500.0, 319.5, 239.5, 640, 480), 320, 240, 0.0, second=(400, 300), param=2.0)
     return question(q, reference=opts.reference, strategy=cam.strategy, template=opts.template)
@@ -83,17 +83,17 @@ def _what_was_trained(exp: Experiment, metrics: dict, eval_counts: dict[str, int
     if metrics.get("train_seconds"):
         how += f" in {metrics['train_seconds']:.0f} s"
     lines.append(f"- **Method**: {method} {how}; seed {exp.seed}")
-    cam = exp.camera_options()
+    cam = exp.camera
     focal = f", f_uni {cam.f_uni:g} px" if cam.strategy == "unify_focal" else ""
     crops = f", crops {list(cam.crop_width)} x {list(cam.crop_height)} px" if cam.crop_width else ""
     lines.append(f"- **Camera**: {cam.strategy}{focal}{crops}")
-    opts = exp.prompt_options()
+    opts = exp.prompt
     marker = f" ({opts.marker.shape} marker)" if opts.reference == "marker" else ""
     tasks = ", ".join(f"{t} ({w:g})" for t, w in opts.task_weights().items()) if opts.tasks else opts.task
     lines.append(f"- **Prompt**: task {tasks}, template {opts.template}, pixel reference {opts.reference}{marker};"
                  f" e.g. \"{_example_question(exp)}\"")
     lines += ["", "| split | dataset | file | records |", "|---|---|---|---|"]
-    for split, specs in (("train", exp.train_specs()), ("eval", exp.eval_specs())):
+    for split, specs in (("train", exp.data.train), ("eval", exp.data.eval)):
         report = metrics.get(f"{split}_data", {})
         for spec in specs:
             records = str(report.get(spec.label, {}).get("loaded", "?"))

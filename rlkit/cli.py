@@ -171,11 +171,12 @@ def cmd_run(a) -> None:
 
 def cmd_eval(a) -> None:
     from rlkit.config import load_experiment
+    from rlkit.api import is_api_model
     from rlkit.evaluate import evaluate_run
     from rlkit.run import build_evalset, check_experiment, load_sources, missing_train_data
 
     exp = load_experiment(a.experiment, a.overrides)
-    check_experiment(exp, training=False)
+    check_experiment(exp, training=False, sections=("eval",))
     missing = missing_train_data(exp)
     if missing:  # the released model's Table 1 needs only eval files: the median-of-train-labels baseline is skipped
         log.warning("the median (train labels) baseline is unavailable (%s); the constant baseline is reported", missing)
@@ -183,11 +184,12 @@ def cmd_eval(a) -> None:
     model = None if a.model == "none" else (a.model or str(Path(exp.output_dir) / "final"))
     if model is not None and a.model is None and not Path(model).is_dir():
         raise ConfigError(f"{model} does not exist: train first (./run.sh {a.experiment}) or pass --model")
-    api_model = model is not None and model.startswith("openai:")  # a model behind an API: no folder (rlkit.api)
-    api = {k: v for k, v in (("api_base", a.api_base), ("concurrency", a.api_concurrency), ("cache_dir", a.api_cache))
-           if v is not None}
+    api_model = is_api_model(model)  # a model behind an API: no folder (rlkit.api)
+    api = {k: v for k, v in (("api_base", a.api_base), ("concurrency", a.api_concurrency), ("cache_dir", a.api_cache),
+                             ("timeout", a.api_timeout), ("max_retries", a.api_retries)) if v is not None}
     if api and not api_model:
-        raise ConfigError("--api-base, --api-concurrency and --api-cache are for --model openai:NAME")
+        raise ConfigError("--api-base, --api-concurrency, --api-cache, --api-timeout and --api-retries are for "
+                          "--model openai:NAME")
     # never the run dir itself: its metrics.json marks a finished training run
     sub = "eval-baselines" if model is None else "eval"
     if api_model:  # eval-openai-gpt-4o
@@ -356,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--api-base", help="openai:MODEL: the server's URL, e.g. http://localhost:8000/v1 (default: OpenAI)")
     e.add_argument("--api-concurrency", type=int, help="openai:MODEL: requests in flight at once (default 8)")
     e.add_argument("--api-cache", help="openai:MODEL: response cache folder, shared across runs (default .cache/api)")
+    e.add_argument("--api-timeout", type=float, help="openai:MODEL: seconds a request waits per try (default 60)")
+    e.add_argument("--api-retries", type=int, help="openai:MODEL: retries of a failed request (default 2; a stalled "
+                                                   "server costs at most about timeout x (1 + retries) per request)")
     e.set_defaults(func=cmd_eval)
 
     from rlkit.pointcloud import DEFAULT_POINTS

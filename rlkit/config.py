@@ -42,19 +42,30 @@ METHODS = ("sft", "grpo")
 
 class _Loader(yaml.SafeLoader):
     """YAML with 1.2 float rules, so 1e-4 is a number (YAML 1.1 reads it as a string), no key twice
-    in one mapping (PyYAML would keep the last silently), and at most MAX_ALIASES aliases (an alias bomb
-    expands to gigabytes once the experiment is copied)."""
+    in one mapping (PyYAML would keep the last silently), and at most MAX_NODES nodes once aliases are
+    expanded (an alias bomb of a few lines expands to gigabytes when the experiment is copied)."""
 
-    MAX_ALIASES = 50
+    MAX_NODES = 100_000
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.events.AliasEvent):
-            self._aliases = getattr(self, "_aliases", 0) + 1
-            if self._aliases > self.MAX_ALIASES:
-                raise yaml.composer.ComposerError(None, None, f"more than {self.MAX_ALIASES} aliases (*name): "
-                                                  "refused, an experiment needs far fewer",
-                                                  self.peek_event().start_mark)
-        return super().compose_node(parent, index)
+    def compose_document(self):
+        node = super().compose_document()
+        sizes: dict[int, int] = {}
+
+        def expanded(n) -> int:  # an alias is the same node object: count it once per place it stands
+            if id(n) not in sizes:
+                sizes[id(n)] = 1  # a recursive alias counts as one (PyYAML builds it as a cycle)
+                if isinstance(n, yaml.MappingNode):
+                    sizes[id(n)] = 1 + sum(expanded(k) + expanded(v) for k, v in n.value)
+                elif isinstance(n, yaml.SequenceNode):
+                    sizes[id(n)] = 1 + sum(expanded(v) for v in n.value)
+                if sizes[id(n)] > self.MAX_NODES:
+                    raise yaml.composer.ComposerError(None, None, f"expands to more than {self.MAX_NODES:,} values "
+                                                      "through aliases (*name): refused", n.start_mark)
+            return sizes[id(n)]
+
+        if node is not None:
+            expanded(node)
+        return node
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -188,19 +199,6 @@ class Experiment:
     rewards: list = field(default_factory=list)  # GRPO: registry names, module:function, or path.py:function
     reward_kwargs: dict = field(default_factory=dict)  # per reward name: keyword arguments (e.g. clip)
     source: str = "<dict>"
-
-    # ------------------------------------------------------------ names the pipeline reads
-    def camera_options(self) -> CameraOptions:
-        return self.camera
-
-    def prompt_options(self) -> PromptOptions:
-        return self.prompt
-
-    def train_specs(self) -> list[DatasetSpec]:
-        return self.data.train
-
-    def eval_specs(self) -> list[DatasetSpec]:
-        return self.data.eval
 
     def trl_config(self, world_size: int | None = None, **extra):
         """The TRL config object for this method, from ``train:`` unchanged plus rlkit's needs.
@@ -448,7 +446,7 @@ def validate(exp: Experiment) -> None:
     src = exp.source
     if exp.method not in METHODS:
         raise ConfigError(f"{src}: method '{exp.method}' is not one of {METHODS}{_closest(exp.method, METHODS)}")
-    cam, prompt = exp.camera_options(), exp.prompt_options()
+    cam, prompt = exp.camera, exp.prompt
     for task in prompt.task_weights():
         if not TASKS[task].distance and (cam.strategy == "predict_rays" or prompt.reference == "text"):
             raise ConfigError(f"{src}: prompt task '{task}' is not a point's distance from the camera; camera.strategy "
@@ -461,7 +459,7 @@ def validate(exp: Experiment) -> None:
         for split in ("train", "eval"):
             if not getattr(exp.data, split):
                 setattr(exp.data, split, [DatasetSpec(str(synth.jsonl(f, split)), f) for f in synth.families])
-    for section, specs in (("train", exp.train_specs()), ("eval", exp.eval_specs())):
+    for section, specs in (("train", exp.data.train), ("eval", exp.data.eval)):
         labels = [s.label for s in specs]
         if "avg" in labels:  # the tables' average column
             raise ConfigError(f"{src}: data.{section}: the dataset name 'avg' is taken by the average; rename it")

@@ -2,7 +2,8 @@
 
 ``eval.during_training: {every_steps: N, samples_per_dataset: M}`` evaluates a fixed held-out subset (M
 pixels per eval dataset, drawn with ``eval.seed``: the same pixels for every method and seed) at step 0 (the
-starting checkpoint), every N optimizer steps and at the last step. Each point holds the step, the training
+starting checkpoint; a resumed run keeps its points up to the checkpoint instead), every N optimizer steps
+and at the last step. Each point holds the step, the training
 samples seen, the wall seconds spent training (evaluation excluded) and δ1 / AbsRel per eval dataset; it
 goes to ``curve.csv`` in the run dir, to TensorBoard (``curve/delta1/<dataset>``, x = step) and, through
 train_info.json, to metrics.json under ``curve``. The points use the same greedy generation and batches as
@@ -46,9 +47,11 @@ class CurveCallback(TrainerCallback):
     """Evaluates ``evalset`` every ``every_steps`` optimizer steps (and at steps 0 and last)."""
 
     def __init__(self, evalset: EvalSet, every_steps: int, out_dir: str | Path, *, batch_size: int,
-                 max_new_tokens: int, constant: float, state):
+                 max_new_tokens: int, constant: float, process):
+        """``process``: accelerate's process state (rank and world size), not the Trainer's state."""
         self.evalset, self.every, self.out = evalset, every_steps, Path(out_dir)
-        self.batch_size, self.max_new_tokens, self.constant, self.state = batch_size, max_new_tokens, constant, state
+        self.batch_size, self.max_new_tokens, self.constant = batch_size, max_new_tokens, constant
+        self.process = process
         self.frame = selection_frame(evalset)
         self.points = self._saved_points()
         self.eval_seconds = 0.0
@@ -71,14 +74,16 @@ class CurveCallback(TrainerCallback):
         self.started = False
 
     def on_step_begin(self, args, state, control, **kwargs):
-        """The first point, once a resumed run's step and weights are loaded (after on_train_begin)."""
+        """The start: step 0 evaluated, or a resumed run's points kept up to its checkpoint's step (known only
+        here, after on_train_begin); a resumed run adds no point off the every_steps grid."""
         if self.started:
             return
         self.started = True
         self.points = [p for p in self.points if p["step"] <= state.global_step]
-        self.offset = self.points[-1]["train_seconds"] if self.points else 0.0
+        self.offset = self.points[-1]["train_seconds"] if self.points else 0.0  # the time since that point is lost
         self.t0 = time.time()
-        if not self.points or self.points[-1]["step"] != state.global_step:
+        if state.global_step == 0:
+            self.points = []
             self._evaluate(args, state, kwargs)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -94,19 +99,21 @@ class CurveCallback(TrainerCallback):
 
         start = time.time()
         model, processor = kwargs["model"], kwargs["processing_class"]
-        batches = list(range(0, len(self.evalset), self.batch_size))[self.state.process_index::self.state.num_processes]
+        several = self.process.num_processes > 1
+        batches = list(range(0, len(self.evalset), self.batch_size))[self.process.process_index::self.process.num_processes]
         mine = predict(model, processor, self.evalset, batches, self.batch_size, self.max_new_tokens, progress=False)
-        texts = dict(gather_object(list(mine.items())) if self.state.num_processes > 1 else mine)
+        texts = dict(gather_object(list(mine.items())) if several else mine)
+        bad = dict(gather_object(list(self.evalset.bad.items())) if several else self.evalset.bad)
         frame = self.frame.copy()
         add_predictions(frame, [texts.get(k, "") for k in range(len(self.evalset))])
-        frame = drop_skipped(frame, self.evalset, dict(self.evalset.bad))
+        frame = drop_skipped(frame, self.evalset, bad)
         seconds = time.time() - start
         self.eval_seconds += seconds
         point = {"step": state.global_step, "samples": round(state.global_step * samples_per_step(args)),
                  "train_seconds": round(self.offset + time.time() - self.t0 - self.eval_seconds, 2),
                  "eval_seconds": round(seconds, 2), **curve_metrics(frame, self.constant)}
         self.points.append(point)
-        if self.state.is_main_process:
+        if self.process.is_main_process:
             atomic_write_text(self.out / CURVE_FILE, pd.DataFrame(self.points).to_csv(index=False))
             if self.writer is not None:
                 for key, value in point.items():

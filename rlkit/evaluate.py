@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from rlkit.api import is_api_model
 from rlkit.builder import EvalSet, Source, label_values, reads_image, to_row
 from rlkit.errors import ConfigError
 from rlkit.labels import PER_PIXEL, store_values, train_label_sample
@@ -276,7 +277,7 @@ def evaluate_run(exp: Experiment, model_path, sources, evalset: EvalSet, model=N
 
     state = state or process_state()
     frame = selection_frame(evalset)
-    if isinstance(model_path, str) and model_path.startswith("openai:"):
+    if is_api_model(model_path):
         from rlkit.api import predict_api
 
         if state.num_processes > 1:
@@ -305,7 +306,7 @@ def evaluate_run(exp: Experiment, model_path, sources, evalset: EvalSet, model=N
     # items whose image could not be used (data.skip_invalid): out of the scores, counted in eval_skipped
     bad = dict(gather_object(list(evalset.bad.items()))) if state.num_processes > 1 else evalset.bad
     frame = drop_skipped(frame, evalset, bad)
-    tasks = list(exp.prompt_options().task_weights())
+    tasks = list(exp.prompt.task_weights())
     medians = train_medians(sources.train, tasks) if sources.train else None
     result = summarize(frame, exp.eval.constant, medians)
     by_task = summarize_tasks(frame, exp.eval.constant, medians) if len(tasks) > 1 else None

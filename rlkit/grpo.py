@@ -23,7 +23,7 @@ def pixel_bounds_resize(exp: Experiment) -> bool:
     """Whether model.min_pixels/max_pixels can change a training image (else they need not reach vLLM)."""
     from rlkit.models import family_from_name
 
-    lo, hi, cam = exp.model.min_pixels, exp.model.max_pixels, exp.camera_options()
+    lo, hi, cam = exp.model.min_pixels, exp.model.max_pixels, exp.camera
     if cam.crop_width is None or cam.crop_height is None:
         return lo is not None or hi is not None
     family = family_from_name(exp.model.name)
@@ -56,8 +56,8 @@ def reward_functions(exp: Experiment) -> list:
 def with_answer_diagnostics(fn, group: int):
     """``fn``, also logging what the rewards alone do not show, through TRL's ``log_metric`` (averaged per
     logging step like TRL's own metrics): ``answers/distinct_per_group`` (distinct parsed answers among a
-    prompt's ``group`` completions: 1 means every advantage is 0) and ``answers/parse_fail`` (share of
-    completions without a usable number)."""
+    prompt's ``group`` completions, all unparsable ones counting as one: at 1 the value rewards cannot tell the
+    completions apart) and ``answers/parse_fail`` (share of completions without a usable number)."""
     @functools.wraps(fn)
     def reward(completions, **columns):
         log_metric = columns.get("log_metric")

@@ -31,7 +31,7 @@ from rlkit.errors import ConfigError
 from rlkit.io import atomic_write_text
 from rlkit.metrics import depth_metrics
 from rlkit.prompts import parse_answer
-from rlkit.records import Record, RecordError, load_records
+from rlkit.records import Record, RecordError, decode_line, parse_record
 
 DEFAULT_POINTS = 10_000  # the paper's point clouds query 10,000 pixels of an image
 PLACEHOLDER = 1.0  # the label of a pixel without ground truth; it reaches the answer text only, never the model
@@ -324,19 +324,26 @@ def save_views(clouds: list[tuple[str, np.ndarray, np.ndarray]], out: Path, imag
 
 
 def load_record_line(spec: str) -> Record:
-    """FILE.jsonl:LINE (LINE counted from 1, as error messages name lines) -> that line's record."""
+    """FILE.jsonl:LINE (LINE counted from 1, as error messages name lines) -> that line's record, read and
+    validated alone: the lines before it are only counted, the rest of the file is never read."""
     path, _, line = spec.rpartition(":")
-    if not path or not line.isdigit():
+    if not path or not line.isdigit() or int(line) < 1:
         raise ConfigError(f"--record {spec!r}: expected FILE.jsonl:LINE (lines counted from 1)")
-    try:
-        records, _ = load_records(path)
-    except FileNotFoundError as e:
-        raise ConfigError(f"--record: {e}") from None
-    for r in records:
-        if r.source == f"{path}:{int(line)}":
-            return r
-    raise ConfigError(f"--record {spec!r}: {path} has no record on line {line} (lines 1 to "
-                      f"{records[-1].source.rpartition(':')[2]})")
+    p, n = Path(path), int(line)
+    if not p.is_file():
+        raise ConfigError(f"--record: file not found: {p}")
+    raw, count = None, 0
+    with p.open("rb") as f:
+        for count, text in enumerate(f, start=1):
+            if count == n:
+                raw = text
+                break
+    if raw is None or not raw.strip():
+        why = "is empty" if raw is not None else f"does not exist ({p} has {count} lines)"
+        raise ConfigError(f"--record {spec!r}: line {n} {why}")
+    source = f"{p}:{n}"
+    record, _ = parse_record(decode_line(raw, source, first=n == 1), root=p.parent, dataset=p.stem, source=source)
+    return record
 
 
 def image_record(image: str, intrinsics: list[float]) -> Record:
@@ -375,7 +382,7 @@ def pointcloud_command(a) -> dict:
     if a.model is None and not Path(model).is_dir():
         raise ConfigError(f"{model} does not exist: train first (./run.sh {a.experiment}) or pass --model")
     answer_fn = model_answers(model, exp, exp.eval.max_new_tokens)
-    summary = point_cloud(rec, exp.camera_options(), exp.prompt_options(), answer_fn, a.out, points=a.points,
+    summary = point_cloud(rec, exp.camera, exp.prompt, answer_fn, a.out, points=a.points,
                           batch_size=exp.eval.batch_size, depth_map=depth_map,
                           depth_map_source=None if gt_path is None else str(gt_path), fallback=exp.eval.constant)
     print(report(summary, a.out))

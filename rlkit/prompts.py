@@ -194,19 +194,12 @@ def _parse(text, untagged) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
-def parse_depth(text) -> float | None:
-    """The predicted distance in meters, or None when there is no usable answer. Never raises.
-
-    Rules, in order: the content of the last <answer>...</answer> if it is exactly one number;
-    else the last number followed by a meter unit ("3.47 meters", "3.5m"); else the whole
-    text if it is one bare number. The result must be finite and positive (a distance).
-    """
-    return parse_answer(text, "depth")
-
-
 def parse_answer(text, task: str = "depth") -> float | None:
-    """The predicted value for ``task``, or None. Never raises. As parse_depth, with the task's unit
-    ("2.5 m/s", "3 seconds"); a unitless task (brightness) takes the text's last number. The value must
-    be finite and positive (the ratio metrics cannot score 0)."""
+    """The predicted value for ``task`` in its unit, or None when there is no usable answer. Never raises.
+
+    Rules, in order: the content of the last <answer>...</answer> if it is exactly one number; else the last
+    number followed by the task's unit ("3.47 meters", "3.5m", "2.5 m/s", "3 seconds"); else the whole text if
+    it is one bare number. A unitless task (brightness) takes the text's last number. The value must be finite
+    and positive (the ratio metrics cannot score 0)."""
     unit = TASKS[task].unit if task in TASKS else "m"
     return _parse(text, _with_unit(unit) if unit else _last_number)

@@ -250,8 +250,11 @@ def parse_record(obj, *, root: Path, dataset: str, source: str, check_image: boo
         if check_image and not os.path.isfile(extras["pair"]["image"]):
             raise fail("pair", f"file not found: {extras['pair']['image']}")
     if "depth_map" in extras:
-        if not isinstance(extras["depth_map"], str) or not extras["depth_map"]:
+        if not isinstance(extras["depth_map"], str) or not extras["depth_map"] or "\x00" in extras["depth_map"]:
             raise fail("depth_map", "must be a non-empty path string")
+        if not _inside_root(extras["depth_map"], root, allow_outside_root):
+            raise fail("depth_map", f"{extras['depth_map']!r} is outside the dataset root {os.path.abspath(root)}; set "
+                                    "allow_outside_root: true on this dataset to allow it")
         extras["depth_map"] = (root / extras["depth_map"]).resolve()  # checked when read: it is optional
     return Record(image_path, camera, pixels, depth_arr, dataset, source, extras), repairs
 

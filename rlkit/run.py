@@ -103,13 +103,13 @@ def missing_train_data(exp: Experiment) -> str | None:
 
 def load_sources(exp: Experiment, splits: tuple[str, ...] = ("train", "eval")) -> Sources:
     load = lambda specs: [load_source(s, seed=exp.seed, skip_invalid=exp.data.skip_invalid) for s in specs]  # noqa: E731
-    return Sources(train=load(exp.train_specs()) if "train" in splits else [],
-                   eval=load(exp.eval_specs()) if "eval" in splits else [])
+    return Sources(train=load(exp.data.train) if "train" in splits else [],
+                   eval=load(exp.data.eval) if "eval" in splits else [])
 
 
 def build_stream(exp: Experiment, sources: Sources) -> TrainStream:
     """The endless training stream, exactly as the trainer gets it (label shuffling and image cache too)."""
-    return TrainStream(sources.train, exp.camera_options(), exp.prompt_options(), seed=exp.seed,
+    return TrainStream(sources.train, exp.camera, exp.prompt, seed=exp.seed,
                        cache_images=exp.data.cache_images, shuffle_labels=exp.data.shuffle_labels,
                        skip_invalid=exp.data.skip_invalid)
 
@@ -117,7 +117,7 @@ def build_stream(exp: Experiment, sources: Sources) -> TrainStream:
 def build_evalset(exp: Experiment, sources: Sources, samples_per_dataset: int | None = None) -> EvalSet:
     """The eval selection (``samples_per_dataset``: another size than eval.samples_per_dataset, e.g. the
     learning curve's subset; the same eval.seed draws it)."""
-    evalset = EvalSet(sources.eval, exp.camera_options(), exp.prompt_options(),
+    evalset = EvalSet(sources.eval, exp.camera, exp.prompt,
                       samples_per_dataset or exp.eval.samples_per_dataset, exp.eval.seed,
                       cache_images=exp.data.cache_images, skip_invalid=exp.data.skip_invalid)
     if not len(evalset):
@@ -134,7 +134,7 @@ def build_curve(exp: Experiment, sources: Sources, state):
 
     return CurveCallback(build_evalset(exp, sources, during.samples_per_dataset), during.every_steps,
                          exp.output_dir, batch_size=exp.eval.batch_size, max_new_tokens=exp.eval.max_new_tokens,
-                         constant=exp.eval.constant, state=state)
+                         constant=exp.eval.constant, process=state)
 
 
 def samples_seen(trainer) -> int:
@@ -155,10 +155,11 @@ def global_batch(trainer) -> str:
             f"x {a.world_size} process(es)")
 
 
-def check_experiment(exp: Experiment, training: bool = True) -> None:
+def check_experiment(exp: Experiment, training: bool = True, sections: tuple[str, ...] = ("train", "eval")) -> None:
     """What can fail on the user's input, checked before any scene is rendered or step trained: the
     trainer arguments, the reward plugins (imported only by commands that train with them), the base
-    stage's model and every data file (those data.synth renders excepted)."""
+    stage's model and the data files of ``sections`` (those data.synth renders excepted; ``eval`` reads
+    the training labels only where they exist)."""
     if training:
         if not exp.data.train:
             raise ConfigError(f"{exp.source}: data.train is empty (list jsonl files, or set data.synth)")
@@ -194,7 +195,7 @@ def check_experiment(exp: Experiment, training: bool = True) -> None:
         except ConfigError as e:
             raise ConfigError(f"{exp.source}: {e}") from None
     synth_out = Path(exp.data.synth.out).resolve() if exp.data.synth is not None else None
-    for section in ("train", "eval") if training else ("eval",):  # eval reads training labels only if present
+    for section in sections:
         for i, spec in enumerate(getattr(exp.data, section)):
             path = Path(spec.path)
             if not path.is_file() and not (synth_out is not None and path.resolve().parent == synth_out):
@@ -247,16 +248,25 @@ def run_experiment(exp: Experiment) -> dict:
 def rebuilt_train_info(exp: Experiment, out: Path) -> dict:
     """What training did, when final/ exists without train_info.json (killed between the two, or the file lost):
     the samples from the newest checkpoint's step; the seconds and builder skips are not known."""
-    from rlkit.curve import samples_per_step
+    from rlkit.curve import CURVE_FILE, samples_per_step
 
     ckpt = last_checkpoint(out)
     if ckpt is None:
         return {}
-    step = json.loads((Path(ckpt) / "trainer_state.json").read_text())["global_step"]
+    state = json.loads((Path(ckpt) / "trainer_state.json").read_text())
     log.warning("%s is missing: training info rebuilt from %s (train_seconds and builder_skips unknown)",
                 out / "train_info.json", ckpt)
-    return {"train_samples": round(step * samples_per_step(exp.trl_config())), "train_seconds": None,
+    info = {"train_samples": round(state["global_step"] * samples_per_step(exp.trl_config())), "train_seconds": None,
             "builder_skips": None, "train_info": f"rebuilt from {Path(ckpt).name}/trainer_state.json"}
+    if (out / CURVE_FILE).is_file():
+        import pandas as pd
+
+        info["curve"] = pd.read_csv(out / CURVE_FILE).to_dict("records")
+    if exp.method == "grpo":
+        from rlkit.grpo import grpo_diagnostics
+
+        info["grpo_diagnostics"] = grpo_diagnostics(state.get("log_history", []))
+    return info
 
 
 def train(exp: Experiment, model_path: str, sources: Sources, state, curve=None):
@@ -276,6 +286,10 @@ def train(exp: Experiment, model_path: str, sources: Sources, state, curve=None)
     if state.is_main_process:  # only now that the experiment, its data, model and trainer are known good
         save_resolved(exp, out / "config.yaml")
     sharded = getattr(trainer.accelerator.state, "fsdp_plugin", None) is not None or trainer.is_deepspeed_enabled
+    if sharded and curve is not None:  # its greedy generation would run on the sharded training model, rank by rank
+        raise ConfigError(f"{exp.source}: eval.during_training with FSDP or DeepSpeed: the learning curve generates "
+                          "with the training model on each rank; run it with DDP (accelerate/ddp.yaml), or set "
+                          "eval.during_training=null")
     if sharded and getattr(trainer.model, "peft_config", None):
         raise ConfigError(f"{exp.source}: model.lora with FSDP or DeepSpeed: final/ merges the adapters on one "
                           "process, which needs the whole model there; train LoRA with DDP (accelerate/ddp.yaml)")
@@ -297,7 +311,7 @@ def train(exp: Experiment, model_path: str, sources: Sources, state, curve=None)
         with quiet_key_name_warnings(weights is not None):
             metrics = trainer.train(resume_from_checkpoint=resume).metrics
     check_weights_finite(exp, trainer.model)
-    curve_seconds = curve.eval_seconds if curve is not None else 0.0
+    curve_seconds = curve.eval_seconds if curve is not None else 0.0  # this session's: train_seconds is too
     info = {"train_seconds": round(time.time() - t0 - curve_seconds, 1), "train_samples": samples_seen(trainer),
             **({"curve": curve.points, "curve_eval_seconds": round(curve_seconds, 1)} if curve is not None else {}),
             "train_data": load_reports(sources.train), "train_metrics": metrics,

@@ -32,9 +32,9 @@ def check_run_dir(exp: Experiment, out: Path) -> None:
     saved = out / "config.yaml"
     if saved.exists() and not _trained_anything(out):
         try:
-            parse_yaml(saved.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):  # killed while it was written: nothing to keep
-            log.warning("%s is unreadable and no step was saved; starting over", saved)
+            experiment_from_dict(parse_yaml(saved.read_text()), str(saved))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError, TypeError, ValueError):
+            log.warning("%s is unreadable and no step was saved (killed while it was written); starting over", saved)
             saved.unlink()
     if saved.exists():
         def normal(e: Experiment) -> dict:

@@ -14,7 +14,7 @@ from rlkit.prompts import TASKS, Query, answer, question
 def largest_train_image(exp: Experiment, sources: list[Source]) -> tuple[int, int]:
     """The largest (width, height) a training image can have: the largest crop, else the largest
     image after the camera transform."""
-    cam = exp.camera_options()
+    cam = exp.camera
     if cam.crop_width is not None and cam.crop_height is not None:
         m = cam.multiple_of
         return cam.crop_width[1] // m * m, cam.crop_height[1] // m * m
@@ -25,7 +25,7 @@ def largest_train_image(exp: Experiment, sources: list[Source]) -> tuple[int, in
 def longest_sequence(exp: Experiment, processor, size: tuple[int, int]) -> int:
     """Tokens of the longest training sequence: over the tasks, the largest images, the longest question
     and answer."""
-    opts, cam = exp.prompt_options(), exp.camera_options()
+    opts, cam = exp.prompt, exp.camera
     w, h = size
     longest = 0
     for task in opts.task_weights():

@@ -43,6 +43,7 @@ from rlkit.io import atomic_write_text
 log = logging.getLogger(__name__)
 SWEEP_KEYS = {"figure", "experiment", "seeds", "scales", "arms"}
 BASE_STAGE = "base stage"  # the method name of a base stage's own eval in results.csv
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # arm and scale names: each names a folder under the sweeps dir
 RESULT_COLUMNS = ["sweep", "figure", "scale", "arm", "series", "x", "seed", "dataset", "method", "metric", "value"]
 
 
@@ -94,7 +95,7 @@ def load_sweep(path: str | Path, root: str | Path = "runs/sweeps") -> Sweep:
     if len(set(seeds)) != len(seeds):  # each seed is a run folder and a row set: twice would count it twice
         raise ConfigError(f"{path}: seeds lists {sorted({k for k in seeds if seeds.count(k) > 1})} more than once")
     for arm, over in arms.items():
-        if not isinstance(arm, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", arm):
+        if not isinstance(arm, str) or not re.fullmatch(NAME, arm):
             raise ConfigError(f"{path}: arm name {arm!r} must be letters, digits, '_', '-' or '.' (it names a folder "
                               "under the sweeps dir)")
         if not isinstance(over, dict):
@@ -103,6 +104,14 @@ def load_sweep(path: str | Path, root: str | Path = "runs/sweeps") -> Sweep:
         if not (x is None or x == "train_samples" or (isinstance(x, (int, float)) and not isinstance(x, bool))):
             raise ConfigError(f"{path}: arm '{arm}': x must be a number or 'train_samples', got {x!r}")
     scales = data.get("scales") or {"mini": {}}
+    if not isinstance(scales, dict):
+        raise ConfigError(f"{path}: scales must be a mapping of scale name -> overrides, got {scales!r}")
+    for name, over in scales.items():
+        if not isinstance(name, str) or not re.fullmatch(NAME, name):
+            raise ConfigError(f"{path}: scale name {name!r} must be letters, digits, '_', '-' or '.' (it names a "
+                              "folder under the sweeps dir)")
+        if over is not None and not isinstance(over, dict):
+            raise ConfigError(f"{path}: scale '{name}' must be a mapping of dotted overrides")
     sweep = Sweep(path.stem, data["figure"], (path.parent / data["experiment"]), list(seeds),
                   scales, arms, str(path), Path(root))
     for scale in scales:  # every arm must make a valid experiment, checked before anything runs
@@ -177,25 +186,25 @@ def curve_rows(sweep: Sweep, scale: str, arm: str, seed: int, metrics: dict) -> 
             for p in metrics.get("curve") or [] for key, value in p.items() if "/" in key]
 
 
-def collect_curves(sweep: Sweep, scale: str) -> pd.DataFrame:
-    rows = []
+def finished_runs(sweep: Sweep, scale: str):
+    """(arm, seed, metrics.json) of every finished run of the sweep at a scale (unfinished ones are absent)."""
     for arm in sweep.arms:
         for seed in sweep.seeds:
             m = sweep.run_dir(scale, arm, seed) / "metrics.json"
             if m.exists():
-                rows += curve_rows(sweep, scale, arm, seed, json.loads(m.read_text()))
+                yield arm, seed, json.loads(m.read_text())
+
+
+def collect_curves(sweep: Sweep, scale: str) -> pd.DataFrame:
+    rows = [r for arm, seed, m in finished_runs(sweep, scale) for r in curve_rows(sweep, scale, arm, seed, m)]
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
 def collect(sweep: Sweep, scale: str) -> pd.DataFrame:
-    """The results table of every finished run of the sweep at a scale (unfinished ones are absent),
-    plus the base stage's eval when the sweep has one."""
+    """The results table of every finished run of the sweep at a scale, plus the base stage's eval when the
+    sweep has one."""
     rows = base_rows(sweep, scale)
-    for arm in sweep.arms:
-        for seed in sweep.seeds:
-            m = sweep.run_dir(scale, arm, seed) / "metrics.json"
-            if m.exists():
-                rows += result_rows(sweep, scale, arm, seed, json.loads(m.read_text()))
+    rows += [r for arm, seed, m in finished_runs(sweep, scale) for r in result_rows(sweep, scale, arm, seed, m)]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 

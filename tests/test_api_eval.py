@@ -28,9 +28,10 @@ class FakeServer:
     the key echoed in the message, as OpenAI does) after ``refuse_after`` requests; the 1st request
     answered only after ``stall`` seconds."""
 
-    def __init__(self, fail=None, always=None, refuse_after=None, stall=0.0):
+    def __init__(self, fail=None, always=None, refuse_after=None, stall=0.0, stall_all=False, payload=None):
         self.fail = {1: 429, 3: 500} if fail is None else fail
         self.always, self.refuse_after, self.stall = always, refuse_after, stall
+        self.stall_all, self.payload = stall_all, payload  # every request stalls; a 200 with this body
         self.hits, self.bodies, self.auth, self.lock = 0, [], set(), threading.Lock()
         server = self
 
@@ -65,7 +66,9 @@ class FakeServer:
                 if status:  # a 429 or an endless failure says when to retry (fast); a single 500 gets the client's backoff
                     wait = [("retry-after-ms", "5")] if status == 429 or server.always else []
                     return self.reply(status, {"error": {"message": f"status {status}"}}, wait)
-                if n == 1 and server.stall:
+                if server.payload is not None:
+                    return self.reply(200, server.payload)
+                if (n == 1 or server.stall_all) and server.stall:
                     time.sleep(server.stall)
                     try:
                         return self.reply(200, {"error": "too late"})
@@ -270,3 +273,41 @@ def test_an_interrupted_eval_keeps_what_it_paid_for(tmp_path, synth_dir, monkeyp
         s.close()
     assert (stats["cache_hits"], stats["requests"]) == (3, n - 3) and s.hits == hits + n - 3
     assert [texts[k] for k in range(n)] == [ANSWER] * n
+
+
+@pytest.mark.parametrize("payload", [{"choices": []}, {"object": "chat.completion"},
+                                     {"choices": [{"index": 0, "message": {"role": "assistant", "content": None}}]},
+                                     {"choices": [{"index": 0, "message": "a string"}], "usage": {"prompt_tokens": "x"}}],
+                         ids=["no choices", "no choices key", "null content", "string message"])
+def test_an_answer_without_text_is_a_failure_and_never_cached(tmp_path, synth_dir, monkeypatch, payload):
+    from rlkit.api import predict_api
+
+    evalset = _small_evalset(tmp_path, synth_dir)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-empty")
+    s = FakeServer(fail={}, payload=payload)
+    try:
+        texts, stats = predict_api("openai:m", evalset, 8, api_base=s.url, cache_dir=tmp_path / "c", progress=False)
+    finally:
+        s.close()
+    assert stats["failures"] == stats["requests"] == len(evalset) and set(texts.values()) == {""}
+    assert stats["prompt_tokens"] == 0
+    assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file()]  # nothing cached: the next run asks again
+
+
+def test_a_stalled_server_ends_within_the_timeout_and_retry_budget(tmp_path, synth_dir, monkeypatch):
+    import time
+
+    from rlkit.api import predict_api
+
+    evalset = _small_evalset(tmp_path, synth_dir)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-stall")
+    s = FakeServer(fail={}, stall=60.0, stall_all=True)
+    t = time.time()
+    try:
+        texts, stats = predict_api("openai:m", evalset, 8, api_base=s.url, cache_dir=tmp_path / "c", timeout=0.3,
+                                   max_retries=1, concurrency=len(evalset), progress=False)
+    finally:
+        s.httpd.server_close()
+    # every request: 2 tries of 0.3 s plus the client's backoff (under 1 s), all side by side
+    assert time.time() - t < 6.0
+    assert stats["failures"] == len(evalset) and s.hits == 2 * len(evalset) and set(texts.values()) == {""}

@@ -1,5 +1,6 @@
-"""The kit's varlen attention (rlkit.attention) gives SDPA's numbers: on raw tensors, and through the tiny
-Qwen2.5-VL (vision windows, padded text batch, generation) for logits and gradients."""
+"""The kit's varlen attention (rlkit.attention) gives SDPA's numbers: on raw tensors (packed segments, a
+padding-free batch, a padded batch, a cached generation step), and through the tiny Qwen2.5-VL (vision windows,
+a left-padded text batch) for logits and gradients."""
 
 from unittest import mock
 
@@ -59,10 +60,12 @@ def test_padded_batch_and_a_cached_generation_step():
         ref = F.scaled_dot_product_attention(q[row:row + 1, :, start:], k[row:row + 1, :, start:],
                                              v[row:row + 1, :, start:], is_causal=True).transpose(1, 2)
         torch.testing.assert_close(out[row:row + 1, start:], ref, atol=1e-6, rtol=1e-5)
-    # one new query against 6 cached keys: it sees every (unpadded) key
+    # one new query against 6 cached keys: it sees every key but row 0's two padded ones
     step, _ = varlen_attention(_Module(True), q[:, :, -1:], k, v, attention_mask=pad)
-    ref = F.scaled_dot_product_attention(q[1:, :, -1:], k[1:], v[1:]).transpose(1, 2)
-    torch.testing.assert_close(step[1:], ref, atol=1e-6, rtol=1e-5)
+    for row, start in ((0, 2), (1, 0)):
+        ref = F.scaled_dot_product_attention(q[row:row + 1, :, -1:], k[row:row + 1, :, start:],
+                                             v[row:row + 1, :, start:]).transpose(1, 2)
+        torch.testing.assert_close(step[row:row + 1], ref, atol=1e-6, rtol=1e-5)
 
 
 def _batch(processor):

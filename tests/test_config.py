@@ -85,7 +85,7 @@ def test_bad_values_are_named(tmp_path):
 def test_overrides_and_trl_passthrough(tmp_path):
     p = _write(tmp_path, BASE + "train: {learning_rate: 0.1, max_steps: 5}\n")
     exp = load_experiment(p, ["train.learning_rate=1e-4", "camera.f_uni=500", "train.gradient_accumulation_steps=4"])
-    assert exp.camera_options().f_uni == 500
+    assert exp.camera.f_uni == 500
     cfg = exp.trl_config()
     assert type(cfg).__name__ == "SFTConfig"
     assert cfg.learning_rate == 1e-4 and cfg.max_steps == 5 and cfg.gradient_accumulation_steps == 4
@@ -166,7 +166,7 @@ def test_brightness_task_refuses_distance_only_wording():
 
 
 def test_model_override_with_a_base_stage_is_rejected():
-    with pytest.raises(ConfigError, match="differs from that of base .*base_synthetic.yaml"):
+    with pytest.raises(ConfigError, match="differs from that of base .*depth_base_synthetic.yaml"):
         _checked(EXPERIMENTS / "grpo_negl1.yaml", ["model.name=Qwen/Qwen2.5-VL-3B-Instruct"])
     # the same model in both (inherited, or set in both through base_overrides) is fine
     exp = load_experiment(EXPERIMENTS / "grpo_negl1.yaml", [
@@ -203,7 +203,9 @@ def test_values_that_cannot_mean_anything_are_refused(tmp_path):
     exp = tmp_path / "exp.yaml"
     exp.write_text(yaml.safe_dump(base))
     for body, message in (({"seeds": [0, 0]}, r"seeds lists \[0\] more than once"),
-                          ({"arms": {"../../../outside": {}}}, "arm name '../../../outside' must be")):
+                          ({"arms": {"../../../outside": {}}}, "arm name '../../../outside' must be"),
+                          ({"scales": {"../../escape": {}}}, "scale name '../../escape' must be"),
+                          ({"scales": ["mini"]}, "scales must be a mapping")):
         sweep = {"figure": "f", "experiment": "exp.yaml", "arms": {"a": {}}, **body}
         (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
         with pytest.raises(ConfigError, match=message):
@@ -226,5 +228,13 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
     for i in range(1, 9):  # 9^9 leaves once expanded
         lines.append(f"  {chr(97 + i)}: &{chr(97 + i)} [" + ", ".join([f"*{chr(96 + i)}"] * 9) + "]")
     (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
-    with pytest.raises(ConfigError, match=r"bomb.yaml:\d+: invalid YAML: more than 50 aliases"):
+    with pytest.raises(ConfigError, match=r"bomb.yaml:\d+: invalid YAML: expands to more than 100,000 values"):
         load_experiment(tmp_path / "bomb.yaml")
+    # a binary fan-out: few aliases, 2^40 leaves
+    lines = ["reward_kwargs:", "  l0: &l0 [x, x]"] + [f"  l{i}: &l{i} [*l{i - 1}, *l{i - 1}]" for i in range(1, 40)]
+    (tmp_path / "binary.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values"):
+        load_experiment(tmp_path / "binary.yaml")
+    # ordinary aliases still load
+    (tmp_path / "ok.yaml").write_text("data: &d {train: [{path: x.jsonl}], eval: [{path: x.jsonl}]}\nreward_kwargs: {}\n")
+    assert load_experiment(tmp_path / "ok.yaml").data.train[0].path == "x.jsonl"

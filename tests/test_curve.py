@@ -59,7 +59,7 @@ def test_sft_curve_points_equal_separate_evals_and_reach_tensorboard(tmp_path, s
     pd.testing.assert_frame_equal(pd.DataFrame(metrics["curve"]), curve)
     # training time excludes the curve's evaluation
     assert metrics["curve_eval_seconds"] == pytest.approx(curve["eval_seconds"].sum(), abs=0.2)
-    assert metrics["train_seconds"] == pytest.approx(curve["train_seconds"].iloc[-1], abs=2.0)
+    assert curve["train_seconds"].iloc[-1] <= metrics["train_seconds"] + 0.5  # it also counts setup and the save
     # the start and the end are what separate evaluations of those checkpoints give on the same subset
     from rlkit.tiny import tiny_path
 

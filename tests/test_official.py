@@ -17,7 +17,7 @@ from rlkit import camera as cm
 from rlkit.builder import CameraOptions, ImageCache, PromptOptions, Sample, make_sample, marked_pixel
 from rlkit.config import load_experiment
 from rlkit.markers import MarkerStyle, draw, fits, footprint
-from rlkit.prompts import Query, answer, parse_depth, question
+from rlkit.prompts import Query, answer, parse_answer, question
 from rlkit.records import Record
 from rlkit.rewards.format import format_reward
 
@@ -209,8 +209,8 @@ def test_official_words_and_parser():
     target = make_target(3.4567)
     assert target == ("<think> The point is around 3.46 meters away from the camera. </think>\n\n"
                       "<answer> 3.46 </answer>")
-    assert parse_depth(target) == 3.46
-    assert parse_depth("<think> The point is around 12.00 meters away from the camera. </think>\n\n"
+    assert parse_answer(target) == 3.46
+    assert parse_answer("<think> The point is around 12.00 meters away from the camera. </think>\n\n"
                        "<answer> 12.00 </answer>") == 12.0
     assert format_reward([target], require_think=True) == [1.0]
     with pytest.raises(ValueError, match="official"):
@@ -227,7 +227,7 @@ def test_official_words_and_parser():
 
 def test_eval_preset_loads_without_downloads():
     exp = load_experiment(ROOT / "experiments" / "eval_depthlm_official.yaml")
-    cam, prompt = exp.camera_options(), exp.prompt_options()
+    cam, prompt = exp.camera, exp.prompt
     assert exp.model.name == "facebook/DepthLM"
     assert (cam.strategy, cam.f_uni, cam.resize, cam.crop_width, cam.crop_height) == \
         ("unify_focal", 750, "official", None, None)

@@ -82,9 +82,9 @@ def test_paper_recipes_load_with_the_papers_numbers(name, monkeypatch):
     exp = load_experiment(PAPER / f"{name}.yaml")
     batch, lr, schedule, clip, f_uni, per_device = RECIPES[name]
     assert exp.global_batch_size == batch
-    assert exp.camera_options().f_uni == f_uni
-    assert exp.camera_options().crop_width == (1000, 1400) and exp.camera_options().crop_height == (700, 1200)
-    assert exp.prompt_options().marker.shape == "arrow" and exp.prompt_options().marker.size == 5
+    assert exp.camera.f_uni == f_uni
+    assert exp.camera.crop_width == (1000, 1400) and exp.camera.crop_height == (700, 1200)
+    assert exp.prompt.marker.shape == "arrow" and exp.prompt.marker.size == 5
     assert exp.model.dtype == "bfloat16" and exp.model.attn_implementation == "flash_attention_2"
     for world in (1, 8, 16):  # the global batch stays the paper's on any number of GPUs
         cfg = exp.trl_config(world_size=world)

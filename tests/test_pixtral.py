@@ -146,7 +146,7 @@ def test_old_pixtral_template_is_replaced_by_the_family_one(tiny, tmp_path, capl
 
 def test_tiny_sizes_are_checked_against_the_named_model(tmp_path):
     exp = load_experiment(ROOT / "experiments/sft_tiny_pixtral.yaml")
-    assert exp.model.name == TINY_PIXTRAL_NAME and exp.camera_options().multiple_of == 16
+    assert exp.model.name == TINY_PIXTRAL_NAME and exp.camera.multiple_of == 16
     assert exp.model.tiny  # the SFT default's vision sizes, with the same names in TinyPixtralSpec
     with pytest.raises(ConfigError, match=r"model.tiny: unknown field 'min_pixels'.*\(sizes of tiny-pixtral\)"):
         load_experiment(ROOT / "experiments/sft_tiny_pixtral.yaml", ["model.tiny={min_pixels: 100}"])

@@ -13,7 +13,7 @@ from rlkit.builder import CameraOptions, PromptOptions
 from rlkit.camera import Camera
 from rlkit.config import ConfigError, load_experiment
 from rlkit.markers import MarkerStyle
-from rlkit.records import load_records
+from rlkit.records import RecordError, load_records
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "experiments/sft_synthetic.yaml"
@@ -26,7 +26,7 @@ def oracle(samples):
 
 def default_options():
     exp = load_experiment(DEFAULT)  # the embedded default's camera and prompt (f_uni 50, 9-px outlined square)
-    return exp.camera_options(), exp.prompt_options()
+    return exp.camera, exp.prompt
 
 
 def read_points(path):
@@ -189,3 +189,20 @@ def test_command_with_the_tiny_model(synth_dir, tmp_path, capsys):
     # a line that does not exist: one line, exit code 2
     assert main(["pointcloud", str(DEFAULT), "--model", model, "--record", f"{synth_dir}/indoor_eval.jsonl:99",
                  "--out", str(out)]) == 2
+
+
+def test_a_record_line_is_read_alone_and_its_depth_map_stays_inside_the_root(tmp_path, synth_dir):
+    import json
+
+    lines = (synth_dir / "indoor_eval.jsonl").read_text().splitlines()
+    path = synth_dir / "mixed.jsonl"  # beside the images, which the lines name relative to it
+    first = json.loads(lines[0])
+    # line 2 is broken JSON: reading line 1 never parses it; line 3 names a depth map outside the root
+    outside = {**first, "depth_map": "../../etc/passwd"}
+    path.write_text("\n".join([json.dumps(first), "{broken", json.dumps(outside)]) + "\n")
+    rec = pc.load_record_line(f"{path}:1")
+    assert rec.source == f"{path}:1" and len(rec.depth) == len(first["depth"])
+    with pytest.raises(RecordError, match=r"mixed.jsonl:3: field 'depth_map': .* is outside the dataset root"):
+        pc.load_record_line(f"{path}:3")
+    with pytest.raises(ConfigError, match=r"line 9 does not exist \(.* has 3 lines\)"):
+        pc.load_record_line(f"{path}:9")

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rlkit.camera import Camera
-from rlkit.prompts import Query, answer, parse_answer, parse_depth, question
+from rlkit.prompts import Query, answer, parse_answer, question
 
 CAM = Camera(1000.0, 1000.0, 600.0, 400.0, 1200, 800)
 
@@ -28,7 +28,7 @@ def test_predict_rays_answer_has_direction_then_depth():
     q = Query("depth", CAM, 1600, 400 - 1000, 5.0)  # 45 deg right, 45 deg up
     a = answer(q, strategy="predict_rays", template="sft")
     assert a == "The point is around 45.0 degrees to the right, 45.0 degrees above and 5.00 meters away from the camera."
-    assert parse_depth(a) == 5.0
+    assert parse_answer(a) == 5.0
 
 
 def test_brightness_wording_and_parser():
@@ -53,24 +53,24 @@ def test_grpo_template():
     assert answer(q, strategy="unify_focal", template="grpo") == "<answer>12.35</answer>"
 
 
-def test_parse_depth_rules():
-    assert parse_depth("The point is around 3.47 meters away from the camera.") == 3.47
-    assert parse_depth("<think>maybe 2 or 3</think><answer>3.5</answer>") == 3.5
-    assert parse_depth("<answer>3.5 m</answer>") == 3.5
-    assert parse_depth("<answer>3 or 4</answer>") is None  # several answers
-    assert parse_depth("<answer></answer>") is None
-    assert parse_depth("4.2") == 4.2 and parse_depth(" 4.2m ") == 4.2
-    assert parse_depth("about 7 metres") == 7.0
-    assert parse_depth("-3 meters") is None and parse_depth("0 meters") is None
-    assert parse_depth("1e999 meters") is None and parse_depth("nan meters") is None
-    assert parse_depth("I have no idea") is None and parse_depth("") is None
-    assert parse_depth(None) is None and parse_depth(3.0) is None
-    assert parse_depth("1e308 meters") == 1e308
+def test_parse_answer_depth_rules():
+    assert parse_answer("The point is around 3.47 meters away from the camera.") == 3.47
+    assert parse_answer("<think>maybe 2 or 3</think><answer>3.5</answer>") == 3.5
+    assert parse_answer("<answer>3.5 m</answer>") == 3.5
+    assert parse_answer("<answer>3 or 4</answer>") is None  # several answers
+    assert parse_answer("<answer></answer>") is None
+    assert parse_answer("4.2") == 4.2 and parse_answer(" 4.2m ") == 4.2
+    assert parse_answer("about 7 metres") == 7.0
+    assert parse_answer("-3 meters") is None and parse_answer("0 meters") is None
+    assert parse_answer("1e999 meters") is None and parse_answer("nan meters") is None
+    assert parse_answer("I have no idea") is None and parse_answer("") is None
+    assert parse_answer(None) is None and parse_answer(3.0) is None
+    assert parse_answer("1e308 meters") == 1e308
 
 
 @given(st.text())
-def test_parse_depth_never_raises(text):
-    v = parse_depth(text)
+def test_parse_answer_never_raises(text):
+    v = parse_answer(text)
     assert v is None or (math.isfinite(v) and v > 0)
 
 
@@ -78,10 +78,10 @@ def test_parser_work_grows_linearly_with_hostile_text():
     # quadratic backtracking took 136 s on 64k digits; 200k characters must stay far below a second
     import time
 
-    from rlkit.prompts import parse_depth
+    from rlkit.prompts import parse_answer
 
     for text in ("1" * 200_000 + " x", "<answer>" * 25_000, "1 " * 100_000 + "m", "3" * 100_000 + " meters"):
         start = time.perf_counter()
-        parse_depth(text)
+        parse_answer(text)
         assert time.perf_counter() - start < 2.0, text[:20]
-    assert parse_depth("٣.٥ m") == 3.5  # Unicode digits are digits, as for float() and the format reward
+    assert parse_answer("٣.٥ m") == 3.5  # Unicode digits are digits, as for float() and the format reward

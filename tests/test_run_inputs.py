@@ -95,7 +95,7 @@ def test_two_datasets_with_one_name_are_an_error(tmp_path):
     with pytest.raises(ConfigError, match=r"data.eval: dataset name\(s\) \['x'\] used twice"):
         experiment_from_dict(d)
     d["data"]["eval"][1]["name"] = "x_b"
-    assert [s.label for s in experiment_from_dict(d).eval_specs()] == ["x", "x_b"]
+    assert [s.label for s in experiment_from_dict(d).data.eval] == ["x", "x_b"]
 
 
 def test_config_values_are_type_checked_at_load_with_the_key_named(tmp_path):

@@ -126,8 +126,8 @@ def _named(fn, name: str):
 
 
 def load_reward(ref: str, kwargs: dict | None = None):
-    """Resolve a reward reference (registry name, module:function or file.py:function); a registry
-    reward comes back under its registry name, with or without kwargs."""
+    """Resolve a reward reference (registry name, a plugin name in rewards/, module:function or
+    file.py:function); a registry reward comes back under its registry name, with or without kwargs."""
     if not isinstance(ref, str) or not ref:
         raise RewardLoadError(f"reward reference must be a non-empty string, got {ref!r}")
     if ":" not in ref and ref not in REGISTRY:
