@@ -219,6 +219,13 @@ def draw_curves(name: str, curves: pd.DataFrame, df: pd.DataFrame, out: Path, me
         md += f"\n\n{base[0].capitalize()} baseline ({metric}, average over eval datasets, final eval selection): {base[1]:.3f}"
     md += ("\n\nPaired over seeds (mean ± standard error of the per-seed differences; the start is each run's "
            "step-0 point):\n\n" + pairs.to_markdown(index=False, floatfmt=".3f"))
+    final = summarize(df, fig_spec, metric)
+    if len(final):  # each run's final evaluation: the larger selection (eval.samples_per_dataset per family)
+        md += ("\n\nFinal evaluation of every run (eval.samples_per_dataset pixels per family), average over eval "
+               "datasets, mean ± std over seeds:\n\n" + markdown(final, metric, {}))
+        final_pairs = paired(df, metric)
+        if len(final_pairs):
+            md += "\n\nPaired over seeds, final evaluation:\n\n" + final_pairs.to_markdown(index=False, floatfmt=".3f")
     return _save(fig, name, fig_spec, md, out)
 
 

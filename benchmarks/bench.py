@@ -31,7 +31,12 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {dev}, torch {torch.__version__}"
 
 
-def record(name: str, table: str, note: str = "") -> None:
+def record(name: str, table: str, note: str = "", print_only: bool = False) -> None:
+    """Print the table and append it to benchmarks/NAME.md with the command and the machine (``print_only``:
+    --no-record, nothing written)."""
+    if print_only:
+        print(f"{table}\n\n{note}" if note else table)
+        return
     cmd = "./run.sh bench " + " ".join(shlex.quote(a) for a in [name, *sys.argv[sys.argv.index(name) + 1:]]) \
         if name in sys.argv else f"./run.sh bench {name}"
     text = (f"\n## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC — {machine()}\n\n`{cmd}`\n\n{table}\n"
@@ -283,10 +288,7 @@ def bench_train(argv: list[str]) -> None:
     note = (f"{a.steps} timed steps after {a.warmup} warm-up steps; images and crops from the experiment's camera "
             f"section{layers}. MFU: tokens/s (non-padding tokens, image tokens after merging) x 6 x parameters / "
             "peak bf16 FLOP/s (the vision tower's per-patch work is counted per merged token: an underestimate).")
-    if a.no_record:
-        print(f"{table}\n\n{note}")
-    else:
-        record("train", table, note)
+    record("train", table, note, print_only=a.no_record)
 
 
 # ---------------------------------------------------------------- records
@@ -576,10 +578,7 @@ def bench_attention(argv: list[str]) -> None:
     note = (f"Random-init Qwen2.5-VL-3B dimensions with {a.text_layers} LM and {a.vision_layers} vision layers, one "
             f"{a.width} x {a.height} image ({tokens} patches), {str(dtype).replace('torch.', '')}, median of "
             f"{a.repeats} passes after a warm-up; tolerance {tol:g}.")
-    if a.no_record:
-        print(f"{table}\n\n{note}")
-    else:
-        record("attention", table, note)
+    record("attention", table, note, print_only=a.no_record)
     if worst > tol:
         raise SystemExit(1)
 
@@ -645,10 +644,7 @@ def bench_hostile(argv: list[str]) -> None:
         note = (f"{len(results)} cases, each through `python -m rlkit` in a subprocess (one thread each, {a.jobs} "
                 f"side by side), {wall / 60:.1f} min wall. Outcomes are assigned mechanically; see tests/hostile_battery.py's "
                 "docstring for the rules and each case's expectation.")
-        if a.no_record:
-            print(f"\n{table}\n\n{note}")
-        else:
-            record("hostile", table, note)
+        record("hostile", table, note, print_only=a.no_record)
     finally:
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)

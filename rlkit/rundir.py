@@ -24,29 +24,32 @@ log = logging.getLogger(__name__)
 
 
 def check_run_dir(exp: Experiment, out: Path) -> None:
-    """A run dir belongs to one config: refuse to resume or skip into it with another."""
+    """A run dir belongs to one config: refuse to resume or skip into it with another. A config.yaml with
+    nothing trained beside it (no checkpoint, final/ or metrics.json: a run killed before its first save, or
+    while config.yaml was written) binds nothing; the run replaces it once it holds the folder's lock."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{exp.source}: output_dir {out} is a file, not a folder")
     if out.is_symlink() and not out.exists():
         raise ConfigError(f"{exp.source}: output_dir {out} is a link to {out.readlink()}, which does not exist")
     saved = out / "config.yaml"
-    if saved.exists() and not _trained_anything(out):
-        try:
-            experiment_from_dict(parse_yaml(saved.read_text()), str(saved))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError, TypeError, ValueError):
-            log.warning("%s is unreadable and no step was saved (killed while it was written); starting over", saved)
-            saved.unlink()
-    if saved.exists():
-        def normal(e: Experiment) -> dict:
-            return parse_yaml(yaml.safe_dump(e.to_dict(), sort_keys=False))
+    if not saved.exists():
+        return
 
-        try:  # through the loader, so a field config.yaml lacks is compared at its default
-            same = normal(experiment_from_dict(parse_yaml(saved.read_text()), str(saved))) == normal(exp)
-        except (ConfigError, TypeError, ValueError, yaml.YAMLError):
-            same = False
-        if not same:
-            raise ConfigError(f"{out} holds a run of a different configuration ({saved}); "
-                              "pass output_dir=NEW_DIR, or delete the folder to start over")
+    def normal(e: Experiment) -> dict:
+        return parse_yaml(yaml.safe_dump(e.to_dict(), sort_keys=False))
+
+    try:  # through the loader, so a field config.yaml lacks is compared at its default
+        same = normal(experiment_from_dict(parse_yaml(saved.read_text()), str(saved))) == normal(exp)
+    except (OSError, UnicodeDecodeError, ConfigError, TypeError, ValueError, yaml.YAMLError):
+        same = False
+    if same:
+        return
+    if not _trained_anything(out):
+        log.warning("%s differs from this run's configuration (or is cut short) and nothing was trained in %s: "
+                    "it is replaced", saved, out)
+        return
+    raise ConfigError(f"{out} holds a run of a different configuration ({saved}); "
+                      "pass output_dir=NEW_DIR, or delete the folder to start over")
 
 
 def _trained_anything(out: Path) -> bool:

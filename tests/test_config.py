@@ -145,8 +145,13 @@ def test_changed_config_refuses_a_used_run_dir(tmp_path):
     save_resolved(exp, tmp_path / "config.yaml")
     check_run_dir(exp, tmp_path)  # same config: fine
     changed = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}", "camera.f_uni=500"])
+    check_run_dir(changed, tmp_path)  # nothing trained yet: the config.yaml binds nothing
+    (tmp_path / "checkpoint-2").mkdir()  # a saved step: now the folder is that run's
     with pytest.raises(ConfigError, match="holds a run of a different configuration"):
         check_run_dir(changed, tmp_path)
+    (tmp_path / "config.yaml").write_text("method: sft\ndata:\n  train: [{path: x.jso")  # cut short, a step saved
+    with pytest.raises(ConfigError, match="holds a run of a different configuration"):
+        check_run_dir(exp, tmp_path)
     # a config.yaml without a field is read with the field at its default
     unlit = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}", "data.synth.indoor_lamp=0"])
     saved = yaml.safe_load(yaml.safe_dump(unlit.to_dict()))

@@ -244,3 +244,34 @@ def test_shipped_sweeps_validate_at_every_scale(name, monkeypatch):
         if mini.base:  # one base stage per sweep and scale, in the scale's world (float32)
             assert mini.base_overrides[-1] == f"output_dir={sweep.root / sweep.name / 'mini' / '_base'}"
             assert 'model.dtype="float32"' in mini.base_overrides
+
+
+def test_the_committed_learning_curve_figure_is_redrawn_from_its_csvs(tmp_path):
+    """analysis/figures/sft_vs_grpo.md is re-derived from the committed per-seed rows alone (no runs), and one
+    paired comparison in it is recomputed here by hand from those rows."""
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pandas as pd
+
+    figures = ROOT / "analysis" / "figures"
+    out = tmp_path / "figures"
+    out.mkdir()
+    for name in ("sft_vs_grpo.csv", "sft_vs_grpo_curves.csv"):
+        shutil.copy(figures / name, out / name)
+    r = subprocess.run([sys.executable, "analysis/plot_ablation.py", "--runs", str(tmp_path / "no_runs"), "--out",
+                        str(out), "--figure", "sft_vs_grpo"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (out / "sft_vs_grpo.md").read_text() == (figures / "sft_vs_grpo.md").read_text()
+    curves = pd.read_csv(out / "sft_vs_grpo_curves.csv")
+    avg = curves[(curves["metric"] == "delta1") & (curves["dataset"] == "avg")]
+    last = avg["samples"].max()
+    per = avg[avg["samples"] == last].pivot_table(index="seed", columns="series", values="value")
+    diff = per["GRPO"] - per["SFT"]
+    se = np.std(diff, ddof=1) / np.sqrt(len(diff))
+    row = f"| GRPO − SFT at {last:g} samples"
+    line = next(x for x in (out / "sft_vs_grpo.md").read_text().splitlines() if x.startswith(row))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert (float(cells[1]), float(cells[2]), int(cells[3])) == (round(diff.mean(), 3), round(se, 3), len(diff))
