@@ -509,6 +509,9 @@ def bench_attention(argv: list[str]) -> None:
     p.add_argument("--height", type=int, default=1176, help="image height (1200 rounded to 28 px: 1176)")
     p.add_argument("--repeats", type=int, default=2, help="timed forward + backward passes after one warm-up")
     p.add_argument("--tolerance", type=float, help="max |Δ| allowed (default 1e-4 in float32, 5e-2 in bf16)")
+    p.add_argument("--impls", default=None, help="comma-separated implementations (default: sdpa, the kit's varlen "
+                   "and flash_attention_2 where installed; eager holds whole attention matrices: 20+ GB at paper "
+                   "sizes, ask for it on small images)")
     p.add_argument("--no-record", action="store_true", help="print only; do not append to benchmarks/attention.md")
     a = p.parse_args(argv)
     cuda = torch.cuda.is_available()
@@ -523,7 +526,10 @@ def bench_attention(argv: list[str]) -> None:
                       return_tensors="pt", max_pixels=a.width * a.height, min_pixels=28 * 28)
     device = "cuda" if cuda else "cpu"
     batch = {k: v.to(device) for k, v in batch.items()}
-    impls = ["sdpa", "eager", NAME] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") and cuda else [])
+    impls = a.impls.split(",") if a.impls else \
+        ["sdpa", NAME] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") and cuda else [])
+    if impls[0] != "sdpa":
+        impls = ["sdpa", *[i for i in impls if i != "sdpa"]]  # the reference comes first
 
     def sync():
         if cuda:

@@ -31,7 +31,7 @@ if [ "$SMOKE" = 1 ]; then
   ./run.sh --help >/dev/null 2>&1 || true  # sets up .venv on a fresh checkout
   PY=.venv/bin/python
   ARCH=(--arch tiny)
-  ATT=(--text-layers 2 --vision-layers 2 --width 224 --height 224 --repeats 1)
+  ATT=(--text-layers 2 --vision-layers 2 --width 224 --height 224 --repeats 1 --impls sdpa,eager,rlkit_flash_varlen)
   STEPS=(--steps 2 --warmup 1 --set data.synth.out=data/synth_gpu_check_smoke data.synth.train_images=8
          data.synth.eval_images=2)
   BATCH=()
