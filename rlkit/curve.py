@@ -23,7 +23,7 @@ import pandas as pd
 from transformers import TrainerCallback
 
 from rlkit.builder import EvalSet
-from rlkit.evaluate import MODEL, add_predictions, drop_skipped, predict, selection_frame, summarize
+from rlkit.evaluate import MODEL, generate_selection, scored_frame, selection_frame, summarize
 from rlkit.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -95,18 +95,10 @@ class CurveCallback(TrainerCallback):
             self.writer.close()
 
     def _evaluate(self, args, state, kwargs) -> None:
-        from accelerate.utils import gather_object
-
         start = time.time()
-        model, processor = kwargs["model"], kwargs["processing_class"]
-        several = self.process.num_processes > 1
-        batches = list(range(0, len(self.evalset), self.batch_size))[self.process.process_index::self.process.num_processes]
-        mine = predict(model, processor, self.evalset, batches, self.batch_size, self.max_new_tokens, progress=False)
-        texts = dict(gather_object(list(mine.items())) if several else mine)
-        bad = dict(gather_object(list(self.evalset.bad.items())) if several else self.evalset.bad)
-        frame = self.frame.copy()
-        add_predictions(frame, [texts.get(k, "") for k in range(len(self.evalset))])
-        frame = drop_skipped(frame, self.evalset, bad)
+        texts = generate_selection(kwargs["model"], kwargs["processing_class"], self.evalset, self.batch_size,
+                                   self.max_new_tokens, self.process, progress=False)
+        frame = scored_frame(self.frame, self.evalset, texts, self.process)
         seconds = time.time() - start
         self.eval_seconds += seconds
         point = {"step": state.global_step, "samples": round(state.global_step * samples_per_step(args)),

@@ -142,6 +142,29 @@ def predict(model, processor, evalset: EvalSet, batch_starts, batch_size: int = 
     return texts
 
 
+def generate_selection(model, processor, evalset: EvalSet, batch_size: int, max_new_tokens: int, process,
+                       progress: bool = True) -> dict[int, str]:
+    """Generated text per item of the whole selection, on every rank: each of ``process``'s ranks generates whole
+    batches (batch b on rank b mod world size), then the texts are gathered."""
+    from accelerate.utils import gather_object
+
+    batches = list(range(0, len(evalset), batch_size))[process.process_index::process.num_processes]
+    mine = predict(model, processor, evalset, batches, batch_size, max_new_tokens, progress=progress)
+    return dict(gather_object(list(mine.items()))) if process.num_processes > 1 else mine
+
+
+def scored_frame(frame: pd.DataFrame, evalset: EvalSet, texts: dict[int, str] | None, process) -> pd.DataFrame:
+    """A copy of the selection's frame with the parsed answers (none for baselines only), less the items whose
+    image could not be used on any rank (data.skip_invalid: counted in evalset.skipped)."""
+    from accelerate.utils import gather_object
+
+    frame = frame.copy()
+    if texts is not None:
+        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))])
+    bad = dict(gather_object(list(evalset.bad.items()))) if process.num_processes > 1 else evalset.bad
+    return drop_skipped(frame, evalset, bad)
+
+
 def add_predictions(frame: pd.DataFrame, texts: list[str]) -> None:
     """The parsed answers (NaN: a failed parse; each row by its task's unit) and the raw texts, in the
     frame's row order."""
@@ -273,17 +296,15 @@ def evaluate_run(exp: Experiment, model_path, sources, evalset: EvalSet, model=N
     import gc
 
     import torch
-    from accelerate.utils import gather_object
 
     state = state or process_state()
-    frame = selection_frame(evalset)
+    texts = None
     if is_api_model(model_path):
         from rlkit.api import predict_api
 
         if state.num_processes > 1:
             raise ConfigError("an API model is evaluated by one process: run it without torchrun / accelerate launch")
         texts, stats = predict_api(model_path, evalset, exp.eval.max_new_tokens, **(api or {}))
-        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))])
         extra = {**(extra or {}), "api": stats}
     elif model_path is not None:
         gc.collect()  # what training left (optimizer state, a sharded model) before the eval model comes
@@ -298,14 +319,9 @@ def evaluate_run(exp: Experiment, model_path, sources, evalset: EvalSet, model=N
             model = load_model(str(model_path), exp.model, device=state.device)
         if getattr(model, "peft_config", None):
             model = model.merge_and_unload()
-        batches = list(range(0, len(evalset), exp.eval.batch_size))[state.process_index::state.num_processes]
-        mine = predict(model, processor, evalset, batches, exp.eval.batch_size, exp.eval.max_new_tokens,
-                       progress=state.is_main_process)
-        texts = dict(gather_object(list(mine.items())) if state.num_processes > 1 else mine)
-        add_predictions(frame, [texts.get(k, "") for k in range(len(evalset))])
-    # items whose image could not be used (data.skip_invalid): out of the scores, counted in eval_skipped
-    bad = dict(gather_object(list(evalset.bad.items()))) if state.num_processes > 1 else evalset.bad
-    frame = drop_skipped(frame, evalset, bad)
+        texts = generate_selection(model, processor, evalset, exp.eval.batch_size, exp.eval.max_new_tokens, state,
+                                   progress=state.is_main_process)
+    frame = scored_frame(selection_frame(evalset), evalset, texts, state)
     tasks = list(exp.prompt.task_weights())
     medians = train_medians(sources.train, tasks) if sources.train else None
     result = summarize(frame, exp.eval.constant, medians)

@@ -90,15 +90,20 @@ class Sources:
     eval: list[Source]
 
 
+def missing_data_file(exp: Experiment, section: str) -> str | None:
+    """The first data.<section> file that does not exist (those data.synth renders excepted), said as
+    ``data.train[0].path: file not found: PATH``; None when every one exists."""
+    synth_out = Path(exp.data.synth.out).resolve() if exp.data.synth is not None else None
+    for i, spec in enumerate(getattr(exp.data, section)):
+        path = Path(spec.path)
+        if not path.is_file() and not (synth_out is not None and path.resolve().parent == synth_out):
+            return f"data.{section}[{i}].path: file not found: {path}"
+    return None
+
+
 def missing_train_data(exp: Experiment) -> str | None:
     """Why the training labels cannot be read (for the median baseline of an evaluation), or None."""
-    if not exp.data.train:
-        return "data.train is empty"
-    synth_out = Path(exp.data.synth.out).resolve() if exp.data.synth is not None else None
-    for i, spec in enumerate(exp.data.train):
-        if not Path(spec.path).is_file() and not (synth_out is not None and Path(spec.path).resolve().parent == synth_out):
-            return f"data.train[{i}].path: file not found: {spec.path}"
-    return None
+    return "data.train is empty" if not exp.data.train else missing_data_file(exp, "train")
 
 
 def load_sources(exp: Experiment, splits: tuple[str, ...] = ("train", "eval")) -> Sources:
@@ -194,12 +199,10 @@ def check_experiment(exp: Experiment, training: bool = True, sections: tuple[str
             peft_config(exp.model)
         except ConfigError as e:
             raise ConfigError(f"{exp.source}: {e}") from None
-    synth_out = Path(exp.data.synth.out).resolve() if exp.data.synth is not None else None
     for section in sections:
-        for i, spec in enumerate(getattr(exp.data, section)):
-            path = Path(spec.path)
-            if not path.is_file() and not (synth_out is not None and path.resolve().parent == synth_out):
-                raise ConfigError(f"{exp.source}: data.{section}[{i}].path: file not found: {path}")
+        missing = missing_data_file(exp, section)
+        if missing:
+            raise ConfigError(f"{exp.source}: {missing}")
 
 
 def check_base_chain(exp: Experiment) -> None:
