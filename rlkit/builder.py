@@ -440,7 +440,7 @@ class TrainStream:
 
     def __init__(self, sources: list[Source], cam_opts: CameraOptions, prompt_opts: PromptOptions,
                  seed: int = 0, cache_images: int = 64, max_tries: int = 100, shuffle_labels: bool = False,
-                 skip_invalid: bool = False):
+                 label_scale: float = 1.0, skip_invalid: bool = False):
         if not sources:
             raise ConfigError("no training datasets")
         self.sources, self.cam_opts, self.prompt_opts, self.seed = sources, cam_opts, prompt_opts, seed
@@ -459,9 +459,12 @@ class TrainStream:
         self.skip_invalid = skip_invalid  # a bad image: counted in skips and another sample drawn, else an error
         # shuffle_labels: every answer carries a label from a random other image of the same dataset,
         # so a model learns the answer format and the label distribution but no depth (a GRPO base stage)
-        self.shuffle_labels = shuffle_labels
-        if shuffle_labels and any(TASKS[t].label_key is None for t in self.tasks):
-            raise ConfigError(f"shuffle_labels needs per-pixel labels (tasks depth, axis_depth); tasks are {self.tasks}")
+        # label_scale: every answer carries its label times this, so a model reads depth at the wrong scale
+        # (a GRPO start that knows relative depth but not this camera's metric scale)
+        self.shuffle_labels, self.label_scale = shuffle_labels, float(label_scale)
+        for key, on in (("shuffle_labels", shuffle_labels), ("label_scale", self.label_scale != 1.0)):
+            if on and any(TASKS[t].label_key is None for t in self.tasks):
+                raise ConfigError(f"{key} needs per-pixel labels (tasks depth, axis_depth); tasks are {self.tasks}")
         # per task: the datasets that can serve it, their images that can, and the datasets' weights among them
         self.choices = {t: self._choices(t) for t in self.tasks}
 
@@ -510,16 +513,20 @@ class TrainStream:
                     log.warning("skipped %s (more '%s' skips are counted in builder_skips, not logged)", e, e.reason)
                 out = e.reason
             if isinstance(out, Sample):
-                return self._shuffled(out, src, rng) if self.shuffle_labels else out
+                return self._relabeled(out, src, rng)
             self.skips[out] += 1
         hint = ("./run.sh data check FILE.jsonl lists the bad images" if set(self.skips) & set(IMAGE_REASONS)
                 else "is the marker larger than the crops?")
         raise ConfigError(f"no drawable label in {self.max_tries} tries (skips: {dict(self.skips)}); {hint}")
 
-    def _shuffled(self, s: Sample, src: Source, rng: np.random.Generator) -> Sample:
-        other = src.record(int(rng.integers(len(src))))
-        values = label_values(other, s.query.task)
-        q = dataclasses.replace(s.query, value=float(values[int(rng.integers(len(values)))]))
+    def _relabeled(self, s: Sample, src: Source, rng: np.random.Generator) -> Sample:
+        if not self.shuffle_labels and self.label_scale == 1.0:
+            return s
+        value = s.query.value
+        if self.shuffle_labels:
+            values = label_values(src.record(int(rng.integers(len(src)))), s.query.task)
+            value = float(values[int(rng.integers(len(values)))])
+        q = dataclasses.replace(s.query, value=value * self.label_scale)
         return dataclasses.replace(s, answer=answer(q, strategy=self.cam_opts.strategy,
                                                     template=self.prompt_opts.template), query=q)
 

@@ -153,7 +153,13 @@ class DataConfig:
     synth: SynthConfig | None = None  # render the procedural scenes first if missing
     skip_invalid: bool = False  # count and log bad jsonl lines instead of failing
     shuffle_labels: bool = False  # answers carry random labels of the dataset: format without depth (GRPO base)
+    label_scale: float = 1.0  # answers carry label x this: depth read at the wrong scale (GRPO base)
     cache_images: int = 64
+
+    def __post_init__(self):
+        v = self.label_scale
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"label_scale must be a number > 0, got {v!r}")
 
 
 @dataclass
@@ -451,9 +457,10 @@ def validate(exp: Experiment) -> None:
         if not TASKS[task].distance and (cam.strategy == "predict_rays" or prompt.reference == "text"):
             raise ConfigError(f"{src}: prompt task '{task}' is not a point's distance from the camera; camera.strategy "
                               "predict_rays and prompt.reference text word their questions for depth and axis_depth")
-        if exp.data.shuffle_labels and TASKS[task].label_key is None:
-            raise ConfigError(f"{src}: data.shuffle_labels needs per-pixel labels in the records (tasks depth, "
-                              f"axis_depth); prompt task '{task}' has none")
+        for key, on in (("shuffle_labels", exp.data.shuffle_labels), ("label_scale", exp.data.label_scale != 1.0)):
+            if on and TASKS[task].label_key is None:
+                raise ConfigError(f"{src}: data.{key} needs per-pixel labels in the records (tasks depth, "
+                                  f"axis_depth); prompt task '{task}' has none")
     synth = exp.data.synth
     if synth is not None:  # data paths left out are the rendered scenes'
         for split in ("train", "eval"):

@@ -116,6 +116,7 @@ def build_stream(exp: Experiment, sources: Sources) -> TrainStream:
     """The endless training stream, exactly as the trainer gets it (label shuffling and image cache too)."""
     return TrainStream(sources.train, exp.camera, exp.prompt, seed=exp.seed,
                        cache_images=exp.data.cache_images, shuffle_labels=exp.data.shuffle_labels,
+                       label_scale=exp.data.label_scale,
                        skip_invalid=exp.data.skip_invalid)
 
 

@@ -336,3 +336,18 @@ def test_shuffled_labels_come_from_the_samples_task(synth_dir):
     axis = np.asarray(src.label_column("axis_depth"))
     stream = TrainStream([src], CameraOptions(f_uni=60.0), PromptOptions(tasks={"axis_depth": 1}), shuffle_labels=True)
     assert all(np.isclose(axis, stream.sample(i).query.value).any() for i in range(20))
+
+
+def test_label_scale_multiplies_the_answer_not_the_image(synth_dir):
+    src = load_source(DatasetSpec(str(synth_dir / "indoor_train.jsonl")))
+    plain = TrainStream([src], CameraOptions(f_uni=60.0), PromptOptions(template="grpo"))
+    scaled = TrainStream([src], CameraOptions(f_uni=60.0), PromptOptions(template="grpo"), label_scale=2.0)
+    for i in range(5):
+        a, b = plain.sample(i), scaled.sample(i)
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image)) and a.question == b.question
+        assert b.query.value == pytest.approx(2 * a.query.value)
+        assert b.answer == f"<answer>{2 * a.query.value:.2f}</answer>"
+    with pytest.raises(ConfigError, match="label_scale needs per-pixel labels"):
+        TrainStream([src], CameraOptions(f_uni=60.0), PromptOptions(task="brightness"), label_scale=2.0)
+    with pytest.raises(ValueError, match="label_scale must be a number > 0"):
+        experiment_from_dict({"data": {"label_scale": 0}})
