@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("unify_focal", "direct", "intrinsics_in_prompt", "predict_rays")
 # exact: rlkit's resize (pixel centers kept, W*f/fx x H*f/fy); official: the official DepthLM code's (camera.OfficialTransform)
 RESIZES = ("exact", "official")
+CROPS = ("random", "center")  # center: the official code's train crop (random size, centered)
 SFT_COLUMNS = ("images", "prompt", "completion")
 ANSWER_COLUMNS = ("label", "unit", "task", "depth", "dataset", "image", "pixels", "pixel", "intrinsics")
 
@@ -65,12 +66,15 @@ class CameraOptions:
     crop_height: tuple[int, int] | None = (700, 1200)
     multiple_of: int = 1  # crop sizes only multiples of this (28 = Qwen2.5-VL's merged patch)
     resize: str = "exact"  # how unify_focal resizes: one of RESIZES
+    crop: str = "random"  # where the train crop lies: one of CROPS
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"camera strategy {self.strategy!r} is not one of {STRATEGIES}")
         if self.resize not in RESIZES:
             raise ValueError(f"camera resize {self.resize!r} is not one of {RESIZES}")
+        if self.crop not in CROPS:
+            raise ValueError(f"camera crop {self.crop!r} is not one of {CROPS}")
         if self.resize == "official" and self.strategy != "unify_focal":
             raise ValueError(f"camera resize 'official' is the official code's unify_focal; strategy is {self.strategy!r}")
         if not (0 < self.f_uni < float("inf")):
@@ -366,15 +370,22 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
                                  - min(x - f[0] for (x, _), f in zip(points, feet)) + 1)), wr[1])
             hr = (max(hr[0], min(hr[1], max(y + f[3] for (_, y), f in zip(points, feet))
                                  - min(y - f[1] for (_, y), f in zip(points, feet)) + 1)), hr[1])
-        cw, ch = cm.sample_crop_size(rng, resize.width, resize.height, wr, hr, cam_opts.multiple_of)
-        # offsets that keep every marker whole inside the crop
-        x0 = _crop_offset(rng, max([0] + [x + f[2] - cw + 1 for (x, _), f in zip(points, feet)]),
-                          min([resize.width - cw] + [x - f[0] for (x, _), f in zip(points, feet)]))
-        y0 = _crop_offset(rng, max([0] + [y + f[3] - ch + 1 for (_, y), f in zip(points, feet)]),
-                          min([resize.height - ch] + [y - f[1] for (_, y), f in zip(points, feet)]))
-        if x0 is None or y0 is None:
-            return "marker_outside_crop"
-        crop = cm.Crop(x0, y0, cw, ch)
+        if cam_opts.crop == "center":  # a label outside the crop is skipped (the official code drops it)
+            crop = cm.center_crop(rng, resize.width, resize.height, wr, hr, cam_opts.multiple_of)
+            shifted = [(x - crop.x0, y - crop.y0) for x, y in points]
+            if not all(markers.fits(st, x, y, crop.width, crop.height) if uses_marker
+                       else 0 <= x < crop.width and 0 <= y < crop.height for st, (x, y) in zip(styles, shifted)):
+                return "marker_outside_crop"
+        else:
+            cw, ch = cm.sample_crop_size(rng, resize.width, resize.height, wr, hr, cam_opts.multiple_of)
+            # offsets that keep every marker whole inside the crop
+            x0 = _crop_offset(rng, max([0] + [x + f[2] - cw + 1 for (x, _), f in zip(points, feet)]),
+                              min([resize.width - cw] + [x - f[0] for (x, _), f in zip(points, feet)]))
+            y0 = _crop_offset(rng, max([0] + [y + f[3] - ch + 1 for (_, y), f in zip(points, feet)]),
+                              min([resize.height - ch] + [y - f[1] for (_, y), f in zip(points, feet)]))
+            if x0 is None or y0 is None:
+                return "marker_outside_crop"
+            crop = cm.Crop(x0, y0, cw, ch)
     points = [(x - crop.x0, y - crop.y0) for x, y in points]
     if uses_marker and not all(markers.fits(st, x, y, crop.width, crop.height) for st, (x, y) in zip(styles, points)):
         return "marker_outside_image"

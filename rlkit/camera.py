@@ -106,6 +106,18 @@ def sample_crop_size(rng: np.random.Generator, width: int, height: int, width_ra
             _sample_size(rng, height_range[0], height_range[1], height, multiple_of))
 
 
+def center_crop(rng: np.random.Generator, width: int, height: int, width_range: tuple[int, int],
+                height_range: tuple[int, int], multiple_of: int = 1) -> Crop:
+    """The official code's train crop: each side int(min(side, uniform(lo, hi))) (rounded down to a multiple of
+    ``multiple_of``), centered at ((W - w) // 2, (H - h) // 2)."""
+    def side(limit: int, lo: int, hi: int) -> int:
+        size = int(min(limit, rng.uniform(lo, hi)))
+        return size - size % multiple_of if size >= multiple_of else size
+
+    cw, ch = side(width, *width_range), side(height, *height_range)
+    return Crop(max(0, (width - cw) // 2), max(0, (height - ch) // 2), cw, ch)
+
+
 def ray_directions(cam: Camera, points: np.ndarray) -> np.ndarray:
     """Unit viewing rays (camera frame: x right, y down, z forward) of (N, 2) pixel coordinates."""
     points = np.asarray(points, dtype=np.float64)

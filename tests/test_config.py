@@ -171,7 +171,7 @@ def test_brightness_task_refuses_distance_only_wording():
 
 
 def test_model_override_with_a_base_stage_is_rejected():
-    with pytest.raises(ConfigError, match="differs from that of base .*depth_base_synthetic.yaml"):
+    with pytest.raises(ConfigError, match="differs from that of base .*rescaled_base_synthetic.yaml"):
         _checked(EXPERIMENTS / "grpo_negl1.yaml", ["model.name=Qwen/Qwen2.5-VL-3B-Instruct"])
     # the same model in both (inherited, or set in both through base_overrides) is fine
     exp = load_experiment(EXPERIMENTS / "grpo_negl1.yaml", [

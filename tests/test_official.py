@@ -236,3 +236,93 @@ def test_eval_preset_loads_without_downloads():
     assert exp.eval.samples_per_dataset == 8192
     assert [d.name for d in exp.data.eval] == ["nyuv2", "ibims1", "sunrgbd", "eth3d", "kitti", "ddad",
                                                   "argoverse2", "nuscenes"]
+
+
+
+def official_train_sample(image, intrinsics, coord, depth, f_uni, crop_w, crop_h):
+    """dataset_train.getitem_noTaskonomy (fx == fy) at a drawn crop size: resize the whole image, map the pixel,
+    "Random center crop", drop a label outside it, then the arrow on the crop. None where the label is skipped."""
+    scale = f_uni / intrinsics[0]
+    new = [v * scale for v in intrinsics[:4]]
+    image = image.resize((int(image.width * scale), int(image.height * scale)))
+    x = int((coord[0] - intrinsics[2]) * (new[0] / intrinsics[0]) + new[2])
+    y = int((coord[1] - intrinsics[3]) * (new[1] / intrinsics[1]) + new[3])
+    width, height = image.size
+    crop_h, crop_w = int(min(height, crop_h)), int(min(width, crop_w))
+    left, top = max(0, (width - crop_w) // 2), max(0, (height - crop_h) // 2)
+    right, bottom = min(width, left + crop_w), min(height, top + crop_h)
+    image = image.crop((left, top, right, bottom))
+    new = [new[0], new[1], new[2] - left, new[3] - top, image.width, image.height]
+    if not (left <= x < right and top <= y < bottom):
+        return None
+    x, y = x - left, y - top
+    if not (5 <= x < image.width - 5 and 5 <= y < image.height - 5):
+        return None
+    for dx in range(1, 6):
+        image.putpixel((x - dx, y), (255, 0, 0))
+    for dy in range(1, 3):
+        image.putpixel((x - dy - 1, y + dy), (255, 0, 0))
+        image.putpixel((x - dy - 1, y - dy), (255, 0, 0))
+    target = f"<think> The point is around {depth:.2f} meters away from the camera. </think>\n\n<answer> {depth:.2f} </answer>"
+    return image, (x, y), target, new
+
+
+@pytest.mark.parametrize("crop", [(70, 50), (71, 49), (200, 200)])
+def test_center_train_crop_equals_the_official_rule(crop):
+    c = cm.Camera(100.0, 100.0, 60.5, 45.5, 120, 90)
+    rng = np.random.default_rng(3)
+    rec = _record(c, np.concatenate([rng.uniform(0, [119, 89], (40, 2)), [[60.5, 45.5], [2, 3]]]))
+    img = noise_image(120, 90, seed=11)
+    opts = CameraOptions(f_uni=130.0, crop_width=(crop[0], crop[0]), crop_height=(crop[1], crop[1]),
+                         resize="official", crop="center")
+    kept = 0
+    for label in range(rec.num_labels):
+        want = official_train_sample(img.copy(), [c.fx, c.fy, c.cx, c.cy], rec.pixels[label].tolist(),
+                                     float(rec.depth[label]), 130.0, *crop)
+        got = make_sample(rec, label, opts, PROMPT, _cache_with(rec, img), np.random.default_rng(label))
+        if want is None:
+            assert got == "marker_outside_crop", label
+            continue
+        kept += 1
+        w_img, (wx, wy), w_target, w_cam = want
+        assert isinstance(got, Sample), (label, got)
+        assert (got.query.x, got.query.y) == (wx, wy)
+        assert np.array_equal(np.asarray(got.image), np.asarray(w_img)), label
+        assert got.query.camera.as_list() == pytest.approx(w_cam)
+        assert got.question == QUESTION and got.answer == w_target
+    assert 0 < kept < rec.num_labels
+
+
+def test_paper_recipe_renders_what_the_official_dataset_train_renders():
+    """experiments/paper/qwen2_5_vl_3b_sft.yaml's conventions, crop range collapsed to one size, on hand-made records."""
+    exp = load_experiment(ROOT / "experiments/paper/qwen2_5_vl_3b_sft.yaml",
+                          ["camera.crop_width=[1000,1000]", "camera.crop_height=[700,700]"])
+    c = cm.Camera(500.0, 500.0, 301.5, 207.25, 600, 420)  # resized x2 to 1200 x 840, then the centered 1000 x 700
+    rng = np.random.default_rng(8)
+    rec = _record(c, np.concatenate([rng.uniform(0, [599, 419], (30, 2)), [[40.0, 30.0], [590.0, 400.0]]]))
+    img = noise_image(600, 420, seed=4)
+    kept = 0
+    for label in range(rec.num_labels):
+        want = official_train_sample(img.copy(), [c.fx, c.fy, c.cx, c.cy], rec.pixels[label].tolist(),
+                                     float(rec.depth[label]), 1000.0, 1000, 700)
+        got = make_sample(rec, label, exp.camera, exp.prompt, _cache_with(rec, img), np.random.default_rng(label))
+        if want is None:
+            assert got == "marker_outside_crop", label
+            continue
+        kept += 1
+        assert isinstance(got, Sample) and got.image.size == (1000, 700)
+        assert np.array_equal(np.asarray(got.image), np.asarray(want[0])), label
+        assert (got.query.x, got.query.y) == want[1] and got.question == QUESTION and got.answer == want[2]
+    assert 0 < kept < rec.num_labels
+
+
+def test_one_line_switches_a_paper_recipe_to_the_kits_conventions(tmp_path):
+    paper = ROOT / "experiments/paper"
+    text = (paper / "qwen2_5_vl_3b_sft.yaml").read_text()
+    assert "\nextends: _paper.yaml" in text
+    recipe = tmp_path / "kit.yaml"
+    recipe.write_text(text.replace("\nextends: _paper.yaml", f"\nextends: {paper / '_paper_kit.yaml'}"))
+    kit, official = load_experiment(recipe), load_experiment(paper / "qwen2_5_vl_3b_sft.yaml")
+    assert (kit.camera.resize, kit.camera.crop, kit.camera.multiple_of) == ("exact", "random", 28)
+    assert (kit.prompt.template, kit.prompt.marker.shape) == ("sft", "arrow")
+    assert kit.data == official.data and kit.train == official.train  # only the conventions change

@@ -84,7 +84,9 @@ def test_paper_recipes_load_with_the_papers_numbers(name, monkeypatch):
     assert exp.global_batch_size == batch
     assert exp.camera.f_uni == f_uni
     assert exp.camera.crop_width == (1000, 1400) and exp.camera.crop_height == (700, 1200)
-    assert exp.prompt.marker.shape == "arrow" and exp.prompt.marker.size == 5
+    # the official code's inputs (utils/datasets.py): its arrow, prompt, resize and centered crop
+    assert exp.prompt.marker.shape == "official_arrow" and exp.prompt.template == "official"
+    assert (exp.camera.resize, exp.camera.crop) == ("official", "center")
     assert exp.model.dtype == "bfloat16" and exp.model.attn_implementation == "flash_attention_2"
     for world in (1, 8, 16):  # the global batch stays the paper's on any number of GPUs
         cfg = exp.trl_config(world_size=world)
