@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -43,120 +42,16 @@ from rlkit import camera as cm
 from rlkit import markers
 from rlkit.errors import ConfigError
 from rlkit.labels import MIN_LABEL, draw_param, eligible_images, label_value, other_label, store_values
-from rlkit.markers import MarkerStyle, color_name
-from rlkit.prompts import REFERENCES, TASKS, TEMPLATES, Query, answer, check_official, question
+from rlkit.markers import MarkerStyle
+from rlkit.prompts import TASKS, Query, answer, check_official, question
+from rlkit.schema import CameraOptions, DatasetSpec, PromptOptions
 from rlkit.records import IMAGE_REASONS, ImageError, Record, RecordError, open_image
 from rlkit.store import RecordStore, open_records
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("unify_focal", "direct", "intrinsics_in_prompt", "predict_rays")
-# exact: rlkit's resize (pixel centers kept, W*f/fx x H*f/fy); official: the official DepthLM code's (camera.OfficialTransform)
-RESIZES = ("exact", "official")
-CROPS = ("random", "center")  # center: the official code's train crop (random size, centered)
 SFT_COLUMNS = ("images", "prompt", "completion")
 ANSWER_COLUMNS = ("label", "unit", "task", "depth", "dataset", "image", "pixels", "pixel", "intrinsics")
-
-
-@dataclass(frozen=True)
-class CameraOptions:
-    strategy: str = "unify_focal"
-    f_uni: float = 1000.0
-    crop_width: tuple[int, int] | None = (1000, 1400)  # train crops; None keeps the whole image
-    crop_height: tuple[int, int] | None = (700, 1200)
-    multiple_of: int = 1  # crop sizes only multiples of this (28 = Qwen2.5-VL's merged patch)
-    resize: str = "exact"  # how unify_focal resizes: one of RESIZES
-    crop: str = "random"  # where the train crop lies: one of CROPS
-
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"camera strategy {self.strategy!r} is not one of {STRATEGIES}")
-        if self.resize not in RESIZES:
-            raise ValueError(f"camera resize {self.resize!r} is not one of {RESIZES}")
-        if self.crop not in CROPS:
-            raise ValueError(f"camera crop {self.crop!r} is not one of {CROPS}")
-        if self.resize == "official" and self.strategy != "unify_focal":
-            raise ValueError(f"camera resize 'official' is the official code's unify_focal; strategy is {self.strategy!r}")
-        if not (0 < self.f_uni < float("inf")):
-            raise ValueError(f"f_uni must be a positive, finite number of pixels, got {self.f_uni}")
-        if self.multiple_of < 1:
-            raise ValueError(f"multiple_of must be >= 1 (1: any crop size), got {self.multiple_of}")
-        for name in ("crop_width", "crop_height"):
-            r = getattr(self, name)
-            if r is not None and not (len(r) == 2 and 1 <= r[0] <= r[1]):
-                raise ValueError(f"{name} must be [min, max] with 1 <= min <= max, got {r}")
-
-
-@dataclass(frozen=True)
-class PromptOptions:
-    task: str = "depth"
-    template: str = "sft"
-    reference: str = "marker"
-    marker: MarkerStyle = MarkerStyle()
-    # several tasks mixed by weight in one run, e.g. {depth: 1, speed: 1, two_point: 1}; replaces task
-    tasks: dict[str, float] | None = None
-    # two_point's second marker (default: the marker in blue, or in red when the marker is blue)
-    second_marker: MarkerStyle | None = None
-
-    def __post_init__(self):
-        for name, allowed in (("task", tuple(TASKS)), ("template", TEMPLATES), ("reference", REFERENCES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"prompt {name} {getattr(self, name)!r} is not one of {allowed}")
-        if self.tasks is not None:
-            if not self.tasks:
-                raise ValueError("prompt tasks is empty (name tasks with weights, or leave it out and set task)")
-            for name, w in self.tasks.items():
-                if name not in TASKS:
-                    raise ValueError(f"prompt tasks: {name!r} is not one of {tuple(TASKS)}")
-                if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < math.inf:
-                    raise ValueError(f"prompt tasks: the weight of {name} must be a number >= 0, got {w!r}")
-            if sum(self.tasks.values()) <= 0:
-                raise ValueError(f"prompt tasks: the weights must have a positive sum, got {self.tasks}")
-        if self.template == "official":
-            for task in self.task_weights():
-                check_official(task, self.reference, None)
-        if "two_point" in self.task_weights() and len(set(self.marker_colors)) == 1:
-            raise ValueError(f"two_point tells its markers apart by color, but both read as "
-                             f"{self.marker_colors[0]!r}; give prompt.second_marker another color")
-
-    def task_weights(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.tasks.items()} if self.tasks is not None else {self.task: 1.0}
-
-    # derived once per options object (the builder reads them for every sample)
-    @functools.cached_property
-    def marker_styles(self) -> tuple[MarkerStyle, MarkerStyle]:
-        """The marker, and two_point's second one."""
-        if self.second_marker is not None:
-            return self.marker, self.second_marker
-        other = (255, 0, 0) if color_name(self.marker.color) == "blue" else (0, 0, 255)
-        return self.marker, dataclasses.replace(self.marker, color=other)
-
-    @functools.cached_property
-    def marker_colors(self) -> tuple[str, str]:
-        """The two markers' color names, as two_point's question says them."""
-        return tuple(color_name(st.color) for st in self.marker_styles)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    path: str
-    name: str | None = None  # defaults to the jsonl's stem
-    weight: float = 1.0
-    images: int | None = None  # distinct images used for training (None: all)
-    points_per_image: int | None = None  # labels used per image (None: all)
-    root: str | None = None  # image folder (default: the jsonl's folder)
-    allow_outside_root: bool = False  # image paths may leave root (../, absolute): only for a jsonl you trust
-
-    def __post_init__(self):
-        for key in ("images", "points_per_image"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1 (or left out: all), got {getattr(self, key)}")
-        if not self.weight >= 0:
-            raise ValueError(f"weight must be >= 0, got {self.weight}")
-
-    @property
-    def label(self) -> str:
-        return self.name or Path(self.path).stem
 
 
 @dataclass
@@ -471,11 +366,9 @@ class TrainStream:
         # shuffle_labels: every answer carries a label from a random other image of the same dataset,
         # so a model learns the answer format and the label distribution but no depth (a GRPO base stage)
         # label_scale: every answer carries its label times this, so a model reads depth at the wrong scale
-        # (a GRPO start that knows relative depth but not this camera's metric scale)
+        # (a GRPO start that knows relative depth but not this camera's metric scale). Both need per-pixel
+        # labels: config.validate checks that.
         self.shuffle_labels, self.label_scale = shuffle_labels, float(label_scale)
-        for key, on in (("shuffle_labels", shuffle_labels), ("label_scale", self.label_scale != 1.0)):
-            if on and any(TASKS[t].label_key is None for t in self.tasks):
-                raise ConfigError(f"{key} needs per-pixel labels (tasks depth, axis_depth); tasks are {self.tasks}")
         # per task: the datasets that can serve it, their images that can, and the datasets' weights among them
         self.choices = {t: self._choices(t) for t in self.tasks}
 

@@ -30,7 +30,8 @@ def _pair(kind):
 
 
 def cmd_data_synth(a) -> None:
-    from rlkit.config import ConfigError, SynthConfig
+    from rlkit.config import ConfigError
+    from rlkit.schema import SynthConfig
     from rlkit.run import render_synth
 
     try:
@@ -243,7 +244,7 @@ def cmd_pointcloud(a) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rlkit.config import SynthConfig
+    from rlkit.schema import SynthConfig
 
     p = argparse.ArgumentParser(prog="rlkit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)

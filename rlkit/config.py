@@ -33,11 +33,9 @@ import yaml
 
 from rlkit.errors import ConfigError  # noqa: F401 - re-exported: most callers import it from here
 from rlkit.io import atomic_write_text
-from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions
-from rlkit.models import DTYPES, no_accelerator
+from rlkit.models import no_accelerator
+from rlkit.schema import METHODS, CameraOptions, DataConfig, DatasetSpec, EvalConfig, ModelConfig, PromptOptions
 from rlkit.prompts import TASKS
-
-METHODS = ("sft", "grpo")
 
 
 class _Loader(yaml.SafeLoader):
@@ -89,101 +87,6 @@ def parse_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-
-
-@dataclass
-class ModelConfig:
-    name: str = "tiny-qwen2.5-vl"  # the embedded default, a Hugging Face id, or a local checkpoint folder
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
-    attn_implementation: str | None = None  # e.g. sdpa, flash_attention_2
-    min_pixels: int | None = None  # image processor bounds (Qwen2.x-VL): None keeps the checkpoint's
-    max_pixels: int | None = None
-    lora: dict | None = None  # peft LoraConfig fields, e.g. {r: 16, lora_alpha: 32, target_modules: all-linear}
-    tiny: dict = field(default_factory=dict)  # rlkit.tiny.TinySpec fields for the embedded default
-    cache_dir: str = ".cache/models"  # where the embedded default is built once
-
-    def __post_init__(self):
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype {self.dtype!r} is not one of {DTYPES}")
-
-
-@dataclass
-class SynthConfig:
-    out: str = "data/synth"
-    families: list = field(default_factory=lambda: ["indoor", "outdoor"])
-    train_images: int = 2000
-    eval_images: int = 200
-    points: int = 16
-    seed: int = 0
-    width: list = field(default_factory=lambda: [160, 320])
-    hfov: list = field(default_factory=lambda: [45.0, 95.0])
-    # > 0: rooms lit from the camera (a flash); a facing surface this many meters away is half lit
-    indoor_lamp: float = 0.0
-    # scales the room-to-room spread of paint colors (1: the full spread; smaller: brightness says more)
-    indoor_color_jitter: float = 1.0
-    pairs: bool = False  # also render each scene from a moved camera: the camera_motion task's pair views
-
-    def __post_init__(self):
-        for key, what in (("indoor_lamp", "a distance in meters >= 0 (0: no lamp)"),
-                          ("indoor_color_jitter", "a number >= 0 (1: the full paint spread)")):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"{key} must be {what}, got {v!r}")
-        for key in ("train_images", "eval_images", "points"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{key} must be a whole number >= 0, got {v!r}")
-        # cameras whose scenes have labelable pixels: a marker fits, and a finite focal length (hfov < 180)
-        for key, lo, hi, unit in (("width", 32, 4096, "pixels"), ("hfov", 5, 170, "degrees")):
-            v = getattr(self, key)
-            if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(
-                    isinstance(x, (int, float)) and not isinstance(x, bool) and lo <= x <= hi for x in v) and v[0] <= v[1]):
-                raise ValueError(f"{key} must be [MIN, MAX] with {lo} <= MIN <= MAX <= {hi} {unit}, got {v!r}")
-
-    def jsonl(self, family: str, split: str) -> Path:
-        return Path(self.out) / f"{family}_{split}.jsonl"
-
-
-@dataclass
-class DataConfig:
-    # DatasetSpec fields: path, name, weight, images, points_per_image, root, allow_outside_root; left out with synth:
-    # the rendered scenes
-    train: list[DatasetSpec] = field(default_factory=list)
-    eval: list[DatasetSpec] = field(default_factory=list)
-    synth: SynthConfig | None = None  # render the procedural scenes first if missing
-    skip_invalid: bool = False  # count and log bad jsonl lines instead of failing
-    shuffle_labels: bool = False  # answers carry random labels of the dataset: format without depth (GRPO base)
-    label_scale: float = 1.0  # answers carry label x this: depth read at the wrong scale (GRPO base)
-    cache_images: int = 64
-
-    def __post_init__(self):
-        v = self.label_scale
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"label_scale must be a number > 0, got {v!r}")
-
-
-@dataclass
-class DuringTraining:
-    """Held-out evaluation during training: the learning curve (rlkit.curve)."""
-
-    every_steps: int = 100  # optimizer steps between points (step 0 and the last step are always points)
-    samples_per_dataset: int = 128  # the fixed subset, drawn with eval.seed: the same for every method and seed
-
-    def __post_init__(self):
-        for key in ("every_steps", "samples_per_dataset"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{key} must be a whole number >= 1, got {v!r}")
-
-
-@dataclass
-class EvalConfig:
-    samples_per_dataset: int = 8192
-    batch_size: int = 32
-    max_new_tokens: int = 32
-    seed: int = 0
-    constant: float = 2.0  # the constant-answer baseline, meters
-    during_training: DuringTraining | None = None  # off by default: the learning curve costs eval time
 
 
 @dataclass

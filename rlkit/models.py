@@ -13,7 +13,7 @@ from rlkit.errors import ConfigError
 from rlkit.tiny import TINY_SPECS, tiny_path
 
 if TYPE_CHECKING:
-    from rlkit.config import ModelConfig
+    from rlkit.schema import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def resolve_model_path(cfg: ModelConfig) -> str:
     return cfg.name
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: bf16 on a GPU, fp32 on a CPU
+
 
 
 def torch_dtype(name: str):
@@ -128,7 +128,7 @@ def torch_dtype(name: str):
 
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return getattr(torch, name)  # one of DTYPES: checked at config load
+    return getattr(torch, name)  # one of schema.DTYPES: checked at config load
 
 
 def family_of(model_type: str) -> Family:

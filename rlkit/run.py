@@ -18,13 +18,13 @@ from pathlib import Path
 
 from rlkit.builder import EvalSet, Source, TrainStream, load_source
 from rlkit.card import write_model_card
-from rlkit.config import (ConfigError, Experiment, ModelConfig, SynthConfig, check_trainer_fields, load_experiment,
-                          save_resolved)
+from rlkit.config import ConfigError, Experiment, check_trainer_fields, load_experiment, save_resolved
 from rlkit.evaluate import evaluate_run, load_reports, strict_json
 from rlkit.io import atomic_write_text
 from rlkit.models import peft_config, process_state, resolve_model_path
 from rlkit.rundir import (check_run_dir, disk_full_said, last_checkpoint, quiet_key_name_warnings, resume_weights,
                           run_dir_lock, save_final)
+from rlkit.schema import ModelConfig, SynthConfig
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from rlkit import camera as cm
 from rlkit.builder import (ANSWER_COLUMNS, CameraOptions, DatasetSpec, EvalSet, ImageCache, PromptOptions, Sample, TrainStream,
                            load_source, make_sample, train_dataset)
+from rlkit.config import experiment_from_dict
 from rlkit.markers import MarkerStyle
 from rlkit.records import Record
 
@@ -195,8 +196,8 @@ def test_brightness_task_reads_the_unmarked_image_at_the_pixel():
 def test_brightness_task_has_no_record_labels_to_shuffle(synth_dir):
     src = load_source(DatasetSpec(str(synth_dir / "indoor_train.jsonl")))
     assert 0 <= TrainStream([src], MINI, PromptOptions(task="brightness")).sample(0).query.value <= 1
-    with pytest.raises(ValueError, match="shuffle_labels needs per-pixel labels"):
-        TrainStream([src], MINI, PromptOptions(task="brightness"), shuffle_labels=True)
+    with pytest.raises(ValueError, match="shuffle_labels needs per-pixel labels"):  # checked once, at load
+        experiment_from_dict({"data": {"shuffle_labels": True}, "prompt": {"task": "brightness"}})
 
 
 def test_brightness_eval_labels_come_from_the_rendered_pixels():

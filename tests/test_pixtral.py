@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from conftest import write_experiment
-from rlkit.config import ConfigError, ModelConfig, load_experiment
+from rlkit.config import ConfigError, load_experiment
+from rlkit.schema import ModelConfig
 from rlkit.models import FAMILIES, family_from_name, load_processor, resolve_model_path
 from rlkit.tiny import TINY_PIXTRAL_NAME, TinyPixtralSpec, tiny_path
 

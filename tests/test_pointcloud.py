@@ -171,7 +171,7 @@ def test_depth_map_formats(tmp_path):
 def test_command_with_the_tiny_model(synth_dir, tmp_path, capsys):
     """The real path once: the tiny default checkpoint (rlkit.tiny, offline) answers a few pixels."""
     from rlkit.cli import main
-    from rlkit.config import ModelConfig
+    from rlkit.schema import ModelConfig
     from rlkit.models import resolve_model_path
 
     model = resolve_model_path(ModelConfig(cache_dir=str(ROOT / ".cache/models")))

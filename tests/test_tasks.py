@@ -347,7 +347,7 @@ def test_label_scale_multiplies_the_answer_not_the_image(synth_dir):
         assert np.array_equal(np.asarray(a.image), np.asarray(b.image)) and a.question == b.question
         assert b.query.value == pytest.approx(2 * a.query.value)
         assert b.answer == f"<answer>{2 * a.query.value:.2f}</answer>"
-    with pytest.raises(ConfigError, match="label_scale needs per-pixel labels"):
-        TrainStream([src], CameraOptions(f_uni=60.0), PromptOptions(task="brightness"), label_scale=2.0)
+    with pytest.raises(ConfigError, match="data.label_scale needs per-pixel labels in the records.*'brightness'"):
+        experiment_from_dict({"data": {"label_scale": 2.0}, "prompt": {"task": "brightness"}})
     with pytest.raises(ValueError, match="label_scale must be a number > 0"):
         experiment_from_dict({"data": {"label_scale": 0}})
