@@ -43,7 +43,7 @@ from rlkit import markers
 from rlkit.errors import ConfigError
 from rlkit.labels import MIN_LABEL, draw_param, eligible_images, label_value, other_label, store_values
 from rlkit.markers import MarkerStyle
-from rlkit.prompts import TASKS, Query, answer, check_official, question
+from rlkit.prompts import TASKS, Query, answer, question
 from rlkit.schema import CameraOptions, DatasetSpec, PromptOptions
 from rlkit.records import IMAGE_REASONS, ImageError, Record, RecordError, open_image
 from rlkit.store import RecordStore, open_records
@@ -350,8 +350,6 @@ class TrainStream:
         if not sources:
             raise ConfigError("no training datasets")
         self.sources, self.cam_opts, self.prompt_opts, self.seed = sources, cam_opts, prompt_opts, seed
-        if prompt_opts.template == "official":
-            check_official(prompt_opts.task, prompt_opts.reference, cam_opts.strategy)
         weights = np.array([s.spec.weight for s in sources], dtype=np.float64)
         if (weights < 0).any() or weights.sum() <= 0:
             raise ConfigError(f"dataset weights must be >= 0 with a positive sum, got {weights.tolist()}")
@@ -476,8 +474,6 @@ def select_eval(sources: list[Source], cam_opts: CameraOptions, prompt_opts: Pro
     Returns the items and, per dataset, how many labels were skipped and why (a reason is prefixed
     with its task when the experiment has several).
     """
-    if prompt_opts.template == "official":
-        check_official(prompt_opts.task, prompt_opts.reference, cam_opts.strategy)
     tasks = list(prompt_opts.task_weights())
     items, skipped = [], {src.spec.label: {} for src in sources}
     for task in tasks:

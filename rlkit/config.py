@@ -35,7 +35,7 @@ from rlkit.errors import ConfigError  # noqa: F401 - re-exported: most callers i
 from rlkit.io import atomic_write_text
 from rlkit.models import no_accelerator
 from rlkit.schema import METHODS, CameraOptions, DataConfig, DatasetSpec, EvalConfig, ModelConfig, PromptOptions
-from rlkit.prompts import TASKS
+from rlkit.prompts import TASKS, check_official
 
 
 class _Loader(yaml.SafeLoader):
@@ -357,6 +357,11 @@ def validate(exp: Experiment) -> None:
         raise ConfigError(f"{src}: method '{exp.method}' is not one of {METHODS}{_closest(exp.method, METHODS)}")
     cam, prompt = exp.camera, exp.prompt
     for task in prompt.task_weights():
+        if prompt.template == "official":
+            try:
+                check_official(task, prompt.reference, cam.strategy)
+            except ValueError as e:
+                raise ConfigError(f"{src}: {e}") from None
         if not TASKS[task].distance and (cam.strategy == "predict_rays" or prompt.reference == "text"):
             raise ConfigError(f"{src}: prompt task '{task}' is not a point's distance from the camera; camera.strategy "
                               "predict_rays and prompt.reference text word their questions for depth and axis_depth")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlkit.markers import MarkerStyle, color_name
-from rlkit.prompts import REFERENCES, TASKS, TEMPLATES, check_official
+from rlkit.prompts import REFERENCES, TASKS, TEMPLATES
 
 METHODS = ("sft", "grpo")
 
@@ -78,9 +78,6 @@ class PromptOptions:
                     raise ValueError(f"prompt tasks: the weight of {name} must be a number >= 0, got {w!r}")
             if sum(self.tasks.values()) <= 0:
                 raise ValueError(f"prompt tasks: the weights must have a positive sum, got {self.tasks}")
-        if self.template == "official":
-            for task in self.task_weights():
-                check_official(task, self.reference, None)
         if "two_point" in self.task_weights() and len(set(self.marker_colors)) == 1:
             raise ValueError(f"two_point tells its markers apart by color, but both read as "
                              f"{self.marker_colors[0]!r}; give prompt.second_marker another color")

@@ -243,3 +243,10 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
     # ordinary aliases still load
     (tmp_path / "ok.yaml").write_text("data: &d {train: [{path: x.jsonl}], eval: [{path: x.jsonl}]}\nreward_kwargs: {}\n")
     assert load_experiment(tmp_path / "ok.yaml").data.train[0].path == "x.jsonl"
+
+
+def test_official_template_asks_only_the_depth_of_a_marked_pixel():
+    for overrides in (["prompt.task=speed"], ["prompt.reference=text"],
+                      ["camera.strategy=predict_rays", "camera.resize=exact"]):
+        with pytest.raises(ConfigError, match=r"eval_depthlm_official.yaml: prompt template 'official' asks only"):
+            load_experiment(EXPERIMENTS / "eval_depthlm_official.yaml", overrides)
