@@ -76,7 +76,8 @@ def _reference_sample(rec, rng, f_uni, crop_w, crop_h):
 def bench_data(argv: list[str]) -> None:
     from torch.utils.data import DataLoader
 
-    from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, TrainStream, load_source, train_dataset
+    from rlkit.builder import TrainStream, load_source, train_dataset
+    from rlkit.schema import CameraOptions, DatasetSpec, PromptOptions
     from rlkit.synth import CameraRange, generate_split
 
     p = argparse.ArgumentParser(prog="bench data")
@@ -339,7 +340,8 @@ def _records_child(mode: str, path: str, samples: int) -> None:
 
         open_records(path)
     elif mode == "store":
-        from rlkit.builder import CameraOptions, DatasetSpec, PromptOptions, TrainStream, load_source
+        from rlkit.builder import TrainStream, load_source
+        from rlkit.schema import CameraOptions, DatasetSpec, PromptOptions
 
         src = load_source(DatasetSpec(path))
         stream = TrainStream([src], CameraOptions(), PromptOptions())
@@ -656,8 +658,39 @@ def bench_hostile(argv: list[str]) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def bench_samples_hash(argv: list[str]) -> None:
+    """sha256 of an experiment's first N train samples and its eval selection (images, question, answer, query):
+    a refactor that must not change the data compares these before and after (issue: one pipeline, same bytes)."""
+    import hashlib
+
+    from rlkit.config import load_experiment
+    from rlkit.run import build_evalset, build_stream, load_sources, render_scenes
+
+    ap = argparse.ArgumentParser(prog="./run.sh bench samples_hash")
+    ap.add_argument("--experiment", default="experiments/sft_synthetic.yaml")
+    ap.add_argument("--train", type=int, default=300)
+    ap.add_argument("--eval", type=int, default=128, help="eval samples per dataset")
+    ap.add_argument("overrides", nargs="*")
+    a = ap.parse_args(argv)
+    exp = load_experiment(a.experiment, a.overrides)
+    render_scenes(exp)
+    sources = load_sources(exp)
+
+    def digest(samples) -> str:
+        h = hashlib.sha256()
+        for s in samples:
+            for im in s.images:
+                h.update(np.asarray(im).tobytes())
+            h.update((s.question + s.answer + repr(s.query)).encode())
+        return h.hexdigest()
+
+    stream, evalset = build_stream(exp, sources), build_evalset(exp, sources, a.eval)
+    print(f"train {a.train} {digest(stream.sample(i) for i in range(a.train))}")
+    print(f"eval {len(evalset)} {digest(evalset.sample(k) for k in range(len(evalset)))}")
+
+
 BENCHES = {"data": bench_data, "train": bench_train, "records": bench_records, "hostile": bench_hostile,
-           "attention": bench_attention}
+           "attention": bench_attention, "samples_hash": bench_samples_hash}
 
 
 def main(argv: list[str]) -> None:

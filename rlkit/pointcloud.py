@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from rlkit import camera as cm
-from rlkit.builder import CameraOptions, ImageCache, PromptOptions, Sample, make_sample, to_row
+from rlkit.builder import ImageCache, Sample, make_sample, to_row
+from rlkit.schema import CameraOptions, PromptOptions
 from rlkit.errors import ConfigError
 from rlkit.io import atomic_write_text
 from rlkit.metrics import depth_metrics

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlkit import camera as cm
-from rlkit.builder import (ANSWER_COLUMNS, CameraOptions, DatasetSpec, EvalSet, ImageCache, PromptOptions, Sample, TrainStream,
-                           load_source, make_sample, train_dataset)
+from rlkit.builder import ANSWER_COLUMNS, EvalSet, ImageCache, Sample, TrainStream, load_source, make_sample, train_dataset
+from rlkit.schema import CameraOptions, DatasetSpec, PromptOptions
 from rlkit.config import experiment_from_dict
 from rlkit.markers import MarkerStyle
 from rlkit.records import Record

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from rlkit import camera as cm
-from rlkit.builder import CameraOptions, ImageCache, PromptOptions, Sample, make_sample, marked_pixel
+from rlkit.builder import ImageCache, Sample, make_sample, marked_pixel
+from rlkit.schema import CameraOptions, PromptOptions
 from rlkit.config import experiment_from_dict, load_experiment
 from rlkit.markers import MarkerStyle, draw, fits, footprint
 from rlkit.prompts import Query, answer, parse_answer, question

@@ -9,7 +9,7 @@ from PIL import Image
 from plyfile import PlyData
 
 from rlkit import pointcloud as pc
-from rlkit.builder import CameraOptions, PromptOptions
+from rlkit.schema import CameraOptions, PromptOptions
 from rlkit.camera import Camera
 from rlkit.config import ConfigError, load_experiment
 from rlkit.markers import MarkerStyle
@@ -126,7 +126,7 @@ def test_a_prompt_that_shows_the_label_is_refused(synth_dir, tmp_path, monkeypat
     import rlkit.builder
 
     rec = pc.load_record_line(f"{synth_dir}/indoor_eval.jsonl:1")
-    monkeypatch.setattr(rlkit.builder, "question", lambda q, **kw: f"Is it {q.value} meters?")
+    monkeypatch.setattr(rlkit.builder.samples, "question", lambda q, **kw: f"Is it {q.value} meters?")
     with pytest.raises(ConfigError, match="shows the label"):
         pc.point_cloud(rec, *default_options(), oracle, tmp_path, points=20, progress=False)
 

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from rlkit import store as store_mod
-from rlkit.builder import (CameraOptions, DatasetSpec, EvalSet, ImageCache, PromptOptions, Sample, TrainStream,
-                           _label_drawable, label_values, load_source, make_sample, select_eval)
+from rlkit.builder import EvalSet, ImageCache, Sample, TrainStream, _label_drawable, label_values, load_source, make_sample, select_eval
+from rlkit.schema import CameraOptions, DatasetSpec, PromptOptions
 from rlkit.evaluate import drop_skipped, selection_frame, train_medians
 from rlkit.markers import MarkerStyle
 from rlkit.records import ImageError, Record, RecordError, load_records, open_image

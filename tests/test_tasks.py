@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rlkit.builder import (CameraOptions, DatasetSpec, EvalSet, ImageCache, PromptOptions, TrainStream, load_source,
-                           make_sample, select_eval, to_row)
+from rlkit.builder import EvalSet, ImageCache, TrainStream, load_source, make_sample, select_eval, to_row
+from rlkit.schema import CameraOptions, DatasetSpec, PromptOptions
 from rlkit.config import ConfigError, experiment_from_dict
 from rlkit.evaluate import selection_frame, summarize_tasks, tasks_table, train_medians
 from rlkit.labels import draw_param, label_value, store_values
