@@ -2,7 +2,7 @@
 # The one entry point. First use creates .venv and installs the kit (a fresh machine needs no other step).
 #   ./run.sh EXPERIMENT.yaml [key=value ...]   train + evaluate (SFT or GRPO, from the YAML)
 #   ./run.sh test [pytest args]                the test suite
-#   ./run.sh bench NAME                        benchmarks/bench.py: data, train, records, hostile, attention
+#   ./run.sh bench NAME                        benchmarks/bench.py: data, train, records, hostile, attention, samples_hash
 #   ./run.sh data synth|preview ...            procedural scenes, previews
 #   ./run.sh eval ... | serve EXPERIMENT.yaml  evaluation, vLLM server
 set -euo pipefail
