@@ -212,6 +212,13 @@ def vllm_pixel_args(model) -> list[str]:
     return ["--mm-processor-kwargs", json.dumps(kwargs)] if kwargs else []
 
 
+def cmd_scale(a) -> None:
+    """A sweep's winning arm as a paper experiment (rlkit.scale)."""
+    from rlkit.scale import scale_winner
+
+    scale_winner(a.sweep, a.model, a.out, a.results, a.sweeps_dir)
+
+
 def cmd_serve(a) -> None:
     """TRL's vLLM server with the experiment's starting model (for train.vllm_mode: server)."""
     import importlib.util
@@ -380,6 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--points", type=int, default=DEFAULT_POINTS, help="about this many pixels, on a uniform grid")
     c.add_argument("--out", required=True, help="output folder")
     c.set_defaults(func=cmd_pointcloud)
+
+    from rlkit.scale import MODELS
+
+    v = sub.add_parser("scale", help="take a sweep's winning arm (by the seed-paired δ1) to the paper recipe of a model: "
+                                     "writes experiments/paper/winner_<sweep>.yaml and prints how to launch it")
+    v.add_argument("sweep", help="sweep YAML (experiments/ablations/NAME.yaml)")
+    v.add_argument("--model", default="qwen2.5-vl-3b", choices=sorted(MODELS))
+    v.add_argument("--out", help="where the experiment goes (default experiments/paper/winner_<sweep>.yaml)")
+    v.add_argument("--results", help="the per-seed rows (default: the sweep's results.csv under --sweeps-dir, else "
+                                     "analysis/figures/<figure>.csv)")
+    v.add_argument("--sweeps-dir", default="runs/sweeps")
+    v.set_defaults(func=cmd_scale)
 
     v = sub.add_parser("serve", help="start TRL's vLLM server with the experiment's model (GRPO server mode)")
     v.add_argument("experiment", help="experiment YAML")

@@ -1,0 +1,157 @@
+"""``./run.sh scale SWEEP.yaml --model qwen2.5-vl-3b``: take a sweep's winning arm to the paper's full run.
+
+The winner is the arm with the best mean held-out δ1 (average over eval datasets) at the mini scale, and it wins
+only if it is ahead of every other arm by more than two standard errors of the seed-paired difference. Its
+settings are translated to paper scale over the paper recipe of the chosen model:
+
+- ``camera.f_uni`` and the crop ranges scale with the recipe's values over the sweep experiment's own
+  (the miniature's f_uni 50 stands for the paper's 1000, its crops 100-140 for 1000-1400);
+- a marker of the recipe's shape becomes the recipe's marker; another shape keeps its miniature size, listed;
+- camera strategy, resize and crop rule, prompt wording, method, rewards and reward arguments are copied;
+- everything else (training lengths and rates, data, model sizes) keeps the recipe's value and is listed.
+
+The result, ``experiments/paper/winner_<sweep>.yaml``, extends the recipe; it is loaded and validated here
+without a GPU, and the launch commands are printed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from rlkit.config import ConfigError, load_experiment
+from rlkit.io import atomic_write_text
+from rlkit.sweep import Sweep, _overrides, arm_experiment, load_sweep
+
+PAPER = Path("experiments/paper")
+# --model -> (SFT recipe, FSDP2 accelerate config); GRPO winners use the GRPO recipe with this model's name
+MODELS = {
+    "qwen2.5-vl-3b": ("qwen2_5_vl_3b_sft.yaml", "fsdp2_qwen2_5_vl.yaml"),
+    "qwen2.5-vl-7b": ("qwen2_5_vl_7b_sft.yaml", "fsdp2_qwen2_5_vl.yaml"),
+    "pixtral-12b": ("pixtral_12b_sft.yaml", "fsdp2_pixtral.yaml"),
+}
+GRPO_RECIPE = "qwen2_5_vl_3b_grpo.yaml"  # the paper's one GRPO recipe; other models set model.name over it
+COPIED = ("method", "rewards", "reward_kwargs", "camera.strategy", "camera.resize", "camera.crop",
+          "prompt.reference", "prompt.template", "prompt.task", "prompt.tasks")
+
+
+def results(sweep: Sweep, scale: str, csv: str | Path | None = None) -> pd.DataFrame:
+    """The sweep's per-seed rows: its results.csv under the sweeps dir, else the committed figure csv."""
+    paths = [Path(csv)] if csv else [sweep.results_path(scale), Path("analysis/figures") / f"{sweep.figure}.csv"]
+    for path in paths:
+        if path.is_file():
+            df = pd.read_csv(path)
+            return df[df["scale"] == scale] if "scale" in df else df
+    raise ConfigError(f"{sweep.source}: no results at {' or '.join(map(str, paths))}; run the sweep first "
+                      f"(./run.sh {sweep.source} --jobs 2)")
+
+
+def paired_winner(df: pd.DataFrame, metric: str = "delta1") -> tuple[str, pd.DataFrame, bool]:
+    """(best arm, its seed-paired difference to every other arm, whether it leads each by more than 2 SE)."""
+    d = df[(df["method"] == "model") & (df["metric"] == metric) & (df["dataset"] == "avg")]
+    per_seed = d.pivot_table(index="seed", columns="arm", values="value", aggfunc="mean")
+    if per_seed.shape[1] < 2:
+        raise ConfigError(f"need results of 2 or more arms to pick a winner, got {list(per_seed.columns)}")
+    best = per_seed.mean().idxmax()
+    rows = []
+    for arm in per_seed:
+        if arm == best:
+            continue
+        diff = (per_seed[best] - per_seed[arm]).dropna()
+        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+        rows.append({"arm": arm, "difference": float(diff.mean()), "se": se, "seeds": len(diff)})
+    table = pd.DataFrame(rows)
+    clear = bool(((table["seeds"] >= 2) & (table["difference"] > 0) & (table["difference"] > 2 * table["se"])).all())
+    return best, table, clear
+
+
+def _scaled_range(value, mini, paper) -> list[int]:
+    return [int(round(v * p / m)) for v, m, p in zip(value, mini, paper)]
+
+
+def _kind(shape: str) -> str:
+    return shape.removeprefix("official_")
+
+
+def translate(sweep: Sweep, arm: str, recipe: Path) -> tuple[dict, list[str]]:
+    """The winning arm's overrides at paper scale (dotted keys) and the ones left at the recipe's value."""
+    mini = arm_experiment(sweep, "mini", arm, sweep.seeds[0])
+    plain = load_experiment(sweep.experiment, _overrides(sweep.scales.get("mini") or {}))  # without the arm
+    paper = load_experiment(recipe)
+    out, kept = {}, []
+    for key, value in sweep.arms[arm].items():
+        if key in ("x", "series"):
+            continue
+        if key == "camera.f_uni":
+            out[key] = round(value * paper.camera.f_uni / plain.camera.f_uni, 3)
+        elif key in ("camera.crop_width", "camera.crop_height"):
+            name = key.split(".")[1]
+            out[key] = _scaled_range(value, getattr(plain.camera, name), getattr(paper.camera, name))
+        elif key == "prompt.marker":
+            if _kind(mini.prompt.marker.shape) == _kind(paper.prompt.marker.shape):
+                continue  # the recipe's own marker of that kind (the kit's arrow or the official one)
+            out[key] = value
+            kept.append(f"{key}: {value} (a miniature marker size: check it at paper image sizes)")
+        elif key in COPIED:
+            out[key] = value
+        else:
+            kept.append(f"{key}: {value} (not translated: the recipe's value is kept)")
+    return out, kept
+
+
+def nested(dotted: dict) -> dict:
+    tree: dict = {}
+    for key, value in dotted.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str | Path | None = None,
+                 csv: str | Path | None = None, sweeps_dir: str | Path = "runs/sweeps") -> Path | None:
+    """Write the paper experiment of the sweep's winning arm; None (and a message) when no arm wins."""
+    if model not in MODELS:
+        raise ConfigError(f"--model {model!r} is not one of {sorted(MODELS)}")
+    sweep = load_sweep(sweep_path, sweeps_dir)
+    best, table, clear = paired_winner(results(sweep, "mini", csv))
+    lines = [f"  {best} − {r.arm}: {r.difference:+.3f} ± {r.se:.3f} (SE, {r.seeds} seeds)" for r in table.itertuples()]
+    if not clear:
+        print(f"{sweep.name}: no arm wins beyond 2 standard errors (best mean: {best}); nothing written.\n"
+              + "\n".join(lines))
+        return None
+    sft_recipe, accel = MODELS[model]
+    method = sweep.arms[best].get("method", load_experiment(sweep.experiment).method)
+    recipe = PAPER / (GRPO_RECIPE if method == "grpo" else sft_recipe)
+    accel = "ddp.yaml" if method == "grpo" else accel  # as the GRPO recipe launches (vLLM colocated or a server)
+    settings, kept = translate(sweep, best, recipe)
+    if method == "grpo":
+        paper_model = load_experiment(PAPER / sft_recipe).model
+        settings |= {"model.name": paper_model.name, "model.max_pixels": paper_model.max_pixels}
+    out = Path(out or PAPER / f"winner_{sweep.name}.yaml")
+    header = [f"# {sweep.name}'s winning arm '{best}' at paper scale ({model}), written by",
+              f"#   ./run.sh scale {sweep_path} --model {model}",
+              "# Paired over seeds at the mini scale (held-out δ1, average over eval datasets):",
+              *[f"#{x}" for x in lines]]
+    if kept:
+        header += ["# Left at the recipe's value or not translated:", *[f"#   {k}" for k in kept]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    body = {"extends": os.path.relpath(recipe.resolve(), out.parent.resolve()), **nested(settings)}
+    atomic_write_text(out, "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+    exp = load_experiment(out)  # loads and validates (no GPU, no download)
+    print(f"{sweep.name}: '{best}' wins\n" + "\n".join(lines))
+    print(f"wrote {out} (extends {recipe}; f_uni {exp.camera.f_uni:g}, crops {list(exp.camera.crop_width)} x "
+          f"{list(exp.camera.crop_height)}, marker {exp.prompt.marker.shape})")
+    if kept:
+        print("not translated:\n" + "\n".join(f"  {k}" for k in kept))
+    print("launch:\n"
+          f"  accelerate launch --config_file {PAPER / 'accelerate' / accel} --num_processes 8 -m rlkit {out}\n"
+          f"  sbatch --nodes 4 {PAPER / 'slurm.sh'} {out} {PAPER / 'accelerate' / accel}")
+    return out
