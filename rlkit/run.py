@@ -222,8 +222,8 @@ def run_experiment(exp: Experiment) -> dict:
     """Every step of the plan, in order; a finished run dir (metrics.json) is not run again."""
     out = Path(exp.output_dir)
     check_experiment(exp)
-    check_run_dir(exp, out)
-    if (out / "metrics.json").exists():
+    eval_changed = check_run_dir(exp, out)
+    if (out / "metrics.json").exists() and not eval_changed:
         log.info("%s is finished (metrics.json exists); delete it to run again", out)
         return json.loads((out / "metrics.json").read_text())
     state = process_state()
@@ -246,6 +246,8 @@ def run_experiment(exp: Experiment) -> dict:
                               state=state)
         if state.is_main_process:  # README.md: the model card, over TRL's template
             write_model_card(exp, result)
+            if eval_changed:  # after metrics.json: a crash between the two only evaluates once more
+                save_resolved(exp, out / "config.yaml")
         return result
 
 

@@ -23,31 +23,35 @@ from rlkit.errors import DiskFull, disk_full
 log = logging.getLogger(__name__)
 
 
-def check_run_dir(exp: Experiment, out: Path) -> None:
-    """A run dir belongs to one config: refuse to resume or skip into it with another. A config.yaml with
-    nothing trained beside it (no checkpoint, final/ or metrics.json: a run killed before its first save, or
-    while config.yaml was written) binds nothing; the run replaces it once it holds the folder's lock."""
+def check_run_dir(exp: Experiment, out: Path) -> bool:
+    """A run dir belongs to one training config: refuse to resume or skip into it with another. A config.yaml
+    with nothing trained beside it (no checkpoint, final/ or metrics.json: a run killed before its first save,
+    or while config.yaml was written) binds nothing; the run replaces it once it holds the folder's lock.
+    The eval section binds nothing either: True when only it changed (the run evaluates again)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{exp.source}: output_dir {out} is a file, not a folder")
     if out.is_symlink() and not out.exists():
         raise ConfigError(f"{exp.source}: output_dir {out} is a link to {out.readlink()}, which does not exist")
     saved = out / "config.yaml"
     if not saved.exists():
-        return
+        return False
 
     def normal(e: Experiment) -> dict:
         return parse_yaml(yaml.safe_dump(e.to_dict(), sort_keys=False))
 
     try:  # through the loader, so a field config.yaml lacks is compared at its default
-        same = normal(experiment_from_dict(parse_yaml(saved.read_text()), str(saved))) == normal(exp)
+        old, new = normal(experiment_from_dict(parse_yaml(saved.read_text()), str(saved))), normal(exp)
     except (OSError, UnicodeDecodeError, ConfigError, TypeError, ValueError, yaml.YAMLError):
-        same = False
-    if same:
-        return
+        old, new = None, {}
+    if old == new:
+        return False
     if not _trained_anything(out):
         log.warning("%s differs from this run's configuration (or is cut short) and nothing was trained in %s: "
                     "it is replaced", saved, out)
-        return
+        return False
+    if old is not None and {k: v for k, v in old.items() if k != "eval"} == {k: v for k, v in new.items() if k != "eval"}:
+        log.info("only eval settings differ from %s: %s is evaluated again with them", saved, out)
+        return True
     raise ConfigError(f"{out} holds a run of a different configuration ({saved}); "
                       "pass output_dir=NEW_DIR, or delete the folder to start over")
 

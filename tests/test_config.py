@@ -149,6 +149,9 @@ def test_changed_config_refuses_a_used_run_dir(tmp_path):
     (tmp_path / "checkpoint-2").mkdir()  # a saved step: now the folder is that run's
     with pytest.raises(ConfigError, match="holds a run of a different configuration"):
         check_run_dir(changed, tmp_path)
+    assert check_run_dir(exp, tmp_path) is False
+    evals = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}", "eval.samples_per_dataset=9"])
+    assert check_run_dir(evals, tmp_path) is True  # eval settings bind nothing: the run evaluates again
     (tmp_path / "config.yaml").write_text("method: sft\ndata:\n  train: [{path: x.jso")  # cut short, a step saved
     with pytest.raises(ConfigError, match="holds a run of a different configuration"):
         check_run_dir(exp, tmp_path)

@@ -53,6 +53,19 @@ def test_sft_end_to_end_checkpoint_reloads_and_metrics(tmp_path, synth_dir):
     again = pd.read_csv(tmp_path / "again" / "predictions.csv")
     assert again["text"].fillna("").tolist() == preds["text"].fillna("").tolist()
     assert "| delta1 | indoor | outdoor | avg |" in _cells(r.stdout)
+    # only eval settings changed: the finished run is evaluated again, not refused and not trained again
+    weights = (run / "final" / "model.safetensors").stat().st_mtime_ns
+    r3 = _run(exp, "eval.samples_per_dataset=3")
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    assert "evaluated again" in r3.stderr and len(pd.read_csv(run / "predictions.csv")) == 6
+    assert json.loads((run / "metrics.json").read_text())["eval_samples"] == 6
+    assert json.loads((run / "metrics.json").read_text())["train_samples"] == metrics["train_samples"]
+    assert (run / "final" / "model.safetensors").stat().st_mtime_ns == weights
+    assert yaml.safe_load((run / "config.yaml").read_text())["eval"]["samples_per_dataset"] == 3
+    r4 = _run(exp, "eval.samples_per_dataset=3")
+    assert r4.returncode == 0 and "is finished" in r4.stderr
+    r5 = _run(exp, "train.learning_rate=0.5")  # a training setting still binds the folder
+    assert r5.returncode == 2 and "holds a run of a different configuration" in r5.stderr
 
 
 def test_killed_run_resumes_from_last_checkpoint(tmp_path, synth_dir):
