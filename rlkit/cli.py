@@ -198,6 +198,9 @@ def cmd_eval(a) -> None:
     if a.out and Path(a.out).resolve() == Path(exp.output_dir).resolve():
         raise ConfigError(f"--out {a.out} is the run dir itself, whose metrics.json marks a finished training run; "
                           "pass another folder")
+    if a.out and any((Path(a.out) / name).exists() for name in ("config.yaml", "final", "train_info.json")):
+        raise ConfigError(f"--out {a.out} holds a training run (config.yaml, final/ or train_info.json): its "
+                          "metrics.json would be replaced; pass another folder")
     exp.output_dir = a.out or str(Path(exp.output_dir) / sub)
     evaluate_run(exp, model, sources, build_evalset(exp, sources), api=api)
 

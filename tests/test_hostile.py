@@ -96,6 +96,12 @@ def test_battery_findings_end_as_one_line_errors(tmp_path, synth_dir):
     _one_line_error(_cli(exp, "data.eval=[{path: " + str(synth_dir / "indoor_eval.jsonl") + ", name: avg}]"),
                     "the dataset name 'avg' is taken")
     _one_line_error(_cli("eval", exp, "--model", "none", "--out", tmp_path / "run"), "is the run dir itself")
+    other = tmp_path / "other_run"  # another experiment's run folder: its metrics.json would be lost
+    other.mkdir()
+    (other / "config.yaml").write_text("method: sft\n")
+    (other / "metrics.json").write_text("{}")
+    _one_line_error(_cli("eval", exp, "--model", "none", "--out", other), "holds a training run")
+    assert (other / "metrics.json").read_text() == "{}"
     twice = tmp_path / "twice.yaml"
     twice.write_text(Path(exp).read_text() + "seed: 1\nseed: 2\n")
     _one_line_error(_cli(twice), f"{twice}:", "key 'seed' appears twice")
