@@ -30,6 +30,7 @@ the folder to reclaim the space of stores whose jsonl is gone.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -78,7 +79,8 @@ def store_key(path: Path, root: Path, *, skip_invalid: bool, allow_outside_root:
 
 def open_records(path: str | Path, *, root: str | Path | None = None, skip_invalid: bool = False,
                  allow_outside_root: bool = False, cache: str | Path | None = None) -> RecordStore:
-    """The store of a jsonl, converted first if the cache has none for this file and these options."""
+    """The store of a jsonl, converted first if the cache has none for this file and these options. A cache
+    entry that cannot be read (cut short, a column truncated) is converted again, with one log line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"records file not found: {path}")
@@ -86,29 +88,23 @@ def open_records(path: str | Path, *, root: str | Path | None = None, skip_inval
     cache = Path(cache) if cache is not None else cache_dir()
     key = store_key(path, root, skip_invalid=skip_invalid, allow_outside_root=allow_outside_root)
     folder = cache / key
-    converted = False
-    if not (folder / "manifest.json").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with open(cache / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting this file: wait for it
-            if not (folder / "manifest.json").exists():
-                for stale in cache.glob(f"{key}.tmp-*"):  # left by a killed conversion
-                    shutil.rmtree(stale, ignore_errors=True)
-                tmp = cache / f"{key}.tmp-{os.getpid()}"
-                try:
-                    convert(path, tmp, root, skip_invalid=skip_invalid, allow_outside_root=allow_outside_root,
-                            workers=min(8, _cpus()))
-                    if store_key(path, root, skip_invalid=skip_invalid, allow_outside_root=allow_outside_root) != key:
-                        raise RecordError(f"{path}: the file changed while it was being converted; run again")
-                    tmp.rename(folder)
-                    converted = True
-                except BaseException:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    raise
     opened = _OPEN.get((folder, str(path)))
     if opened is not None:  # this process has it mapped already (a file both trained and evaluated on)
         return opened
-    store = _OPEN[(folder, str(path))] = RecordStore(folder, str(path))
+    converted = False
+    for attempt in range(2):
+        if not (folder / "manifest.json").exists():
+            converted = _convert_once(path, root, cache, key, skip_invalid, allow_outside_root)
+        try:
+            store = RecordStore(folder, str(path))
+            break
+        except (OSError, ValueError, KeyError, TypeError) as e:  # json errors are ValueErrors
+            if attempt:
+                raise RecordError(f"{path}: its records cache {folder} cannot be read after converting it again "
+                                  f"({e}); delete {folder}") from None
+            log.warning("%s: records cache entry %s cannot be read (%s): converting the file again", path, folder, e)
+            _writable(cache, lambda: shutil.rmtree(folder))
+    _OPEN[(folder, str(path))] = store
     if converted:  # the conversion logged each bad line and the repairs
         return store
     if store.report["skipped"]:
@@ -118,6 +114,44 @@ def open_records(path: str | Path, *, root: str | Path | None = None, skip_inval
         log.info("%s: repaired %s (fx == 0 means fx = fy, as in the official DepthLMBench code)",
                  path, store.report["repaired"])
     return store
+
+
+def _writable(cache: Path, action):
+    """Run a write into the records cache; a cache folder that cannot be written is one error line naming it."""
+    try:
+        return action()
+    except OSError as e:
+        inside = e.filename is None or Path(os.path.abspath(e.filename)).is_relative_to(os.path.abspath(cache))
+        if not inside or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                                         errno.ENOTDIR, errno.EEXIST):
+            raise
+        raise RecordError(f"the records cache {cache} cannot be written ({e.strerror}); free it, fix its "
+                          f"permissions, or point RLKIT_RECORDS_CACHE at a writable folder") from None
+
+
+def _convert_once(path: Path, root: Path, cache: Path, key: str, skip_invalid: bool, allow_outside_root: bool) -> bool:
+    """Convert the jsonl into cache/key unless another process did it meanwhile; True if this one did."""
+    folder = cache / key
+    _writable(cache, lambda: cache.mkdir(parents=True, exist_ok=True))
+    with _writable(cache, lambda: open(cache / f"{key}.lock", "w")) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting this file: wait for it
+        if (folder / "manifest.json").exists():
+            return False
+        for stale in cache.glob(f"{key}.tmp-*"):  # left by a killed conversion
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = cache / f"{key}.tmp-{os.getpid()}"
+        try:
+            _writable(cache, lambda: convert(path, tmp, root, skip_invalid=skip_invalid,
+                                             allow_outside_root=allow_outside_root, workers=min(8, _cpus())))
+            if store_key(path, root, skip_invalid=skip_invalid, allow_outside_root=allow_outside_root) != key:
+                raise RecordError(f"{path}: the file changed while it was being converted; run again")
+            if folder.exists():  # an entry without its manifest: cut short
+                shutil.rmtree(folder)
+            tmp.rename(folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return True
 
 
 class _Columns:

@@ -196,6 +196,51 @@ def test_a_changed_jsonl_is_converted_again_an_unchanged_one_is_not(tmp_path, mo
     assert copied.folder != edited.folder and copied.record(0, "t").depth[0] == 4.5
 
 
+def _official_copy(tmp_path) -> Path:
+    (tmp_path / "rgb").symlink_to(OFFICIAL.parent / "rgb")
+    path = tmp_path / "t.jsonl"
+    shutil.copy(OFFICIAL, path)
+    return path
+
+
+@pytest.mark.parametrize("damage", ["manifest_cut", "manifest_gone", "column_cut"])
+def test_a_damaged_cache_entry_is_converted_again_with_one_log_line(tmp_path, damage, caplog):
+    path, cache = _official_copy(tmp_path), tmp_path / "cache"
+    first = open_records(path, cache=cache)
+    want = [first.record(i, "t").depth.tolist() for i in range(len(first))]
+    store_mod._OPEN.clear()  # as a new process
+    folder = first.folder
+    if damage == "manifest_cut":
+        (folder / "manifest.json").write_text((folder / "manifest.json").read_text()[:40])
+    elif damage == "manifest_gone":  # killed between the columns and the manifest of an older layout
+        (folder / "manifest.json").unlink()
+    else:
+        column = max((f for f in folder.iterdir() if f.name != "manifest.json"), key=lambda f: f.stat().st_size)
+        column.write_bytes(column.read_bytes()[: column.stat().st_size // 2])
+    again = open_records(path, cache=cache)
+    assert [again.record(i, "t").depth.tolist() for i in range(len(again))] == want
+    if damage != "manifest_gone":
+        assert "cannot be read" in caplog.text and "converting the file again" in caplog.text
+    store_mod._OPEN.clear()
+    assert open_records(path, cache=cache).folder == folder  # and stays good
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_error_naming_the_variable(tmp_path, monkeypatch):
+    path = _official_copy(tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(RecordError, match=r"records cache .*a_file cannot be written.*RLKIT_RECORDS_CACHE"):
+        open_records(path, cache=tmp_path / "a_file")
+    full = tmp_path / "full"
+
+    def no_space(src, out, *a, **k):
+        raise OSError(28, "No space left on device", str(out / "image.fx"))
+
+    monkeypatch.setattr(store_mod, "convert", no_space)
+    with pytest.raises(RecordError, match=r"records cache .*full cannot be written \(No space left on device\)"):
+        open_records(path, cache=full)
+    assert not any(full.glob("*.tmp-*"))  # nothing half-written left behind
+
+
 def test_bad_lines_name_file_line_and_field_and_skips_are_counted(tmp_path):
     (tmp_path / "rgb").symlink_to(OFFICIAL.parent / "rgb")
     good = json.loads(OFFICIAL.read_text().splitlines()[0])
