@@ -447,3 +447,37 @@ def test_bad_manifests_fail_before_anything_is_written(generic_set, tmp_path, ca
                    "--intrinsics", 4, 4, 4, 3, "--margin", 1) == 2
     assert "would replace the source image" in capsys.readouterr().err
     assert np.array_equal(np.asarray(Image.open(generic_set / "rgb" / "a.png")), rgb_image())
+
+
+def test_hostile_outputs_and_depth_files_are_one_line_errors(generic_set, tmp_path, capsys):
+    base = ["generic", generic_set / "list.csv", "--depth-kind", "z", "--intrinsics", 4, 5, 3.5, 2.5, "--margin", 1]
+    (tmp_path / "a_file").write_text("x")
+    assert convert(*base, "--out", tmp_path / "a_file" / "f.jsonl") == 2
+    assert "a_file is a file, not a folder" in capsys.readouterr().err
+    assert convert(*base, "--out", tmp_path / ("n" * 250 + ".jsonl")) == 2
+    assert "the file name is too long" in capsys.readouterr().err
+    (generic_set / "b.npz").write_bytes(b"PK\x03\x04 not a zip archive")  # a corrupt .npz
+    (generic_set / "list.csv").write_text("image,depth\na.png,a.npy\nb.png,b.npz\n")
+    assert convert(*base, "--out", tmp_path / "o" / "f.jsonl") == 2
+    err = capsys.readouterr().err
+    assert "b.npz cannot be read as a depth map (BadZipFile" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "f.jsonl").exists()
+
+
+def test_a_second_convert_into_one_folder_waits_for_the_first(generic_set, tmp_path, caplog):
+    import fcntl
+    import os
+    import threading
+    import time
+
+    caplog.set_level("INFO")
+    out = tmp_path / "out" / "f.jsonl"
+    out.parent.mkdir()
+    held = os.open(out.parent, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another convert is writing into the folder
+    threading.Timer(1.0, os.close, [held]).start()
+    start = time.monotonic()
+    assert convert("generic", generic_set / "list.csv", "--depth-kind", "z", "--intrinsics", 4, 5, 3.5, 2.5,
+                   "--margin", 1, "--out", out) == 0
+    assert time.monotonic() - start >= 0.9 and "waiting for it to finish" in caplog.text
+    assert sorted(p.name for p in out.parent.iterdir()) == ["f.convert.json", "f.jsonl", "rgb"]

@@ -15,6 +15,7 @@ Where each convention comes from is cited at the adapter.
 from __future__ import annotations
 
 import csv
+import zipfile
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,7 @@ def read_depth_file(path: Path, source: str) -> np.ndarray:
             return np.asarray(img)
     except FileNotFoundError:
         raise ConvertError(f"{source}: depth file not found: {path}") from None
-    except (UnidentifiedImageError, ValueError, OSError) as e:
+    except (UnidentifiedImageError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # a cut or corrupt file
         raise ConvertError(f"{source}: {path} cannot be read as a depth map ({type(e).__name__}: {e})") from None
 
 

@@ -26,6 +26,7 @@ mask of pixels the dataset marks unusable. Everything else happens here, once fo
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -363,6 +364,32 @@ def convert(entries: Iterable[Entry], out: str | Path, spec: DepthSpec, *, label
     if out.suffix != ".jsonl":
         raise ConvertError(f"--out {out}: the output must be a .jsonl file")
     sidecar = out.with_name(out.stem + ".convert.json")
+    if max(len(f".{out.name}.partial".encode()), len(sidecar.name.encode())) > 255:
+        raise ConvertError(f"--out {out}: the file name is too long (its sidecar {sidecar.name} and staging folder "
+                           "must fit the file system's 255 bytes); choose a shorter name")
+    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConvertError(f"--out {out}: {parent} is a file, not a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        folder = os.open(out.parent, os.O_RDONLY)
+    except OSError as e:
+        raise ConvertError(f"--out {out}: cannot write into {out.parent} ({e.strerror})") from None
+    try:  # one convert at a time per output folder: a second one waits, then finds the first one's jsonl
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another convert is writing into %s: waiting for it to finish", out.parent)
+            fcntl.flock(folder, fcntl.LOCK_EX)
+        return _convert_locked(entries, out, sidecar, spec, labels=labels, seed=seed, margin=margin, crop=crop,
+                               images_dir=images_dir, depth_maps=depth_maps, exclude=exclude, limit=limit,
+                               overwrite=overwrite, progress=progress, info=info)
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def _convert_locked(entries, out: Path, sidecar: Path, spec: DepthSpec, *, labels, seed, margin, crop, images_dir,
+                    depth_maps, exclude, limit, overwrite, progress, info) -> dict:
     if out.exists() and not overwrite:
         raise ConvertError(f"--out {out} exists; pass --overwrite to replace it (and its images)")
     if out.is_dir():
@@ -388,7 +415,6 @@ def convert(entries: Iterable[Entry], out: str | Path, spec: DepthSpec, *, label
     for e in entries:
         check_name(e.name, "image name")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     staging = _Staging(out.parent, out.parent / f".{out.name}.partial", frozenset(old_files))
     staging.discard()  # a killed run's leftovers
     rows = []
