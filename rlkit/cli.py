@@ -181,11 +181,15 @@ def cmd_eval(a) -> None:
     missing = missing_train_data(exp)
     if missing:  # the released model's Table 1 needs only eval files: the median-of-train-labels baseline is skipped
         log.warning("the median (train labels) baseline is unavailable (%s); the constant baseline is reported", missing)
-    sources = load_sources(exp, ("eval",) if missing else ("train", "eval"))
     model = None if a.model == "none" else (a.model or str(Path(exp.output_dir) / "final"))
     if model is not None and a.model is None and not Path(model).is_dir():
         raise ConfigError(f"{model} does not exist: train first (./run.sh {a.experiment}) or pass --model")
     api_model = is_api_model(model)  # a model behind an API: no folder (rlkit.api)
+    if model is not None and not api_model:  # what the folder lacks, before any data is read
+        from rlkit.checkpoints import check_model_folder
+
+        check_model_folder(model, "--model")
+    sources = load_sources(exp, ("eval",) if missing else ("train", "eval"))
     api = {k: v for k, v in (("api_base", a.api_base), ("concurrency", a.api_concurrency), ("cache_dir", a.api_cache),
                              ("timeout", a.api_timeout), ("max_retries", a.api_retries)) if v is not None}
     if api and not api_model:

@@ -120,9 +120,6 @@ def resolve_model_path(cfg: ModelConfig) -> str:
     return cfg.name
 
 
-
-
-
 def torch_dtype(name: str):
     import torch
 

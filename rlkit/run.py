@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rlkit.builder import EvalSet, Source, TrainStream, load_source
 from rlkit.card import write_model_card
+from rlkit.checkpoints import check_model_folder
 from rlkit.config import ConfigError, Experiment, check_trainer_fields, load_experiment, save_resolved
 from rlkit.evaluate import evaluate_run, load_reports, strict_json
 from rlkit.io import atomic_write_text
@@ -193,9 +194,11 @@ def check_experiment(exp: Experiment, training: bool = True, sections: tuple[str
         if exp.method == "grpo" and weights is not None and len(weights) != len(exp.rewards):
             raise ConfigError(f"{exp.source}: train.reward_weights has {len(weights)} values for "
                               f"{len(exp.rewards)} rewards {exp.rewards}")
-        name = exp.model.name
-        if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
-            raise ConfigError(f"{exp.source}: model.name: folder not found: {name}")
+        if not exp.base:  # a base stage's final/ does not exist yet
+            try:
+                check_model_folder(exp.model.name, "model.name")
+            except ConfigError as e:
+                raise ConfigError(f"{exp.source}: {e}") from None
         try:
             peft_config(exp.model)
         except ConfigError as e:

@@ -23,6 +23,8 @@ from typing import ClassVar
 import numpy as np
 
 from rlkit.chat_templates import PIXTRAL_CHAT_TEMPLATE, QWEN_TINY_CHAT_TEMPLATE
+from rlkit.checkpoints import check_model_folder
+from rlkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +213,13 @@ BUILDERS = {TinySpec: build_tiny, TinyPixtralSpec: build_tiny_pixtral}
 def tiny_path(cache_dir: str | Path, spec: TinySpec | TinyPixtralSpec = TinySpec()) -> Path:
     """The cached tiny checkpoint for this spec (of either tiny model), built on first use."""
     path = Path(cache_dir) / f"{spec.name}-{spec.key()}"
-    if not (path / "config.json").exists():
-        BUILDERS[type(spec)](path, spec)
+    if path.exists():
+        try:
+            check_model_folder(path, "tiny model cache")
+            return path
+        except ConfigError as e:  # cut short or damaged: built again, never a failure on every run
+            log.warning("%s; building it again", e)
+    BUILDERS[type(spec)](path, spec)
     return path
 
 

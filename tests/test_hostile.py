@@ -91,7 +91,7 @@ def test_battery_findings_end_as_one_line_errors(tmp_path, synth_dir):
     exp = write_experiment(tmp_path, synth_dir)
     _one_line_error(_cli(exp, "train.max_steps=-1"), "train.max_steps must be >= 1")
     _one_line_error(_cli(exp, "train.per_device_train_batch_size=0"), "per_device_train_batch_size must be >= 1")
-    _one_line_error(_cli(exp, "model.name=./no-such-model"), "model.name: folder not found: ./no-such-model")
+    _one_line_error(_cli(exp, "model.name=./no-such-model"), "model.name ./no-such-model: folder not found")
     _one_line_error(_cli(exp, "model.lora={rr: 4}"), f"{exp}: model.lora:", "'rr'")
     _one_line_error(_cli(exp, "data.eval=[{path: " + str(synth_dir / "indoor_eval.jsonl") + ", name: avg}]"),
                     "the dataset name 'avg' is taken")
