@@ -219,6 +219,13 @@ def vllm_pixel_args(model) -> list[str]:
     return ["--mm-processor-kwargs", json.dumps(kwargs)] if kwargs else []
 
 
+def cmd_sweeps(a) -> None:
+    """Every ablation sweep, then every figure (rlkit.sweep.run_all)."""
+    from rlkit.sweep import run_all
+
+    run_all(a.scale, a.jobs, a.only, a.folder, a.sweeps_dir, a.figures)
+
+
 def cmd_scale(a) -> None:
     """A sweep's winning arm as a paper experiment (rlkit.scale)."""
     from rlkit.scale import scale_winner
@@ -394,6 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--points", type=int, default=DEFAULT_POINTS, help="about this many pixels, on a uniform grid")
     c.add_argument("--out", required=True, help="output folder")
     c.set_defaults(func=cmd_pointcloud)
+
+    v = sub.add_parser("sweeps", help="run every ablation sweep (finished runs are skipped), redraw every figure, "
+                                      "print the total time and one reading per figure")
+    v.add_argument("--jobs", type=int, default=1, help="runs side by side (2 on a 2-core CPU)")
+    v.add_argument("--scale", default="mini")
+    v.add_argument("--only", nargs="+", help="only these sweeps (file stems, e.g. focal_length)")
+    v.add_argument("--folder", default="experiments/ablations")
+    v.add_argument("--sweeps-dir", default="runs/sweeps")
+    v.add_argument("--figures", default="analysis/figures", help="where the figures, tables and per-seed csvs go")
+    v.set_defaults(func=cmd_sweeps)
 
     from rlkit.scale import MODELS
 

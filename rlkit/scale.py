@@ -16,17 +16,15 @@ without a GPU, and the launch commands are printed.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from rlkit.config import ConfigError, load_experiment
 from rlkit.io import atomic_write_text
-from rlkit.sweep import Sweep, _overrides, arm_experiment, load_sweep
+from rlkit.sweep import Sweep, _overrides, arm_experiment, load_sweep, paired_winner
 
 PAPER = Path("experiments/paper")
 # --model -> (SFT recipe, FSDP2 accelerate config); GRPO winners use the GRPO recipe with this model's name
@@ -49,25 +47,6 @@ def results(sweep: Sweep, scale: str, csv: str | Path | None = None) -> pd.DataF
             return df[df["scale"] == scale] if "scale" in df else df
     raise ConfigError(f"{sweep.source}: no results at {' or '.join(map(str, paths))}; run the sweep first "
                       f"(./run.sh {sweep.source} --jobs 2)")
-
-
-def paired_winner(df: pd.DataFrame, metric: str = "delta1") -> tuple[str, pd.DataFrame, bool]:
-    """(best arm, its seed-paired difference to every other arm, whether it leads each by more than 2 SE)."""
-    d = df[(df["method"] == "model") & (df["metric"] == metric) & (df["dataset"] == "avg")]
-    per_seed = d.pivot_table(index="seed", columns="arm", values="value", aggfunc="mean")
-    if per_seed.shape[1] < 2:
-        raise ConfigError(f"need results of 2 or more arms to pick a winner, got {list(per_seed.columns)}")
-    best = per_seed.mean().idxmax()
-    rows = []
-    for arm in per_seed:
-        if arm == best:
-            continue
-        diff = (per_seed[best] - per_seed[arm]).dropna()
-        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
-        rows.append({"arm": arm, "difference": float(diff.mean()), "se": se, "seeds": len(diff)})
-    table = pd.DataFrame(rows)
-    clear = bool(((table["seeds"] >= 2) & (table["difference"] > 0) & (table["difference"] > 2 * table["se"])).all())
-    return best, table, clear
 
 
 def _scaled_range(value, mini, paper) -> list[int]:
@@ -122,7 +101,8 @@ def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str 
         raise ConfigError(f"--model {model!r} is not one of {sorted(MODELS)}")
     sweep = load_sweep(sweep_path, sweeps_dir)
     best, table, clear = paired_winner(results(sweep, "mini", csv))
-    lines = [f"  {best} − {r.arm}: {r.difference:+.3f} ± {r.se:.3f} (SE, {r.seeds} seeds)" for r in table.itertuples()]
+    lines = [f"  {best} − {r.arm}: {r.difference:+.3f} ± {r.se:.3f} (SE, {r.seeds} seeds)"
+             for r in table.itertuples()]
     if not clear:
         print(f"{sweep.name}: no arm wins beyond 2 standard errors (best mean: {best}); nothing written.\n"
               + "\n".join(lines))

@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from rlkit.config import ConfigError, _closest, load_experiment, read_yaml
@@ -305,3 +307,64 @@ def run_sweep(sweep: Sweep, scale: str = "mini", runner=None, arms=None, seeds=N
     path = write_results(sweep, scale)
     log.info("results: %s", path)
     return path
+
+
+def paired_winner(df: pd.DataFrame, metric: str = "delta1") -> tuple[str, pd.DataFrame, bool]:
+    """(best arm, its seed-paired difference to every other arm, whether it leads each by more than 2 SE)."""
+    d = df[(df["method"] == MODEL) & (df["metric"] == metric) & (df["dataset"] == "avg")]
+    per_seed = d.pivot_table(index="seed", columns="arm", values="value", aggfunc="mean")
+    if per_seed.shape[1] < 2:
+        raise ConfigError(f"need results of 2 or more arms to pick a winner, got {list(per_seed.columns)}")
+    best = per_seed.mean().idxmax()
+    rows = []
+    for arm in per_seed:
+        if arm == best:
+            continue
+        diff = (per_seed[best] - per_seed[arm]).dropna()
+        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+        rows.append({"arm": arm, "difference": float(diff.mean()), "se": se, "seeds": len(diff)})
+    table = pd.DataFrame(rows)
+    clear = bool(((table["seeds"] >= 2) & (table["difference"] > 0) & (table["difference"] > 2 * table["se"])).all())
+    return best, table, clear
+
+
+def sweep_files(folder: str | Path = "experiments/ablations") -> list[Path]:
+    """Every sweep file of a folder (files starting with '_' are shared parts, not sweeps)."""
+    return sorted(f for f in Path(folder).glob("*.yaml") if not f.name.startswith("_") and is_sweep_file(f))
+
+
+def run_all(scale: str = "mini", jobs: int = 1, only=None, folder: str | Path = "experiments/ablations",
+            root: str | Path = "runs/sweeps", figures: str | Path = "analysis/figures") -> list[str]:
+    """Every sweep of the folder (finished runs are skipped), then every figure drawn again; returns one reading per
+    figure: the arm with the best mean held-out δ1 and whether it leads every other arm by more than 2 SE."""
+    import subprocess
+    import sys
+    import time
+
+    files = [f for f in sweep_files(folder) if not only or f.stem in only]
+    if only and len(files) != len(set(only)):
+        raise ConfigError(f"--only {sorted(set(only) - {f.stem for f in files})}: no such sweep in {folder}; "
+                          f"choose from {[f.stem for f in sweep_files(folder)]}")
+    sweeps = [load_sweep(f, root) for f in files]  # every file checked before anything runs
+    start, readings = time.monotonic(), []
+    for sweep in sweeps:
+        t = time.monotonic()
+        run_sweep(sweep, scale, jobs=jobs)
+        log.info("sweep %s: %.1f min", sweep.name, (time.monotonic() - t) / 60)
+    for sweep in sweeps:
+        rows = collect(sweep, scale)
+        try:
+            best, table, clear = paired_winner(rows)
+        except ConfigError as e:
+            readings.append(f"{sweep.figure}: {e}")
+            continue
+        lead = ", ".join(f"{r.arm} {r.difference:+.3f} ± {r.se:.3f}" for r in table.itertuples())
+        verdict = "ahead of every arm by > 2 SE" if clear else "not > 2 SE ahead of every arm"
+        readings.append(f"{sweep.figure}: best {best} ({verdict}; lead over {lead})")
+    plot = Path(__file__).resolve().parent.parent / "analysis" / "plot_ablation.py"  # beside the package, in a checkout
+    subprocess.run([sys.executable, str(plot), "--runs", str(root), "--scale", scale, "--out", str(figures)], check=True)
+    print(f"{len(sweeps)} sweeps in {(time.monotonic() - start) / 60:.1f} min")
+    for line in readings:
+        print(line)
+    return readings
+

@@ -207,6 +207,15 @@ def test_micro_sweep_side_by_side_and_plot(tmp_path, synth_dir):
     # re-running the finished arms runs nothing
     r3 = _run(path, "--sweeps-dir", tmp_path / "sweeps", "--arms", "direct", "unify_focal")
     assert r3.returncode == 0 and "train_runtime" not in r3.stdout + r3.stderr
+    # ./run.sh sweeps: every sweep of a folder, finished runs skipped, figures redrawn, one reading per figure
+    (tmp_path / "ablations").mkdir()
+    del sweep["arms"]["broken"]
+    (tmp_path / "ablations" / "micro.yaml").write_text(yaml.safe_dump(sweep))
+    r4 = _run("sweeps", "--folder", tmp_path / "ablations", "--sweeps-dir", tmp_path / "sweeps",
+              "--figures", tmp_path / "figs2")
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    assert "train_runtime" not in r4.stdout + r4.stderr and "1 sweeps in" in r4.stdout
+    assert "camera_ambiguity: best " in r4.stdout and (tmp_path / "figs2" / "camera_ambiguity.png").exists()
 
 
 def test_multitask_sft_and_grpo_end_to_end(tmp_path):

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from rlkit.config import load_experiment
-from rlkit.scale import paired_winner, scale_winner
+from rlkit.scale import scale_winner
+from rlkit.sweep import paired_winner
 
 ROOT = Path(__file__).parent.parent
 ABLATIONS = ROOT / "experiments/ablations"
