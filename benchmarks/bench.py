@@ -147,12 +147,12 @@ def _qwen3b_random(out_dir: Path, text_layers: int = 36, vision_layers: int = 32
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from rlkit.tiny import tiny_path
+    from rlkit.tiny import ensure_tiny_model
 
     out_dir = out_dir.with_name(f"{out_dir.name}-t{text_layers}-v{vision_layers}")
     if (out_dir / "config.json").exists():
         return str(out_dir)
-    tiny = tiny_path(".cache/models")
+    tiny = ensure_tiny_model(".cache/models")
     from transformers import AutoProcessor
     processor = AutoProcessor.from_pretrained(tiny)
     tok = processor.tokenizer
@@ -184,7 +184,7 @@ def bench_train(argv: list[str]) -> None:
     import torch
 
     from rlkit.config import experiment_from_dict, load_experiment
-    from rlkit.run import build_stream, load_sources, render_scenes, resolve_model, train_base_stage
+    from rlkit.run import build_stream, load_sources, render_scenes, ensure_model, train_base_stage
 
     p = argparse.ArgumentParser(prog="bench train")
     p.add_argument("--experiment", default="experiments/sft_synthetic.yaml", help="experiment whose data/camera/prompt are used")
@@ -246,7 +246,7 @@ def bench_train(argv: list[str]) -> None:
     else:
         from rlkit.sft import make_trainer
 
-    trainer = make_trainer(exp, resolve_model(exp), build_stream(exp, load_sources(exp, ("train",))))
+    trainer = make_trainer(exp, ensure_model(exp), build_stream(exp, load_sources(exp, ("train",))))
     times, tokens = [], []
 
     from transformers import TrainerCallback

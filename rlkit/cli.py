@@ -239,7 +239,7 @@ def cmd_serve(a) -> None:
     import os
 
     from rlkit.config import load_experiment
-    from rlkit.models import resolve_model_path
+    from rlkit.models import ensure_model_path
     from rlkit.run import base_experiment
 
     if importlib.util.find_spec("vllm") is None:
@@ -251,7 +251,7 @@ def cmd_serve(a) -> None:
             raise SystemExit(f"{model} does not exist yet: run the base stage first (./run.sh {exp.base})")
         model = str(model)
     else:
-        model = resolve_model_path(exp.model)
+        model = ensure_model_path(exp.model)
     trl_cli = Path(sys.executable).with_name("trl")
     cmd = [str(trl_cli), "vllm-serve", "--model", model, *a.serve_args, *vllm_pixel_args(exp.model)]
     log.info("exec %s", " ".join(cmd))

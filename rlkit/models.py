@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from rlkit.attention import load_kwargs as attention_load_kwargs, switch_to_varlen
 from rlkit.chat_templates import PIXTRAL_CHAT_TEMPLATE
 from rlkit.errors import ConfigError
-from rlkit.tiny import TINY_SPECS, tiny_path
+from rlkit.tiny import TINY_SPECS, ensure_tiny_model
 
 if TYPE_CHECKING:
     from rlkit.schema import ModelConfig
@@ -110,11 +110,11 @@ def no_accelerator() -> bool:
     return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
-def resolve_model_path(cfg: ModelConfig) -> str:
+def ensure_model_path(cfg: ModelConfig) -> str:
     """The checkpoint to load: a tiny model (the embedded default, tiny-pixtral) is built (once) into the cache."""
     spec = tiny_spec(cfg)
     if spec is not None:
-        return str(tiny_path(cfg.cache_dir, spec))
+        return str(ensure_tiny_model(cfg.cache_dir, spec))
     if cfg.tiny:  # e.g. the default YAML with model.name overridden: the tiny sizes do not apply
         log.info("model.tiny is ignored: it sizes only %s, not %s", " and ".join(TINY_SPECS), cfg.name)
     return cfg.name

@@ -1,6 +1,6 @@
 """The plan that runs an experiment, one named step after another:
 
-    check_experiment -> render_scenes -> train_base_stage -> load_sources -> resolve_model
+    check_experiment -> render_scenes -> train_base_stage -> load_sources -> ensure_model
     -> build_stream / build_evalset / build_curve -> train -> evaluate_run
 
 ``run``, ``eval``, ``data preview``, the benchmarks and the sweeps all take their steps from here. The run
@@ -22,7 +22,7 @@ from rlkit.checkpoints import check_model_folder
 from rlkit.config import ConfigError, Experiment, check_trainer_fields, load_experiment, save_resolved
 from rlkit.evaluate import evaluate_run, load_reports, strict_json
 from rlkit.io import atomic_write_text
-from rlkit.models import peft_config, process_state, resolve_model_path
+from rlkit.models import peft_config, process_state, ensure_model_path
 from rlkit.rundir import (check_run_dir, disk_full_said, last_checkpoint, quiet_key_name_warnings, resume_weights,
                           run_dir_lock, save_final)
 from rlkit.schema import ModelConfig, SynthConfig
@@ -74,13 +74,13 @@ def train_base_stage(exp: Experiment) -> None:
         run_experiment(base_experiment(exp))
 
 
-def resolve_model(exp: Experiment, state=None) -> str:
+def ensure_model(exp: Experiment, state=None) -> str:
     """The checkpoint training starts from: the base stage's final model, or model.name (the tiny
     default is built once, on the main process first)."""
     if exp.base:
         return str(Path(base_experiment(exp).output_dir) / "final")
     with state.main_process_first() if state is not None else contextlib.nullcontext():
-        return resolve_model_path(exp.model)
+        return ensure_model_path(exp.model)
 
 
 @dataclasses.dataclass
@@ -235,7 +235,7 @@ def run_experiment(exp: Experiment) -> dict:
             render_scenes(exp)
         train_base_stage(exp)
         sources = load_sources(exp)
-        model_path = resolve_model(exp, state)
+        model_path = ensure_model(exp, state)
         evalset = build_evalset(exp, sources)  # before training: an eval set with no drawable pixel fails now
         final, info_path = out / "final", out / "train_info.json"
         model = processor = None

@@ -235,13 +235,13 @@ def pending_jobs(sweep: Sweep, scale: str, arms=None, seeds=None) -> list[tuple[
 def prepare(sweep: Sweep, scale: str, jobs) -> None:
     """What the runs share, made once before they start side by side: rendered scenes, the
     tiny model's cache and the base stage (two processes must never build these at once)."""
-    from rlkit.run import render_scenes, resolve_model, train_base_stage
+    from rlkit.run import render_scenes, ensure_model, train_base_stage
 
     for arm, seed in jobs:
         exp = arm_experiment(sweep, scale, arm, seed)
         render_scenes(exp)
         train_base_stage(exp)
-        resolve_model(exp)
+        ensure_model(exp)
 
 
 def _run_side_by_side(sweep: Sweep, scale: str, jobs, n_jobs: int) -> None:

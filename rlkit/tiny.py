@@ -210,7 +210,7 @@ def build_tiny_pixtral(out_dir: str | Path, spec: TinyPixtralSpec = TinyPixtralS
 BUILDERS = {TinySpec: build_tiny, TinyPixtralSpec: build_tiny_pixtral}
 
 
-def tiny_path(cache_dir: str | Path, spec: TinySpec | TinyPixtralSpec = TinySpec()) -> Path:
+def ensure_tiny_model(cache_dir: str | Path, spec: TinySpec | TinyPixtralSpec = TinySpec()) -> Path:
     """The cached tiny checkpoint for this spec (of either tiny model), built on first use."""
     path = Path(cache_dir) / f"{spec.name}-{spec.key()}"
     if path.exists():

@@ -1119,9 +1119,9 @@ def all_eval_images_bad(ctx: Ctx) -> Result:
 
 def tiny_model() -> str:
     """The cached tiny checkpoint (built once), for ``eval --model``."""
-    from rlkit.tiny import tiny_path
+    from rlkit.tiny import ensure_tiny_model
 
-    return str(tiny_path(ROOT / ".cache" / "models"))
+    return str(ensure_tiny_model(ROOT / ".cache" / "models"))
 
 
 def strict_json_normal(ctx: Ctx) -> Result:

@@ -86,9 +86,9 @@ def _batch(processor):
 def test_tiny_model_logits_and_gradients_equal_sdpa():
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from rlkit.tiny import tiny_path
+    from rlkit.tiny import ensure_tiny_model
 
-    path = tiny_path(".cache/models")
+    path = ensure_tiny_model(".cache/models")
     processor = AutoProcessor.from_pretrained(path)
     batch = _batch(processor)
     assert batch["image_grid_thw"].prod(-1).tolist() == [48, 180]  # 252 x 140 px: more than one 112-px window

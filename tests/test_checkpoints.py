@@ -8,7 +8,7 @@ import pytest
 
 from rlkit.checkpoints import check_model_folder
 from rlkit.errors import ConfigError
-from rlkit.tiny import TinySpec, tiny_path
+from rlkit.tiny import TinySpec, ensure_tiny_model
 
 ROOT = Path(__file__).parent.parent
 CACHE = ROOT / ".cache/models"
@@ -16,7 +16,7 @@ CACHE = ROOT / ".cache/models"
 
 @pytest.fixture(scope="module")
 def tiny():
-    return tiny_path(CACHE, TinySpec())
+    return ensure_tiny_model(CACHE, TinySpec())
 
 
 def _copy(tiny, tmp_path, name) -> Path:
@@ -71,9 +71,9 @@ def test_missing_local_paths_and_files(tmp_path):
 
 def test_a_damaged_tiny_model_cache_entry_is_built_again(tiny, tmp_path, caplog):
     cache = tmp_path / "models"
-    built = tiny_path(cache, TinySpec())
+    built = ensure_tiny_model(cache, TinySpec())
     weights = built / "model.safetensors"
     whole = weights.read_bytes()
     weights.write_bytes(whole[: len(whole) // 3])
-    assert tiny_path(cache, TinySpec()) == built and "building it again" in caplog.text
+    assert ensure_tiny_model(cache, TinySpec()) == built and "building it again" in caplog.text
     assert weights.read_bytes() == whole  # built deterministically from its spec

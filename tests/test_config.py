@@ -186,11 +186,11 @@ def test_tiny_sizes_are_checked_at_load_and_ignored_for_real_models(caplog):
     with pytest.raises(ConfigError, match="model.tiny: unknown field 'vision_layer'; did you mean 'vision_layers'"):
         load_experiment(EXPERIMENTS / "sft_synthetic.yaml", ["model.tiny={vision_layer: 4}"])
     # the default sets tiny sizes; pointing it at a real checkpoint keeps working (the sizes do not apply)
-    from rlkit.models import resolve_model_path
+    from rlkit.models import ensure_model_path
 
     caplog.set_level("INFO")
     exp = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", ["model.name=Qwen/Qwen2.5-VL-3B-Instruct"])
-    assert exp.model.tiny and resolve_model_path(exp.model) == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert exp.model.tiny and ensure_model_path(exp.model) == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert "model.tiny is ignored" in caplog.text
 
 

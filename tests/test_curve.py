@@ -61,9 +61,9 @@ def test_sft_curve_points_equal_separate_evals_and_reach_tensorboard(tmp_path, s
     assert metrics["curve_eval_seconds"] == pytest.approx(curve["eval_seconds"].sum(), abs=0.2)
     assert curve["train_seconds"].iloc[-1] <= metrics["train_seconds"] + 0.5  # it also counts setup and the save
     # the start and the end are what separate evaluations of those checkpoints give on the same subset
-    from rlkit.tiny import tiny_path
+    from rlkit.tiny import ensure_tiny_model
 
-    start = _eval_metrics(tmp_path, exp, tiny_path(ROOT / ".cache/models"), "start")
+    start = _eval_metrics(tmp_path, exp, ensure_tiny_model(ROOT / ".cache/models"), "start")
     final = _eval_metrics(tmp_path, exp, run / "final", "final")
     assert set(start) == {c for c in curve.columns if "/" in c}
     texts = [pd.read_csv(tmp_path / name / "predictions.csv", keep_default_na=False)["text"].tolist()

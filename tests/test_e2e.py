@@ -106,9 +106,9 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, syn
     r = _run(exp)
     assert r.returncode == 0, r.stderr[-3000:]
     uninterrupted = _weights(run / "final")
-    from rlkit.tiny import tiny_path
+    from rlkit.tiny import ensure_tiny_model
 
-    start = _weights(tiny_path(ROOT / ".cache/models"))  # the training moved the weights well past the tolerance
+    start = _weights(ensure_tiny_model(ROOT / ".cache/models"))  # the training moved the weights well past the tolerance
     assert max(np.abs(uninterrupted[k] - start[k]).max() for k in start) > 1e-3
     # as if killed right after step 2: only checkpoint-2 is left
     for p in ["final", "metrics.json", "predictions.csv", "checkpoint-4"]:

@@ -130,12 +130,12 @@ def test_sft_max_length_defaults_to_no_truncation_and_a_short_one_fails_at_load(
 
 
 def test_max_length_is_checked_against_the_real_longest_sequence_before_training(tmp_path, paper_synth_dir):
-    from rlkit.models import load_processor, resolve_model_path
+    from rlkit.models import load_processor, ensure_model_path
     from rlkit.run import load_sources
     from rlkit.sft import check_longest_sequence, largest_train_image, longest_sequence
 
     exp = load_experiment(_experiment(tmp_path, paper_synth_dir, camera=PAPER_CAMERA, model={"max_pixels": 1680000}))
-    processor = load_processor(resolve_model_path(exp.model), exp.model)
+    processor = load_processor(ensure_model_path(exp.model), exp.model)
     sources = load_sources(exp, ("train",)).train
     assert largest_train_image(exp, sources) == (1400, 1176)  # crop sizes are multiples of 28
     n = longest_sequence(exp, processor, (1400, 1176))
@@ -152,13 +152,13 @@ def test_mixed_image_sizes_in_one_batch_give_each_samples_own_loss(tmp_path, syn
     import torch.nn.functional as F
 
     from rlkit.builder import SFT_COLUMNS
-    from rlkit.models import resolve_model_path
+    from rlkit.models import ensure_model_path
     from rlkit.run import build_stream, load_sources
     from rlkit.sft import make_trainer
 
     exp = load_experiment(_experiment(tmp_path, synth_dir, camera={"crop_width": [28, 140], "crop_height": [28, 140]}))
     stream = build_stream(exp, load_sources(exp, ("train",)))
-    trainer = make_trainer(exp, resolve_model_path(exp.model), stream)
+    trainer = make_trainer(exp, ensure_model_path(exp.model), stream)
     rows = [{k: v for k, v in stream.rows().__next__().items() if k in SFT_COLUMNS}]
     i = 1
     while len(rows) < 3:  # three samples of three different image sizes
@@ -276,13 +276,13 @@ import json, sys
 from accelerate.utils import gather_object
 from rlkit.config import load_experiment
 from rlkit.models import process_state
-from rlkit.run import build_stream, load_sources, resolve_model
+from rlkit.run import build_stream, load_sources, ensure_model
 from rlkit.sft import make_trainer
 
 state = process_state()
 exp = load_experiment(sys.argv[1])
 stream = build_stream(exp, load_sources(exp, ("train",)))
-trainer = make_trainer(exp, resolve_model(exp, state), stream)
+trainer = make_trainer(exp, ensure_model(exp, state), stream)
 tok = trainer.processing_class.tokenizer
 seen = []
 for step, batch in zip(range(3), trainer.get_train_dataloader()):

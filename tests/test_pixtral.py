@@ -19,8 +19,8 @@ from PIL import Image
 from conftest import write_experiment
 from rlkit.config import ConfigError, load_experiment
 from rlkit.schema import ModelConfig
-from rlkit.models import FAMILIES, family_from_name, load_processor, resolve_model_path
-from rlkit.tiny import TINY_PIXTRAL_NAME, TinyPixtralSpec, tiny_path
+from rlkit.models import FAMILIES, family_from_name, load_processor, ensure_model_path
+from rlkit.tiny import TINY_PIXTRAL_NAME, TinyPixtralSpec, ensure_tiny_model
 
 ROOT = Path(__file__).parent.parent
 CACHE = ROOT / ".cache/models"
@@ -37,7 +37,7 @@ def pixtral_tokens(width: int, height: int) -> int:
 
 @pytest.fixture(scope="module")
 def tiny():
-    return str(tiny_path(CACHE, TinyPixtralSpec()))
+    return str(ensure_tiny_model(CACHE, TinyPixtralSpec()))
 
 
 def _run(*args, timeout=300):
@@ -58,7 +58,7 @@ def test_tiny_pixtral_resolves_builds_once_and_is_a_llava_checkpoint(tiny):
     from transformers import AutoConfig
 
     cfg = ModelConfig(name=TINY_PIXTRAL_NAME, cache_dir=str(CACHE))
-    assert resolve_model_path(cfg) == tiny  # the cached build, keyed by the spec
+    assert ensure_model_path(cfg) == tiny  # the cached build, keyed by the spec
     config = AutoConfig.from_pretrained(tiny)
     assert (config.model_type, config.vision_config.model_type, config.text_config.model_type) == \
         ("llava", "pixtral", "mistral")
@@ -66,7 +66,7 @@ def test_tiny_pixtral_resolves_builds_once_and_is_a_llava_checkpoint(tiny):
     assert family_from_name(TINY_PIXTRAL_NAME) is PIXTRAL
     assert family_from_name("mistral-community/pixtral-12b") is PIXTRAL
     # model.tiny sizes the model named; another spec builds another folder
-    other = resolve_model_path(ModelConfig(name=TINY_PIXTRAL_NAME, cache_dir=str(CACHE), tiny={"longest_edge": 96}))
+    other = ensure_model_path(ModelConfig(name=TINY_PIXTRAL_NAME, cache_dir=str(CACHE), tiny={"longest_edge": 96}))
     assert other != tiny and Path(other).name.startswith("tiny-pixtral-")
     assert json.loads((Path(other) / "rlkit_tiny.json").read_text())["longest_edge"] == 96
 

@@ -172,9 +172,9 @@ def test_command_with_the_tiny_model(synth_dir, tmp_path, capsys):
     """The real path once: the tiny default checkpoint (rlkit.tiny, offline) answers a few pixels."""
     from rlkit.cli import main
     from rlkit.schema import ModelConfig
-    from rlkit.models import resolve_model_path
+    from rlkit.models import ensure_model_path
 
-    model = resolve_model_path(ModelConfig(cache_dir=str(ROOT / ".cache/models")))
+    model = ensure_model_path(ModelConfig(cache_dir=str(ROOT / ".cache/models")))
     out = tmp_path / "cloud"
     assert main(["pointcloud", str(DEFAULT), "eval.batch_size=4", "eval.max_new_tokens=16", "--model", model,
                  "--record", f"{synth_dir}/indoor_eval.jsonl:1", "--points", "12", "--out", str(out)]) == 0

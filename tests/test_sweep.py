@@ -239,7 +239,7 @@ def test_shipped_sweeps_validate_at_every_scale(name, monkeypatch):
         # the GRPO sweeps' tiny model starts from a depth-SFT stage; the paper's VLM starts from itself
         assert paper.base is None and not paper.base_overrides
         rlkit.run.train_base_stage(paper)
-        assert rlkit.run.resolve_model(paper) == "Qwen/Qwen2.5-VL-3B-Instruct"
+        assert rlkit.run.ensure_model(paper) == "Qwen/Qwen2.5-VL-3B-Instruct"
         assert bool(mini.base) == (sweep.experiment.name == "_grpo_from_base.yaml")
         if mini.base:  # one base stage per sweep and scale, in the scale's world (float32)
             assert mini.base_overrides[-1] == f"output_dir={sweep.root / sweep.name / 'mini' / '_base'}"
