@@ -265,10 +265,17 @@ def cmd_pointcloud(a) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rlkit.schema import SynthConfig
-
     p = argparse.ArgumentParser(prog="rlkit", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_run_and_eval(sub)
+    _add_outputs_and_tools(sub)
+    return p
+
+
+def _add_data_commands(sub) -> None:
+    """data synth | preview | render | check | convert."""
+    from rlkit.schema import SynthConfig
 
     data = sub.add_parser("data", help="make or look at datasets").add_subparsers(dest="data_command", required=True)
     s = data.add_parser("synth", help="render procedural scenes into DepthLMBench jsonl + PNGs")
@@ -359,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--height", type=int, help="eth3d: rows of the undistorted images (default 1280)")
     v.set_defaults(func=cmd_data_convert)
 
+
+def _add_run_and_eval(sub) -> None:
+    """run (a sweep file too), eval."""
     r = sub.add_parser("run", help="train and evaluate one experiment (also: ./run.sh EXPERIMENT.yaml)")
     r.add_argument("experiment", help="experiment YAML")
     r.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=1e-4")
@@ -385,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "server costs at most about timeout x (1 + retries) per request)")
     e.set_defaults(func=cmd_eval)
 
+
+def _add_outputs_and_tools(sub) -> None:
+    """pointcloud, sweeps, scale, serve."""
     from rlkit.pointcloud import DEFAULT_POINTS
 
     c = sub.add_parser("pointcloud", help="ask a checkpoint the distance of a grid of pixels of one image: a 3D point "
@@ -430,8 +443,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--serve-args", nargs=argparse.REMAINDER, default=[],
                    help="arguments for trl vllm-serve, e.g. --serve-args --tensor_parallel_size 2")
     v.set_defaults(func=cmd_serve)
-
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
