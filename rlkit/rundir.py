@@ -27,7 +27,7 @@ def check_run_dir(exp: Experiment, out: Path) -> bool:
     """A run dir belongs to one training config: refuse to resume or skip into it with another. A config.yaml
     with nothing trained beside it (no checkpoint, final/ or metrics.json: a run killed before its first save,
     or while config.yaml was written) binds nothing; the run replaces it once it holds the folder's lock.
-    The eval section binds nothing either: True when only it changed (the run evaluates again)."""
+    The final evaluation's settings bind nothing: True when only they changed (the run evaluates again)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{exp.source}: output_dir {out} is a file, not a folder")
     if out.is_symlink() and not out.exists():
@@ -49,11 +49,21 @@ def check_run_dir(exp: Experiment, out: Path) -> bool:
         log.warning("%s differs from this run's configuration (or is cut short) and nothing was trained in %s: "
                     "it is replaced", saved, out)
         return False
-    if old is not None and {k: v for k, v in old.items() if k != "eval"} == {k: v for k, v in new.items() if k != "eval"}:
-        log.info("only eval settings differ from %s: %s is evaluated again with them", saved, out)
+    if old is not None and _training_part(old) == _training_part(new):
+        log.info("only final-eval settings differ from %s: %s is evaluated again with them", saved, out)
         return True
     raise ConfigError(f"{out} holds a run of a different configuration ({saved}); "
                       "pass output_dir=NEW_DIR, or delete the folder to start over")
+
+
+# what only the final evaluation reads; eval.seed and eval.during_training also choose the learning curve's subset
+# and cadence during training, so they bind the folder like training settings
+FINAL_EVAL_ONLY = ("samples_per_dataset", "batch_size", "max_new_tokens", "constant")
+
+
+def _training_part(config: dict) -> dict:
+    return {k: ({f: x for f, x in v.items() if f not in FINAL_EVAL_ONLY} if k == "eval" else v)
+            for k, v in config.items()}
 
 
 def _trained_anything(out: Path) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from rlkit.config import ConfigError, load_experiment
+from rlkit.config import ConfigError, deep_merge, load_experiment
 from rlkit.io import atomic_write_text
 from rlkit.sweep import Sweep, _overrides, arm_experiment, load_sweep, paired_winner
 
@@ -94,6 +94,32 @@ def nested(dotted: dict) -> dict:
     return tree
 
 
+def _kit_conventions(method: str) -> dict:
+    """The settings of _paper_kit.yaml (and _paper_kit_grpo.yaml for GRPO) themselves, without what they extend."""
+    names = ["_paper_kit.yaml"] + (["_paper_kit_grpo.yaml"] if method == "grpo" else [])
+    merged: dict = {}
+    for name in names:
+        own = yaml.safe_load((PAPER / name).read_text())
+        own.pop("extends", None)
+        merged = deep_merge(merged, own)
+    return merged
+
+
+def _write_validated(out: Path, header: list[str], kept: list[str], body: dict):
+    """Write the experiment only if it loads and validates (through a temp file beside it, for its extends path)."""
+    notes = ["# Left at the recipe's value or not translated:", *[f"#   {k}" for k in kept]] if kept else []
+    text = "\n".join(header + notes) + "\n" + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+    tmp = out.with_name(f".{out.stem}.tmp.yaml")
+    atomic_write_text(tmp, text)
+    try:
+        exp = load_experiment(tmp)  # loads and validates (no GPU, no download)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    return exp
+
+
 def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str | Path | None = None,
                  csv: str | Path | None = None, sweeps_dir: str | Path = "runs/sweeps") -> Path | None:
     """Write the paper experiment of the sweep's winning arm; None (and a message) when no arm wins."""
@@ -120,12 +146,16 @@ def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str 
               f"#   ./run.sh scale {sweep_path} --model {model}",
               "# Paired over seeds at the mini scale (held-out δ1, average over eval datasets):",
               *[f"#{x}" for x in lines]]
-    if kept:
-        header += ["# Left at the recipe's value or not translated:", *[f"#   {k}" for k in kept]]
     out.parent.mkdir(parents=True, exist_ok=True)
     body = {"extends": os.path.relpath(recipe.resolve(), out.parent.resolve()), **nested(settings)}
-    atomic_write_text(out, "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
-    exp = load_experiment(out)  # loads and validates (no GPU, no download)
+    try:
+        exp = _write_validated(out, header, kept, body)
+    except ConfigError as e:  # e.g. text coordinates or another camera strategy: the official template refuses them
+        kit = _kit_conventions(method)
+        kept.append(f"the kit's conventions ({'_paper_kit_grpo.yaml' if method == 'grpo' else '_paper_kit.yaml'}) "
+                    f"in place of the official code's, which refuse this arm: {str(e).split(': ', 1)[-1]}")
+        body = {"extends": body["extends"], **deep_merge(kit, nested(settings))}
+        exp = _write_validated(out, header, kept, body)
     print(f"{sweep.name}: '{best}' wins\n" + "\n".join(lines))
     print(f"wrote {out} (extends {recipe}; f_uni {exp.camera.f_uni:g}, crops {list(exp.camera.crop_width)} x "
           f"{list(exp.camera.crop_height)}, marker {exp.prompt.marker.shape})")

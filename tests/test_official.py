@@ -316,13 +316,16 @@ def test_paper_recipe_renders_what_the_official_dataset_train_renders():
     assert 0 < kept < rec.num_labels
 
 
-def test_one_line_switches_a_paper_recipe_to_the_kits_conventions(tmp_path):
+@pytest.mark.parametrize("name, switch, template", [("qwen2_5_vl_3b_sft", "_paper_kit.yaml", "sft"),
+                                                    ("qwen2_5_vl_3b_grpo", "_paper_kit_grpo.yaml", "grpo")])
+def test_one_line_switches_a_paper_recipe_to_the_kits_conventions(tmp_path, name, switch, template):
     paper = ROOT / "experiments/paper"
-    text = (paper / "qwen2_5_vl_3b_sft.yaml").read_text()
-    assert "\nextends: _paper.yaml" in text
+    text = (paper / f"{name}.yaml").read_text()
+    assert f"\nextends: _paper.yaml   # {switch}: the kit's own conventions" in text  # the line names its switch
     recipe = tmp_path / "kit.yaml"
-    recipe.write_text(text.replace("\nextends: _paper.yaml", f"\nextends: {paper / '_paper_kit.yaml'}"))
-    kit, official = load_experiment(recipe), load_experiment(paper / "qwen2_5_vl_3b_sft.yaml")
+    recipe.write_text(text.replace("\nextends: _paper.yaml", f"\nextends: {paper / switch}"))
+    kit, official = load_experiment(recipe), load_experiment(paper / f"{name}.yaml")
     assert (kit.camera.resize, kit.camera.crop, kit.camera.multiple_of) == ("exact", "random", 28)
-    assert (kit.prompt.template, kit.prompt.marker.shape) == ("sft", "arrow")
+    assert (kit.prompt.template, kit.prompt.marker.shape) == (template, "arrow")
     assert kit.data == official.data and kit.train == official.train  # only the conventions change
+    assert kit.rewards == official.rewards and kit.reward_kwargs == official.reward_kwargs

@@ -80,3 +80,23 @@ def test_unknown_model_is_refused():
 
     with pytest.raises(ConfigError, match="--model 'llava' is not one of"):
         scale_winner(ABLATIONS / "focal_length.yaml", "llava")
+
+
+def test_a_winner_the_official_template_refuses_goes_over_the_kits_conventions(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    csv = _results(tmp_path / "ref.csv", "pixel_reference", {"text": 0.60, "arrow": 0.30, "square_outlined": 0.45,
+                                                             "text_f100": 0.40, "square_outlined_f100": 0.41}, 0.005)
+    out = scale_winner(ABLATIONS / "pixel_reference.yaml", "qwen2.5-vl-3b", tmp_path / "ref.yaml", csv)
+    exp = load_experiment(out)
+    assert (exp.prompt.reference, exp.prompt.template, exp.camera.resize) == ("text", "sft", "exact")
+    assert "the kit's conventions (_paper_kit.yaml)" in out.read_text()
+    assert not list(tmp_path.glob(".*tmp*"))  # the refused first try left nothing
+
+
+def test_a_square_marker_winner_is_listed_as_not_translated(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    csv = _results(tmp_path / "ref.csv", "pixel_reference", {"text": 0.30, "arrow": 0.31, "square_outlined": 0.60,
+                                                             "text_f100": 0.40, "square_outlined_f100": 0.41}, 0.005)
+    out = scale_winner(ABLATIONS / "pixel_reference.yaml", "qwen2.5-vl-3b", tmp_path / "sq.yaml", csv)
+    assert load_experiment(out).prompt.marker.shape == "square"
+    assert "a miniature marker size: check it at paper image sizes" in out.read_text()
