@@ -41,6 +41,7 @@ import pandas as pd
 from rlkit.config import ConfigError, _closest, load_experiment, read_yaml
 from rlkit.evaluate import MODEL
 from rlkit.io import atomic_write_text
+from rlkit.rundir import check_run_dir
 
 log = logging.getLogger(__name__)
 SWEEP_KEYS = {"figure", "experiment", "seeds", "scales", "arms"}
@@ -229,7 +230,24 @@ def pending_jobs(sweep: Sweep, scale: str, arms=None, seeds=None) -> list[tuple[
             raise ConfigError(f"{sweep.source}: unknown arm '{arm}'{_closest(arm, sweep.arms)}")
     jobs = [(arm, seed) for seed in (seeds if seeds is not None else sweep.seeds)
             for arm in (arms or sweep.arms)]
-    return [(arm, seed) for arm, seed in jobs if not (sweep.run_dir(scale, arm, seed) / "metrics.json").exists()]
+    check_not_stale(sweep, scale)
+    return [(arm, seed) for arm, seed in jobs if not (sweep.run_dir(scale, arm, seed) / "metrics.json").exists()
+            or check_run_dir(arm_experiment(sweep, scale, arm, seed), sweep.run_dir(scale, arm, seed))]
+
+
+def check_not_stale(sweep: Sweep, scale: str) -> None:
+    """Finished runs are reused only while they are what the sweep would run now: the same training settings, from
+    the same base stage (a run's config.yaml names its base file, not what that file trained)."""
+    from rlkit.run import base_experiment
+
+    base_dir = sweep.root / sweep.name / scale / "_base"
+    try:
+        exp = arm_experiment(sweep, scale, next(iter(sweep.arms)), sweep.seeds[0])
+        if exp.base and (base_dir / "config.yaml").exists():
+            check_run_dir(base_experiment(exp), base_dir)
+    except ConfigError as e:
+        raise ConfigError(f"{sweep.source}: the base stage changed since its runs were made ({e}); delete "
+                          f"{sweep.root / sweep.name / scale} to run the sweep again") from None
 
 
 def prepare(sweep: Sweep, scale: str, jobs) -> None:

@@ -275,3 +275,32 @@ def test_the_committed_learning_curve_figure_is_redrawn_from_its_csvs(tmp_path):
     line = next(x for x in (out / "sft_vs_grpo.md").read_text().splitlines() if x.startswith(row))
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert (float(cells[1]), float(cells[2]), int(cells[3])) == (round(diff.mean(), 3), round(se, 3), len(diff))
+
+
+def test_finished_runs_of_another_base_or_config_are_not_reused(tmp_path):
+    from rlkit.config import load_experiment, save_resolved
+    from rlkit.run import base_experiment
+    from rlkit.sweep import arm_experiment, pending_jobs
+
+    sweep = load_sweep(ROOT / "experiments/ablations/grpo_reward.yaml", tmp_path)
+    base_dir = tmp_path / "grpo_reward" / "mini" / "_base"
+    base = base_experiment(arm_experiment(sweep, "mini", "neg_l1", 0))
+    base_dir.mkdir(parents=True)
+    (base_dir / "final").mkdir()
+    save_resolved(base, base_dir / "config.yaml")
+    assert len(pending_jobs(sweep, "mini")) == len(sweep.arms) * len(sweep.seeds)  # the same base: nothing stale
+    # a finished arm of the same settings is reused; one whose only change is the final eval is evaluated again
+    run = sweep.run_dir("mini", "neg_l1", 0)
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    save_resolved(arm_experiment(sweep, "mini", "neg_l1", 0), run / "config.yaml")
+    assert ("neg_l1", 0) not in pending_jobs(sweep, "mini")
+    exp = arm_experiment(sweep, "mini", "neg_l1", 0)
+    exp.eval.samples_per_dataset = 7
+    save_resolved(exp, run / "config.yaml")
+    assert ("neg_l1", 0) in pending_jobs(sweep, "mini")
+    # the base stage trained on other labels (the old depth-SFT base): every run made from it is stale
+    old = load_experiment(ROOT / "experiments/depth_base_synthetic.yaml", [f"output_dir={base_dir}"])
+    save_resolved(old, base_dir / "config.yaml")
+    with pytest.raises(ConfigError, match="the base stage changed since its runs were made"):
+        pending_jobs(sweep, "mini")
