@@ -49,6 +49,8 @@ def _check_safetensors(f: Path, what: str, path) -> None:
             if n <= 0 or 8 + n > size:
                 raise ValueError("the header is cut short")
             header = json.loads(fh.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         raise ConfigError(f"{what} {path}: {f.name} is not a whole safetensors file ({e})") from None

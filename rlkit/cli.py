@@ -189,22 +189,22 @@ def cmd_eval(a) -> None:
         from rlkit.checkpoints import check_model_folder
 
         check_model_folder(model, "--model")
-    sources = load_sources(exp, ("eval",) if missing else ("train", "eval"))
-    api = {k: v for k, v in (("api_base", a.api_base), ("concurrency", a.api_concurrency), ("cache_dir", a.api_cache),
-                             ("timeout", a.api_timeout), ("max_retries", a.api_retries)) if v is not None}
-    if api and not api_model:
-        raise ConfigError("--api-base, --api-concurrency, --api-cache, --api-timeout and --api-retries are for "
-                          "--model openai:NAME")
-    # never the run dir itself: its metrics.json marks a finished training run
-    sub = "eval-baselines" if model is None else "eval"
-    if api_model:  # eval-openai-gpt-4o
-        sub = "eval-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in model)
     if a.out and Path(a.out).resolve() == Path(exp.output_dir).resolve():
         raise ConfigError(f"--out {a.out} is the run dir itself, whose metrics.json marks a finished training run; "
                           "pass another folder")
     if a.out and any((Path(a.out) / name).exists() for name in ("config.yaml", "final", "train_info.json")):
         raise ConfigError(f"--out {a.out} holds a training run (config.yaml, final/ or train_info.json): its "
                           "metrics.json would be replaced; pass another folder")
+    api = {k: v for k, v in (("api_base", a.api_base), ("concurrency", a.api_concurrency), ("cache_dir", a.api_cache),
+                             ("timeout", a.api_timeout), ("max_retries", a.api_retries)) if v is not None}
+    if api and not api_model:
+        raise ConfigError("--api-base, --api-concurrency, --api-cache, --api-timeout and --api-retries are for "
+                          "--model openai:NAME")
+    sources = load_sources(exp, ("eval",) if missing else ("train", "eval"))
+    # never the run dir itself: its metrics.json marks a finished training run
+    sub = "eval-baselines" if model is None else "eval"
+    if api_model:  # eval-openai-gpt-4o
+        sub = "eval-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in model)
     exp.output_dir = a.out or str(Path(exp.output_dir) / sub)
     evaluate_run(exp, model, sources, build_evalset(exp, sources), api=api)
 

@@ -92,18 +92,15 @@ def open_records(path: str | Path, *, root: str | Path | None = None, skip_inval
     if opened is not None:  # this process has it mapped already (a file both trained and evaluated on)
         return opened
     converted = False
-    for attempt in range(2):
-        if not (folder / "manifest.json").exists():
-            converted = _convert_once(path, root, cache, key, skip_invalid, allow_outside_root)
-        try:
-            store = RecordStore(folder, str(path))
-            break
-        except (OSError, ValueError, KeyError, TypeError) as e:  # json errors are ValueErrors
-            if attempt:
-                raise RecordError(f"{path}: its records cache {folder} cannot be read after converting it again "
-                                  f"({e}); delete {folder}") from None
-            log.warning("%s: records cache entry %s cannot be read (%s): converting the file again", path, folder, e)
-            _writable(cache, lambda: shutil.rmtree(folder))
+    if not (folder / "manifest.json").exists():
+        converted = _convert_once(path, root, cache, key, skip_invalid, allow_outside_root)
+    store = _readable(folder, path)
+    if store is None:  # cut short or damaged: converted again, under the same lock as a first conversion
+        converted = _convert_once(path, root, cache, key, skip_invalid, allow_outside_root, damaged=True)
+        store = _readable(folder, path)
+        if store is None:
+            raise RecordError(f"{path}: its records cache {folder} cannot be read after converting it again; "
+                              f"delete {folder}")
     _OPEN[(folder, str(path))] = store
     if converted:  # the conversion logged each bad line and the repairs
         return store
@@ -129,13 +126,26 @@ def _writable(cache: Path, action):
                           f"permissions, or point RLKIT_RECORDS_CACHE at a writable folder") from None
 
 
-def _convert_once(path: Path, root: Path, cache: Path, key: str, skip_invalid: bool, allow_outside_root: bool) -> bool:
-    """Convert the jsonl into cache/key unless another process did it meanwhile; True if this one did."""
+def _readable(folder: Path, path: Path, quiet: bool = False) -> RecordStore | None:
+    """The store of a cache entry, or None (one log line) when the entry cannot be read: a manifest cut short, a
+    column shorter than the manifest says (json and mmap raise ValueError), a column file missing."""
+    try:
+        return RecordStore(folder, str(path))
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+        if not quiet:
+            log.warning("%s: records cache entry %s cannot be read (%s): converting the file again", path, folder, e)
+        return None
+
+
+def _convert_once(path: Path, root: Path, cache: Path, key: str, skip_invalid: bool, allow_outside_root: bool,
+                  damaged: bool = False) -> bool:
+    """Convert the jsonl into cache/key unless another process did it meanwhile; True if this one did.
+    ``damaged``: the entry exists but cannot be read; it is replaced unless another process replaced it first."""
     folder = cache / key
     _writable(cache, lambda: cache.mkdir(parents=True, exist_ok=True))
     with _writable(cache, lambda: open(cache / f"{key}.lock", "w")) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting this file: wait for it
-        if (folder / "manifest.json").exists():
+        if (folder / "manifest.json").exists() and not (damaged and _readable(folder, path, quiet=True) is None):
             return False
         for stale in cache.glob(f"{key}.tmp-*"):  # left by a killed conversion
             shutil.rmtree(stale, ignore_errors=True)

@@ -473,7 +473,9 @@ def test_a_second_convert_into_one_folder_waits_for_the_first(generic_set, tmp_p
     caplog.set_level("INFO")
     out = tmp_path / "out" / "f.jsonl"
     out.parent.mkdir()
-    held = os.open(out.parent, os.O_RDONLY)
+    from rlkit.convert.core import _lock_file
+
+    held = os.open(_lock_file(out.parent), os.O_WRONLY | os.O_CREAT)
     fcntl.flock(held, fcntl.LOCK_EX)  # another convert is writing into the folder
     threading.Timer(1.0, os.close, [held]).start()
     start = time.monotonic()

@@ -329,3 +329,19 @@ def test_one_line_switches_a_paper_recipe_to_the_kits_conventions(tmp_path, name
     assert (kit.prompt.template, kit.prompt.marker.shape) == (template, "arrow")
     assert kit.data == official.data and kit.train == official.train  # only the conventions change
     assert kit.rewards == official.rewards and kit.reward_kwargs == official.reward_kwargs
+
+
+def test_center_crop_size_is_drawn_as_the_official_code_draws_it():
+    # int(min(side, uniform(lo, hi))) for the width, then the height: every float draw truncated, never rounded
+    c = cm.Camera(100.0, 100.0, 60.5, 45.5, 120, 90)  # resized to 156 x 117 at f_uni 130
+    rec = _record(c, [[60.5, 45.5]])
+    img = noise_image(120, 90, seed=2)
+    opts = CameraOptions(f_uni=130.0, crop_width=(60, 150), crop_height=(50, 200), resize="official", crop="center")
+    sizes = set()
+    for seed in range(40):
+        got = make_sample(rec, 0, opts, PROMPT, _cache_with(rec, img), np.random.default_rng(seed))
+        draw = np.random.default_rng(seed)
+        w, h = int(min(156, draw.uniform(60, 150))), int(min(117, draw.uniform(50, 200)))
+        assert got.image.size == (w, h) and got.query.camera.cx == pytest.approx(78.65 - (156 - w) // 2)
+        sizes.add((w, h))
+    assert len(sizes) > 30 and any(h == 117 for _, h in sizes)  # drawn over the range, capped at the image

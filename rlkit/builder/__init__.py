@@ -7,8 +7,9 @@ SFT, GRPO, evaluation and the preview all get their samples from ``make_sample``
 
 - Train: ``train_dataset`` streams rows forever. Sample i is a pure function of (seed, i):
   pick a dataset by weight, an image from the first ``images`` of a seeded permutation, one
-  of its first ``points_per_image`` labels, then a fresh random crop that keeps that label's
-  marker whole (label-density control, the paper's Fig. 5).
+  of its first ``points_per_image`` labels, then a fresh crop of random size (``camera.crop``: at a random place
+  that keeps that label's marker whole, or centered as the official code does, skipping a label outside it).
+  ``images`` and ``points_per_image`` control label density (the paper's Fig. 5).
 - Eval: ``select_eval`` picks N labeled pixels per dataset with a seeded permutation, no
   crop; labels whose marker cannot be drawn whole are skipped and counted, never moved.
 

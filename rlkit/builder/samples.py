@@ -206,6 +206,3 @@ def to_row(s: Sample) -> dict:
         "pixel": [q.x, q.y],
         "intrinsics": q.camera.as_list(),
     }
-
-
-# ---------------------------------------------------------------- train stream

@@ -12,7 +12,7 @@ import numpy as np
 from rlkit.builder.samples import SFT_COLUMNS, Sample, label_values, make_sample, to_row
 from rlkit.builder.sources import ImageCache, Source
 from rlkit.errors import ConfigError
-from rlkit.labels import draw_param, eligible_images, other_label
+from rlkit.labels import MIN_LABEL, draw_param, eligible_images, other_label
 from rlkit.prompts import TASKS, answer
 from rlkit.schema import CameraOptions, PromptOptions
 from rlkit.records import IMAGE_REASONS, ImageError
@@ -94,19 +94,24 @@ class TrainStream:
                     log.warning("skipped %s (more '%s' skips are counted in builder_skips, not logged)", e, e.reason)
                 out = e.reason
             if isinstance(out, Sample):
-                return self._relabeled(out, src, rng)
+                out = self._relabeled(out, src, rng)
+            if isinstance(out, Sample):
+                return out
             self.skips[out] += 1
         hint = ("./run.sh data check FILE.jsonl lists the bad images" if set(self.skips) & set(IMAGE_REASONS)
                 else "is the marker larger than the crops?")
         raise ConfigError(f"no drawable label in {self.max_tries} tries (skips: {dict(self.skips)}); {hint}")
 
-    def _relabeled(self, s: Sample, src: Source, rng: np.random.Generator) -> Sample:
+    def _relabeled(self, s: Sample, src: Source, rng: np.random.Generator) -> Sample | str:
+        """The sample with shuffled or scaled labels (data.shuffle_labels, data.label_scale), or a skip reason."""
         if not self.shuffle_labels and self.label_scale == 1.0:
             return s
         value = s.query.value
         if self.shuffle_labels:
             values = label_values(src.record(int(rng.integers(len(src)))), s.query.task)
             value = float(values[int(rng.integers(len(values)))])
+        if value * self.label_scale < MIN_LABEL:  # the answer would read 0.00
+            return "label_rounds_to_zero"
         q = dataclasses.replace(s.query, value=value * self.label_scale)
         return dataclasses.replace(s, answer=answer(q, strategy=self.cam_opts.strategy,
                                                     template=self.prompt_opts.template), query=q)
@@ -131,6 +136,3 @@ def train_dataset(stream: TrainStream, columns: tuple[str, ...] = SFT_COLUMNS, n
     return IterableDataset.from_generator(
         partial(_stream_rows, stream=stream, num_shards=num_shards, columns=columns),
         gen_kwargs={"shards": list(range(num_shards))})
-
-
-# ---------------------------------------------------------------- eval selection

@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,20 +373,28 @@ def convert(entries: Iterable[Entry], out: str | Path, spec: DepthSpec, *, label
         raise ConvertError(f"--out {out}: {parent} is a file, not a folder")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        folder = os.open(out.parent, os.O_RDONLY)
+        lock = open(_lock_file(out.parent), "w")
     except OSError as e:
         raise ConvertError(f"--out {out}: cannot write into {out.parent} ({e.strerror})") from None
     try:  # one convert at a time per output folder: a second one waits, then finds the first one's jsonl
         try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log.info("another convert is writing into %s: waiting for it to finish", out.parent)
-            fcntl.flock(folder, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         return _convert_locked(entries, out, sidecar, spec, labels=labels, seed=seed, margin=margin, crop=crop,
                                images_dir=images_dir, depth_maps=depth_maps, exclude=exclude, limit=limit,
                                overwrite=overwrite, progress=progress, info=info)
     finally:
-        os.close(folder)  # releases the lock
+        lock.close()  # releases the lock
+
+
+def _lock_file(folder: Path) -> Path:
+    """A lock file per output folder, kept out of it (on this machine's temp disk: converts into one folder on a
+    shared file system from two machines are not serialized)."""
+    locks = Path(tempfile.gettempdir()) / "rlkit-convert-locks"
+    locks.mkdir(exist_ok=True)
+    return locks / (hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:24] + ".lock")
 
 
 def _convert_locked(entries, out: Path, sidecar: Path, spec: DepthSpec, *, labels, seed, margin, crop, images_dir,
