@@ -85,6 +85,11 @@ def resize_points(points: np.ndarray, r: Resize) -> np.ndarray:
     return (points + 0.5) * np.array([r.sx, r.sy]) - 0.5
 
 
+def stretch_height(r: Resize, height: int) -> Resize:
+    """The resize followed by a resize of the height alone to ``height`` rows (the official Taskonomy aspect jitter)."""
+    return Resize(r.width, height, r.sx, r.sy * height / r.height)
+
+
 def crop_camera(cam: Camera, c: Crop) -> Camera:
     return Camera(cam.fx, cam.fy, cam.cx - c.x0, cam.cy - c.y0, c.width, c.height)
 
@@ -153,12 +158,22 @@ class OfficialTransform:
        are the intrinsics after the resize, fx' = fx s and cx' = cx s (no half-pixel shift), and int()
        truncates toward zero.
 
-    ``camera`` holds those intrinsics and the resized size, as the official code reports them.
+    ``camera`` holds those intrinsics and the resized size, as the official code reports them. ``stretched``
+    (Taskonomy's aspect jitter, ``stretch``): after step 2 the image is resized again to another height, with fy
+    and cy scaled by new / old height; ``camera`` is then the stretched one and ``focal_size`` the size before it.
     """
 
     source: Camera  # the record's camera
     undistorted: Camera | None  # the camera matrix after step 1 (same size); None when step 1 is skipped
-    camera: Camera  # after step 2
+    camera: Camera  # after step 2 (and the stretch)
+    focal_size: tuple[int, int] | None = None  # the size after step 2 when a stretch follows it
+
+    def stretch(self, height: int) -> OfficialTransform:
+        """The official Taskonomy aspect jitter: the focal-resized image resized to ``height`` rows."""
+        c = self.camera
+        k = height / c.height
+        return OfficialTransform(self.source, self.undistorted, Camera(c.fx, c.fy * k, c.cx, c.cy * k, c.width, height),
+                                 (c.width, c.height))
 
     def point(self, u: float, v: float) -> tuple[int, int]:
         src, new = self.source, self.camera
@@ -175,6 +190,8 @@ class OfficialTransform:
             a, b = _camera_matrix(self.source), _camera_matrix(self.undistorted)
             img = Image.fromarray(_cv2().undistort(np.asarray(img), a, np.zeros((4, 1)), None, b))
         # Image.resize's default for RGB images since Pillow 7 (what the official code's bare resize() used)
+        if self.focal_size is not None:
+            img = img.resize(self.focal_size, Image.BICUBIC)
         return img.resize((self.camera.width, self.camera.height), Image.BICUBIC)
 
 

@@ -109,6 +109,10 @@ class DatasetSpec:
     points_per_image: int | None = None  # labels used per image (None: all)
     root: str | None = None  # image folder (default: the jsonl's folder)
     allow_outside_root: bool = False  # image paths may leave root (../, absolute): only for a jsonl you trust
+    # training only, the official code's Taskonomy handling: after the camera resize the height alone becomes
+    # int(width / r), r uniform in [lo, hi] (its intrinsics noise; the official range is [1.0, 1.3]) ...
+    aspect_jitter: tuple[float, float] | None = None
+    train_crop: bool = True  # ... and no train crop (false): the whole image, as the official code feeds Taskonomy
 
     def __post_init__(self):
         for key in ("images", "points_per_image"):
@@ -116,6 +120,9 @@ class DatasetSpec:
                 raise ValueError(f"{key} must be >= 1 (or left out: all), got {getattr(self, key)}")
         if not self.weight >= 0:
             raise ValueError(f"weight must be >= 0, got {self.weight}")
+        r = self.aspect_jitter
+        if r is not None and not (len(r) == 2 and 0 < r[0] <= r[1] < math.inf):
+            raise ValueError(f"aspect_jitter must be [MIN, MAX] width/height ratios with 0 < MIN <= MAX, got {r}")
 
     @property
     def label(self) -> str:

@@ -6,6 +6,7 @@ dataset_eval; train.py for the join of the target) in the most literal way, inde
 PIL's resize with int() sizes and its default filter, int() pixel mapping, a per-pixel putpixel arrow.
 """
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from rlkit.prompts import Query, answer, parse_answer, question
 from rlkit.records import Record
 from rlkit.rewards.format import format_reward
 
-from conftest import gradient_image
+from conftest import OFFICIAL, gradient_image
 
 ROOT = Path(__file__).parent.parent
 QUESTION = ("Given this image, how far is the point pointed by the red arrow from the camera? Output the thinking "
@@ -345,3 +346,71 @@ def test_center_crop_size_is_drawn_as_the_official_code_draws_it():
         assert got.image.size == (w, h) and got.query.camera.cx == pytest.approx(78.65 - (156 - w) // 2)
         sizes.add((w, h))
     assert len(sizes) > 30 and any(h == 117 for _, h in sizes)  # drawn over the range, capped at the image
+
+
+def official_taskonomy_sample(image, intrinsics, coord, depth, f_uni, ratio):
+    """dataset_train.getitem_Taskonomy (fx == fy) with its aspect ratio drawn as ``ratio``: resize to f_uni, resize
+    the height to int(width / ratio) with fy and cy scaled, map the pixel, no crop, the arrow. None where skipped."""
+    fx, fy, cx, cy = intrinsics
+    scale = f_uni / fx
+    new = [fx * scale, fy * scale, cx * scale, cy * scale]
+    height = int(image.height * scale)
+    image = image.resize((int(image.width * scale), height))
+    new_height = int(image.width / ratio)
+    image = image.resize((image.width, new_height))
+    new[1] *= new_height / height
+    new[3] *= new_height / height
+    x = int((coord[0] - cx) * (new[0] / fx) + new[2])
+    y = int((coord[1] - cy) * (new[1] / fy) + new[3])
+    if not (5 <= x < image.width - 5 and 5 <= y < image.height - 5):
+        return None
+    for dx in range(1, 6):
+        image.putpixel((x - dx, y), (255, 0, 0))
+    for dy in range(1, 3):
+        image.putpixel((x - dy - 1, y + dy), (255, 0, 0))
+        image.putpixel((x - dy - 1, y - dy), (255, 0, 0))
+    return image, (x, y), new + [image.width, image.height]
+
+
+def test_taskonomy_aspect_jitter_equals_the_official_rule():
+    c = cm.Camera(100.0, 100.0, 60.5, 45.5, 120, 90)  # 156 x 117 at f_uni 130, then 156 x int(156 / r)
+    rng = np.random.default_rng(6)
+    rec = _record(c, np.concatenate([rng.uniform(0, [119, 89], (30, 2)), [[60.5, 45.5]]]))
+    img = noise_image(120, 90, seed=9)
+    opts = CameraOptions(f_uni=130.0, crop_width=None, crop_height=None, resize="official")
+    heights = set()
+    for label in range(rec.num_labels):
+        ratio = np.random.default_rng(label).uniform(1.0, 1.3)  # the kit's first draw of that generator
+        want = official_taskonomy_sample(img.copy(), [c.fx, c.fy, c.cx, c.cy], rec.pixels[label].tolist(), 1.0,
+                                         130.0, ratio)
+        got = make_sample(rec, label, opts, PROMPT, _cache_with(rec, img), np.random.default_rng(label),
+                          aspect=(1.0, 1.3))
+        if want is None:
+            assert isinstance(got, str), label
+            continue
+        w_img, (wx, wy), w_cam = want
+        heights.add(w_img.height)
+        assert isinstance(got, Sample) and (got.query.x, got.query.y) == (wx, wy), label
+        assert np.array_equal(np.asarray(got.image), np.asarray(w_img)), label
+        assert got.query.camera.as_list() == pytest.approx(w_cam)
+    assert len(heights) > 5 and max(heights) <= 156 and min(heights) >= int(156 / 1.3)
+
+
+def test_the_paper_recipes_feed_taskonomy_as_the_official_code_does():
+    from rlkit.builder import TrainStream, load_source
+
+    exp = load_experiment(ROOT / "experiments/paper/qwen2_5_vl_3b_sft.yaml")
+    taskonomy = next(s for s in exp.data.train if s.label == "taskonomy")
+    assert taskonomy.aspect_jitter == (1.0, 1.3) and taskonomy.train_crop is False
+    assert all(s.aspect_jitter is None and s.train_crop for s in exp.data.train if s.label != "taskonomy")
+    # through the stream: a dataset with train_crop false is never cropped; its height is stretched
+    src = load_source(dataclasses.replace(taskonomy, path=str(OFFICIAL)))
+    stream = TrainStream([src], dataclasses.replace(exp.camera, f_uni=60.0, crop_width=(20, 30), crop_height=(20, 30)),
+                         exp.prompt)
+    ratios = set()
+    for i in range(12):
+        s = stream.sample(i)
+        whole = cm.official_transform(s.record.camera, 60.0).camera  # before the stretch: no crop of the width
+        assert s.image.width == whole.width and int(whole.width / 1.3) <= s.image.height <= whole.width
+        ratios.add(round(s.image.width / s.image.height, 2))
+    assert len(ratios) > 3

@@ -325,7 +325,7 @@ def test_vllm_gets_the_training_pixel_bounds(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
 
     exp = load_experiment(PAPER / "qwen2_5_vl_3b_grpo.yaml")
-    assert vllm_pixel_args(exp.model) == ["--mm-processor-kwargs", '{"min_pixels": 3136, "max_pixels": 1680000}']
+    assert vllm_pixel_args(exp.model) == ["--mm-processor-kwargs", '{"min_pixels": 3136, "max_pixels": 1685600}']
     # Pixtral's processor takes a longest edge: the recipe's keeps the largest crop (1400 px) whole
     pixtral = load_experiment(PAPER / "pixtral_12b_sft.yaml")
     assert vllm_pixel_args(pixtral.model) == ["--mm-processor-kwargs", '{"size": {"longest_edge": 1400}}']

@@ -64,22 +64,32 @@ def brightness(img: Image.Image, x: int, y: int) -> float:
     return float(a.mean() / 255.0)
 
 
-def image_resize(rec: Record, cam_opts: CameraOptions) -> cm.Resize:
-    """The image resize of the camera strategy."""
+def official_of(rec: Record, cam_opts: CameraOptions, height: int | None = None) -> cm.OfficialTransform | None:
+    """The official code's transform of the record (None for the kit's exact resize), stretched to ``height`` rows."""
+    if cam_opts.resize != "official":
+        return None
+    t = cm.official_transform(rec.camera, cam_opts.f_uni)
+    return t if height is None else t.stretch(height)
+
+
+def image_resize(rec: Record, cam_opts: CameraOptions, height: int | None = None) -> cm.Resize:
+    """The image resize of the camera strategy (then the height alone resized to ``height``: the aspect jitter)."""
     cam = rec.camera
-    if cam_opts.resize == "official":
-        return cm.official_transform(cam, cam_opts.f_uni).resize()
-    return cm.unify_focal(cam, cam_opts.f_uni) if cam_opts.strategy == "unify_focal" else cm.identity_resize(cam)
+    official = official_of(rec, cam_opts, height)
+    if official is not None:
+        return official.resize()
+    r = cm.unify_focal(cam, cam_opts.f_uni) if cam_opts.strategy == "unify_focal" else cm.identity_resize(cam)
+    return r if height is None else cm.stretch_height(r, height)
 
 
-def marked_pixel(rec: Record, label: int, cam_opts: CameraOptions) -> tuple[cm.Resize, int, int]:
+def marked_pixel(rec: Record, label: int, cam_opts: CameraOptions, height: int | None = None
+                 ) -> tuple[cm.Resize, int, int]:
     """The image resize of the camera strategy and the label's nearest pixel after it (with
     ``resize: official``, the official code's size and its int()-truncated pixel)."""
-    cam = rec.camera
-    if cam_opts.resize == "official":
-        t = cm.official_transform(cam, cam_opts.f_uni)
-        return (t.resize(), *t.point(*rec.pixels[label]))
-    resize = image_resize(rec, cam_opts)
+    official = official_of(rec, cam_opts, height)
+    if official is not None:
+        return (official.resize(), *official.point(*rec.pixels[label]))
+    resize = image_resize(rec, cam_opts, height)
     point = cm.resize_points(rec.pixels[label:label + 1], resize)[0]
     return resize, int(np.rint(point[0])), int(np.rint(point[1]))
 
@@ -96,8 +106,9 @@ def _crop_offset(rng, lo: int, hi: int) -> int | None:
     return None if lo > hi else int(rng.integers(lo, hi + 1))
 
 
-def _transform(src: Image.Image, rec: Record, resize: cm.Resize, crop: cm.Crop, cam_opts: CameraOptions):
-    official = cm.official_transform(rec.camera, cam_opts.f_uni) if cam_opts.resize == "official" else None
+def _transform(src: Image.Image, rec: Record, resize: cm.Resize, crop: cm.Crop, cam_opts: CameraOptions,
+               height: int | None = None):
+    official = official_of(rec, cam_opts, height)
     if official is not None:  # as the official code: the whole image, then the crop
         return official.image(src).crop((crop.x0, crop.y0, crop.x0 + crop.width, crop.y0 + crop.height))
     if resize.sx == 1.0 and resize.sy == 1.0:
@@ -110,18 +121,24 @@ def _transform(src: Image.Image, rec: Record, resize: cm.Resize, crop: cm.Crop, 
 
 def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: PromptOptions,
                 images: ImageCache, rng: np.random.Generator | None = None, *, task: str | None = None,
-                second: int | None = None, param: float | None = None) -> Sample | str:
+                second: int | None = None, param: float | None = None,
+                aspect: tuple[float, float] | None = None) -> Sample | str:
     """Build one sample; ``rng`` given means train mode (random crop). Returns a skip reason
     string instead of a sample when a marker cannot be drawn whole. ``task`` defaults to prompt.task;
-    ``second`` is two_point's other label, ``param`` the speed or time task's stated time or speed."""
+    ``second`` is two_point's other label, ``param`` the speed or time task's stated time or speed.
+    ``aspect`` (train mode; a dataset's aspect_jitter): after the camera resize the height alone is resized to
+    int(width / r) rows, r drawn uniformly from the range, as the official code does for Taskonomy."""
     task = task or prompt_opts.task
     spec = TASKS[task]
     marks = [label, second][:spec.markers]
     styles = prompt_opts.marker_styles[:spec.markers]
     uses_marker = prompt_opts.reference == "marker"
-    resize, points = None if marks else image_resize(rec, cam_opts), []  # with marks: marked_pixel's resize
+    height = None
+    if rng is not None and aspect is not None:
+        height = max(1, int(image_resize(rec, cam_opts).width / rng.uniform(*aspect)))
+    resize, points = None if marks else image_resize(rec, cam_opts, height), []  # with marks: marked_pixel's
     for m in marks:
-        resize, x, y = marked_pixel(rec, m, cam_opts)
+        resize, x, y = marked_pixel(rec, m, cam_opts, height)
         if not (0 <= x < resize.width and 0 <= y < resize.height):
             return "outside_image"
         points.append((x, y))
@@ -161,7 +178,7 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
         return "label_rounds_to_zero"
 
     views = [rec, pair_view(rec)] if spec.images == 2 else [rec]
-    imgs = [_transform(images.get(v), v, resize, crop, cam_opts) for v in views]  # new images, never the cache's
+    imgs = [_transform(images.get(v), v, resize, crop, cam_opts, height) for v in views]  # new images, never the cache's
     x, y = points[0] if points else (-1, -1)
     if value is None:  # read before the marker covers the pixel
         value = brightness(imgs[0], x, y)
@@ -173,7 +190,7 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
             markers.draw(patch, left, top, st)
             imgs[0].paste(Image.fromarray(patch), patch_box[:2])
 
-    official = cm.official_transform(rec.camera, cam_opts.f_uni) if cam_opts.resize == "official" else None
+    official = official_of(rec, cam_opts, height)
     new_cam = cm.crop_camera(official.camera if official is not None else cm.resize_camera(rec.camera, resize), crop)
     q = Query(task, new_cam, x, y, value, second=points[1] if len(points) > 1 else None, param=param,
               colors=prompt_opts.marker_colors)

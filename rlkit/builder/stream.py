@@ -85,8 +85,8 @@ class TrainStream:
                 second = int(other_label(label, src.num_labels(r), rng.integers(src.num_labels(r) - 1)))
             param = draw_param(task, rng)
             try:
-                out = make_sample(src.record(r), label, self.cam_opts, self.prompt_opts, self.images, rng,
-                                  task=task, second=second, param=param)
+                out = make_sample(src.record(r), label, self._camera(src), self.prompt_opts, self.images, rng,
+                                  task=task, second=second, param=param, aspect=src.spec.aspect_jitter)
             except ImageError as e:
                 if not self.skip_invalid:
                     raise
@@ -101,6 +101,12 @@ class TrainStream:
         hint = ("./run.sh data check FILE.jsonl lists the bad images" if set(self.skips) & set(IMAGE_REASONS)
                 else "is the marker larger than the crops?")
         raise ConfigError(f"no drawable label in {self.max_tries} tries (skips: {dict(self.skips)}); {hint}")
+
+    def _camera(self, src: Source) -> CameraOptions:
+        """The camera options of a dataset's samples: a dataset with train_crop false is never cropped."""
+        if src.spec.train_crop:
+            return self.cam_opts
+        return dataclasses.replace(self.cam_opts, crop_width=None, crop_height=None)
 
     def _relabeled(self, s: Sample, src: Source, rng: np.random.Generator) -> Sample | str:
         """The sample with shuffled or scaled labels (data.shuffle_labels, data.label_scale), or a skip reason."""
