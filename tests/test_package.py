@@ -1,6 +1,7 @@
 """The package's shape: what ships, what imports what."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,29 @@ def test_harnesses_are_not_in_the_package():
                              check=True).stdout.split()
     assert "rlkit/config.py" in shipped
     assert not [f for f in shipped if Path(f).stem in ("bench", "hostile", "hostile_battery")]
+
+
+def test_loading_every_shipped_experiment_writes_nothing_and_runs_no_plugin(tmp_path):
+    code = """
+import json, sys
+from pathlib import Path
+from rlkit.config import load_experiment
+from rlkit.sweep import is_sweep_file
+files = [f for f in sorted(Path('experiments').rglob('*.yaml')) if 'accelerate' not in f.parts and not is_sweep_file(f)
+         and not f.name.startswith('_')]
+for f in files:
+    load_experiment(f)
+plugins = [m for m, mod in sys.modules.items() if str(getattr(mod, '__file__', '') or '').startswith(str(Path('rewards').resolve()))]
+heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]
+print(json.dumps({"files": len(files), "plugins": plugins, "heavy": heavy}))
+"""
+    def files() -> dict:
+        skip = {".git", ".venv", "__pycache__", ".pytest_cache"}
+        return {p: p.stat().st_mtime_ns for p in ROOT.rglob("*") if not skip & set(p.parts) and p.is_file()}
+
+    before = files()
+    out = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                    check=True).stdout)
+    assert out["files"] >= 15 and out["plugins"] == [] and out["heavy"] == [], out
+    after = files()
+    assert {p for p in after if p not in before or after[p] != before[p]} == set()  # validation wrote nothing
