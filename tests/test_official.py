@@ -240,6 +240,18 @@ def test_eval_preset_loads_without_downloads():
 
 
 
+def official_arrow(image, x, y) -> bool:
+    """The official "-->" drawn in place with putpixel where it fits 5 px from every border (else False)."""
+    if not (5 <= x < image.width - 5 and 5 <= y < image.height - 5):
+        return False
+    for dx in range(1, 6):
+        image.putpixel((x - dx, y), (255, 0, 0))
+    for dy in range(1, 3):
+        image.putpixel((x - dy - 1, y + dy), (255, 0, 0))
+        image.putpixel((x - dy - 1, y - dy), (255, 0, 0))
+    return True
+
+
 def official_train_sample(image, intrinsics, coord, depth, f_uni, crop_w, crop_h):
     """dataset_train.getitem_noTaskonomy (fx == fy) at a drawn crop size: resize the whole image, map the pixel,
     "Random center crop", drop a label outside it, then the arrow on the crop. None where the label is skipped."""
@@ -257,13 +269,8 @@ def official_train_sample(image, intrinsics, coord, depth, f_uni, crop_w, crop_h
     if not (left <= x < right and top <= y < bottom):
         return None
     x, y = x - left, y - top
-    if not (5 <= x < image.width - 5 and 5 <= y < image.height - 5):
+    if not official_arrow(image, x, y):
         return None
-    for dx in range(1, 6):
-        image.putpixel((x - dx, y), (255, 0, 0))
-    for dy in range(1, 3):
-        image.putpixel((x - dy - 1, y + dy), (255, 0, 0))
-        image.putpixel((x - dy - 1, y - dy), (255, 0, 0))
     target = f"<think> The point is around {depth:.2f} meters away from the camera. </think>\n\n<answer> {depth:.2f} </answer>"
     return image, (x, y), target, new
 
@@ -362,13 +369,8 @@ def official_taskonomy_sample(image, intrinsics, coord, depth, f_uni, ratio):
     new[3] *= new_height / height
     x = int((coord[0] - cx) * (new[0] / fx) + new[2])
     y = int((coord[1] - cy) * (new[1] / fy) + new[3])
-    if not (5 <= x < image.width - 5 and 5 <= y < image.height - 5):
+    if not official_arrow(image, x, y):
         return None
-    for dx in range(1, 6):
-        image.putpixel((x - dx, y), (255, 0, 0))
-    for dy in range(1, 3):
-        image.putpixel((x - dy - 1, y + dy), (255, 0, 0))
-        image.putpixel((x - dy - 1, y - dy), (255, 0, 0))
     return image, (x, y), new + [image.width, image.height]
 
 
