@@ -430,7 +430,7 @@ def check_max_length_holds_images(exp: Experiment, cam: CameraOptions) -> None:
     max_length = exp.train.get("max_length")
     family = family_from_name(exp.model.name)
     if exp.method != "sft" or max_length is None or family is None or cam.crop_width is None \
-            or cam.crop_height is None:
+            or cam.crop_height is None or not all(s.train_crop for s in exp.data.train):
         return  # whole images have no size bound here
     m = cam.multiple_of
     width, height = cam.crop_width[1] // m * m, cam.crop_height[1] // m * m  # the largest crop drawn

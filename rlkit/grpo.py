@@ -24,8 +24,8 @@ def pixel_bounds_resize(exp: Experiment) -> bool:
     from rlkit.models import family_from_name
 
     lo, hi, cam = exp.model.min_pixels, exp.model.max_pixels, exp.camera
-    if cam.crop_width is None or cam.crop_height is None:
-        return lo is not None or hi is not None
+    if cam.crop_width is None or cam.crop_height is None or not all(s.train_crop for s in exp.data.train):
+        return lo is not None or hi is not None  # whole images of any size
     family = family_from_name(exp.model.name)
     if family is not None and family.longest_edge:  # Pixtral: only a longer side above sqrt(max_pixels) shrinks
         return hi is not None and max(cam.crop_width[1], cam.crop_height[1]) > math.isqrt(hi)

@@ -62,8 +62,12 @@ FINAL_EVAL_ONLY = ("samples_per_dataset", "batch_size", "max_new_tokens", "const
 
 
 def _training_part(config: dict) -> dict:
-    return {k: ({f: x for f, x in v.items() if f not in FINAL_EVAL_ONLY} if k == "eval" else v)
-            for k, v in config.items()}
+    """The settings that bind a run folder: all but the final evaluation's (which the learning curve, when on,
+    also uses: then they bind too)."""
+    def eval_part(v: dict) -> dict:
+        return v if v.get("during_training") else {f: x for f, x in v.items() if f not in FINAL_EVAL_ONLY}
+
+    return {k: (eval_part(v) if k == "eval" and isinstance(v, dict) else v) for k, v in config.items()}
 
 
 def _trained_anything(out: Path) -> bool:

@@ -151,6 +151,8 @@ def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str 
     try:
         exp = _write_validated(out, header, kept, body)
     except ConfigError as e:  # e.g. text coordinates or another camera strategy: the official template refuses them
+        if "'official'" not in str(e):
+            raise ConfigError(f"the winning arm '{best}' at paper scale does not validate: {e}") from None
         kit = _kit_conventions(method)
         kept.append(f"the kit's conventions ({'_paper_kit_grpo.yaml' if method == 'grpo' else '_paper_kit.yaml'}) "
                     f"in place of the official code's, which refuse this arm: {str(e).split(': ', 1)[-1]}")

@@ -15,7 +15,8 @@ def largest_train_image(exp: Experiment, sources: list[Source]) -> tuple[int, in
     """The largest (width, height) a training image can have: the largest crop, else the largest
     image after the camera transform."""
     cam = exp.camera
-    if cam.crop_width is not None and cam.crop_height is not None:
+    uncropped = [s for s in sources if not s.spec.train_crop]  # whole images (the aspect jitter only shrinks them)
+    if cam.crop_width is not None and cam.crop_height is not None and not uncropped:
         m = cam.multiple_of
         return cam.crop_width[1] // m * m, cam.crop_height[1] // m * m
     sizes = [resized_sizes(s, None, cam) for s in sources]  # from the stores' columns, every image in use

@@ -232,7 +232,17 @@ def pending_jobs(sweep: Sweep, scale: str, arms=None, seeds=None) -> list[tuple[
             for arm in (arms or sweep.arms)]
     check_not_stale(sweep, scale)
     return [(arm, seed) for arm, seed in jobs if not (sweep.run_dir(scale, arm, seed) / "metrics.json").exists()
-            or check_run_dir(arm_experiment(sweep, scale, arm, seed), sweep.run_dir(scale, arm, seed))]
+            or _reevaluate(sweep, scale, arm, seed)]
+
+
+def _reevaluate(sweep: Sweep, scale: str, arm: str, seed: int) -> bool:
+    """Whether a finished run needs only its evaluation again; an error if it was trained with other settings."""
+    run = sweep.run_dir(scale, arm, seed)
+    try:
+        return check_run_dir(arm_experiment(sweep, scale, arm, seed), run)
+    except ConfigError:
+        raise ConfigError(f"{sweep.source}: arm '{arm}' seed {seed}: {run} was trained with other settings than the "
+                          f"sweep's now; delete {run} to run it again") from None
 
 
 def check_not_stale(sweep: Sweep, scale: str) -> None:

@@ -220,3 +220,29 @@ def test_bad_options_name_the_value():
         CameraOptions(crop_width=(10, 5))
     with pytest.raises(ValueError, match="prompt template"):
         PromptOptions(template="dpo")
+
+
+def test_aspect_jitter_on_the_exact_resize_keeps_pixels_and_rays():
+    # the height alone resized to width / r after unify_focal: content, label pixel and camera still agree
+    cam = cm.Camera(50.0, 50.0, 40.0, 30.0, 80, 60)
+    rec = _record(cam, [[40, 30], [12.0, 50.0], [70.0, 8.0]])
+    cache = _cache_with(rec, gradient_image(80, 60))
+    opts = CameraOptions(f_uni=100.0, crop_width=None, crop_height=None)
+    r = cm.unify_focal(cam, 100.0)  # 160 x 120
+    heights = set()
+    for seed in range(12):
+        for label in range(3):
+            s = make_sample(rec, label, opts, PromptOptions(reference="text"), cache, np.random.default_rng(seed),
+                            aspect=(1.0, 1.3))
+            new, img = s.query.camera, np.asarray(s.image).astype(float)
+            heights.add(new.height)
+            assert new.width == 160 and int(160 / 1.3) <= new.height <= 160 and s.image.size == (160, new.height)
+            sy = new.height / 60
+            assert new.fy == pytest.approx(cam.fy * sy) and new.fx == pytest.approx(100.0)
+            for i, j in [(5, 5), (80, new.height // 2), (150, new.height - 6)]:  # pixel-center convention
+                assert abs(img[j, i, 0] - ((i + 0.5) / r.sx - 0.5)) <= 0.51
+                assert abs(img[j, i, 1] - ((j + 0.5) / sy - 0.5)) <= 0.51
+            ray = cm.ray_directions(cam, rec.pixels[label:label + 1])[0]
+            u, v = new.fx * ray[0] / ray[2] + new.cx, new.fy * ray[1] / ray[2] + new.cy
+            assert abs(u - s.query.x) <= 0.5 + 1e-9 and abs(v - s.query.y) <= 0.5 + 1e-9
+    assert len(heights) > 4

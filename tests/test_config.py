@@ -152,6 +152,12 @@ def test_changed_config_refuses_a_used_run_dir(tmp_path):
     assert check_run_dir(exp, tmp_path) is False
     evals = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}", "eval.samples_per_dataset=9"])
     assert check_run_dir(evals, tmp_path) is True  # eval settings bind nothing: the run evaluates again
+    curved = load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}", "eval.during_training={}"])
+    save_resolved(curved, tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match="holds a run of a different configuration"):  # the curve generates with it
+        check_run_dir(load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [
+            f"output_dir={tmp_path}", "eval.during_training={}", "eval.max_new_tokens=9"]), tmp_path)
+    save_resolved(exp, tmp_path / "config.yaml")
     for curve in ("eval.seed=3", "eval.during_training={every_steps: 5}"):  # the curve's subset and cadence do
         with pytest.raises(ConfigError, match="holds a run of a different configuration"):
             check_run_dir(load_experiment(EXPERIMENTS / "sft_synthetic.yaml", [f"output_dir={tmp_path}", curve]),

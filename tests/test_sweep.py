@@ -296,9 +296,15 @@ def test_finished_runs_of_another_base_or_config_are_not_reused(tmp_path):
     save_resolved(arm_experiment(sweep, "mini", "neg_l1", 0), run / "config.yaml")
     assert ("neg_l1", 0) not in pending_jobs(sweep, "mini")
     exp = arm_experiment(sweep, "mini", "neg_l1", 0)
-    exp.eval.samples_per_dataset = 7
+    exp.eval.during_training = None  # (these arms draw a learning curve, which binds the eval settings too)
     save_resolved(exp, run / "config.yaml")
-    assert ("neg_l1", 0) in pending_jobs(sweep, "mini")
+    with pytest.raises(ConfigError):
+        pending_jobs(sweep, "mini")
+    exp.train["learning_rate"] = 0.5  # trained with other settings: named, with what to delete
+    save_resolved(exp, run / "config.yaml")
+    with pytest.raises(ConfigError, match=r"arm 'neg_l1' seed 0: .*was trained with other settings.*delete"):
+        pending_jobs(sweep, "mini")
+    save_resolved(arm_experiment(sweep, "mini", "neg_l1", 0), run / "config.yaml")
     # the base stage trained on other labels (the old depth-SFT base): every run made from it is stale
     old = load_experiment(ROOT / "experiments/depth_base_synthetic.yaml", [f"output_dir={base_dir}"])
     save_resolved(old, base_dir / "config.yaml")

@@ -103,10 +103,12 @@ class TrainStream:
         raise ConfigError(f"no drawable label in {self.max_tries} tries (skips: {dict(self.skips)}); {hint}")
 
     def _camera(self, src: Source) -> CameraOptions:
-        """The camera options of a dataset's samples: a dataset with train_crop false is never cropped."""
+        """The camera options of a dataset's samples: a dataset with train_crop false is never cropped, except to
+        whole multiples of camera.multiple_of (a centered crop of the whole image; with 1, the whole image)."""
         if src.spec.train_crop:
             return self.cam_opts
-        return dataclasses.replace(self.cam_opts, crop_width=None, crop_height=None)
+        whole = (2**31, 2**31)  # drawn as int(min(side, uniform(lo, hi))): the side itself
+        return dataclasses.replace(self.cam_opts, crop="center", crop_width=whole, crop_height=whole)
 
     def _relabeled(self, s: Sample, src: Source, rng: np.random.Generator) -> Sample | str:
         """The sample with shuffled or scaled labels (data.shuffle_labels, data.label_scale), or a skip reason."""

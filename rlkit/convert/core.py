@@ -392,7 +392,7 @@ def convert(entries: Iterable[Entry], out: str | Path, spec: DepthSpec, *, label
 def _lock_file(folder: Path) -> Path:
     """A lock file per output folder, kept out of it (on this machine's temp disk: converts into one folder on a
     shared file system from two machines are not serialized)."""
-    locks = Path(tempfile.gettempdir()) / "rlkit-convert-locks"
+    locks = Path(tempfile.gettempdir()) / f"rlkit-convert-locks-{os.getuid()}"
     locks.mkdir(exist_ok=True)
     return locks / (hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:24] + ".lock")
 
