@@ -771,6 +771,8 @@ def kill_during_training(sig: int):
             return Result(NOT_RUN, "no checkpoint-2 appeared in time")
         os.killpg(proc.pid, sig)
         proc.wait()
+        if (ctx.run_dir / "final").exists():  # a busy machine delivered the signal after training ended
+            return Result(NOT_RUN, "training finished before the signal took effect")
         return rerun_result(ctx, exp, 32, needle="resuming from")
     return fn
 

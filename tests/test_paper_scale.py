@@ -329,9 +329,14 @@ def test_vllm_gets_the_training_pixel_bounds(monkeypatch):
     # Pixtral's processor takes a longest edge: the recipe's keeps the largest crop (1400 px) whole
     pixtral = load_experiment(PAPER / "pixtral_12b_sft.yaml")
     assert vllm_pixel_args(pixtral.model) == ["--mm-processor-kwargs", '{"size": {"longest_edge": 1400}}']
-    # colocate: the recipe's bounds change no 1000-1400 x 700-1200 crop, so only the missing vLLM stops it here
-    with pytest.raises(ConfigError, match="vLLM is not installed"):
+    # colocate: Taskonomy is fed whole (train_crop false, as the official code does), so the bounds may shrink
+    # one of its images and a colocated vLLM would see it otherwise: refused
+    with pytest.raises(ConfigError, match="not passed to a colocated vLLM; use train.vllm_mode=server"):
         check_vllm(load_experiment(PAPER / "qwen2_5_vl_3b_grpo.yaml", ["train.use_vllm=true"]))
+    # with cropped sets only, the bounds change no 1000-1400 x 700-1200 crop: only the missing vLLM stops it
+    cropped = "data.train=[{path: data/depthlmbench/hm3d/train.jsonl, name: hm3d}]"
+    with pytest.raises(ConfigError, match="vLLM is not installed"):
+        check_vllm(load_experiment(PAPER / "qwen2_5_vl_3b_grpo.yaml", ["train.use_vllm=true", cropped]))
     # bounds that shrink a crop would differ between training and a colocated vLLM
     with pytest.raises(ConfigError, match="not passed to a colocated vLLM; use train.vllm_mode=server"):
         check_vllm(load_experiment(PAPER / "qwen2_5_vl_3b_grpo.yaml", ["train.use_vllm=true", "model.max_pixels=1000000"]))
