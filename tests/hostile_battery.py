@@ -769,10 +769,12 @@ def kill_during_training(sig: int):
             return Result(NOT_RUN, f"the run ended (exit {proc.returncode}) before the kill")
         if not ok:
             return Result(NOT_RUN, "no checkpoint-2 appeared in time")
+        sent = time.time()
         os.killpg(proc.pid, sig)
         proc.wait()
-        if (ctx.run_dir / "final").exists():  # a busy machine delivered the signal after training ended
-            return Result(NOT_RUN, "training finished before the signal took effect")
+        final = ctx.run_dir / "final"
+        if final.exists() and final.stat().st_mtime < sent:  # a busy machine let training end before the signal
+            return Result(NOT_RUN, "training had finished before the signal was sent")
         return rerun_result(ctx, exp, 32, needle="resuming from")
     return fn
 

@@ -90,6 +90,14 @@ def test_grpo_curve_and_diagnostics(tmp_path, synth_dir):
     run = tmp_path / "run"
     curve = pd.read_csv(run / "curve.csv")
     assert curve["step"].tolist() == [0, 2, 3] and curve["samples"].tolist() == [0, 4, 6]  # 2 prompts x 4 per step
+    # as for SFT: the start and the end equal separate evaluations of those checkpoints on the same subset
+    from rlkit.tiny import ensure_tiny_model
+
+    start = _eval_metrics(tmp_path, exp, ensure_tiny_model(ROOT / ".cache/models"), "start")
+    final = _eval_metrics(tmp_path, exp, run / "final", "final")
+    for key in start:
+        assert curve[key].iloc[0] == pytest.approx(start[key]), key
+        assert curve[key].iloc[-1] == pytest.approx(final[key]), key
     diag = json.loads((run / "metrics.json").read_text())["grpo_diagnostics"]
     # distinct parsed answers per group of 4 completions: between 1 and 4 (a parse failure counts as one answer)
     for part in ("first", "last"):
