@@ -4,7 +4,6 @@ and the row TRL gets."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from rlkit.labels import MIN_LABEL, label_value
 from rlkit.prompts import TASKS, Query, answer, question
 from rlkit.schema import CameraOptions, PromptOptions
 from rlkit.records import Record, RecordError
-
-log = logging.getLogger(__name__)
 
 
 SFT_COLUMNS = ("images", "prompt", "completion")

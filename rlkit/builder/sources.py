@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,8 +14,6 @@ from PIL import Image
 from rlkit.schema import DatasetSpec
 from rlkit.records import ImageError, Record, open_image
 from rlkit.store import RecordStore, open_records
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

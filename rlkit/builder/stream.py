@@ -46,6 +46,8 @@ class TrainStream:
         # (a GRPO start that knows relative depth but not this camera's metric scale). Both need per-pixel
         # labels: config.validate checks that.
         self.shuffle_labels, self.label_scale = shuffle_labels, float(label_scale)
+        # per dataset: its samples' camera options (built once: the stream asks for every sample)
+        self.cameras = {id(s): self._camera(s) for s in sources}
         # per task: the datasets that can serve it, their images that can, and the datasets' weights among them
         self.choices = {t: self._choices(t) for t in self.tasks}
 
@@ -85,7 +87,7 @@ class TrainStream:
                 second = int(other_label(label, src.num_labels(r), rng.integers(src.num_labels(r) - 1)))
             param = draw_param(task, rng)
             try:
-                out = make_sample(src.record(r), label, self._camera(src), self.prompt_opts, self.images, rng,
+                out = make_sample(src.record(r), label, self.cameras[id(src)], self.prompt_opts, self.images, rng,
                                   task=task, second=second, param=param, aspect=src.spec.aspect_jitter)
             except ImageError as e:
                 if not self.skip_invalid:
