@@ -60,19 +60,28 @@ def import_openai():
     return openai
 
 
+# query parameters that can carry a credential (Gemini's ?key=, Azure's api-key, tokens)
+SECRET_PARAMS = re.compile(r"([?&](?:key|api[_-]?key|apikey|token|access[_-]?token|secret|password|sig)=)[^&#\s'\"]*",
+                           re.IGNORECASE)
+
+
 def redact(text: str, key: str | None) -> str:
-    """The text without the key, nor anything shaped like an OpenAI key (error bodies echo a masked key)."""
+    """The text without the key, anything shaped like an OpenAI key (error bodies echo a masked key), a URL's
+    user:password or a credential in its query string."""
     if key:
         text = text.replace(key, "***")
+    text = re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+    text = SECRET_PARAMS.sub(r"\1***", text)
     return re.sub(r"\bsk-[\w*\-.]{4,}", "sk-***", text)
 
 
 def display_base(url: str) -> str:
-    """The API base without user:password@ (recorded in metrics.json and the cache entries)."""
+    """The API base as recorded in metrics.json and the cache entries: without user:password@ and with the values
+    of credential query parameters (key, api_key, token, ...) replaced by ***."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+    return SECRET_PARAMS.sub(r"\1***", urlunsplit(parts))
 
 
 def image_hash(img) -> str:
@@ -159,11 +168,8 @@ class _Fatal(Exception):
     """A request error that every other request would repeat (bad key, unknown model)."""
 
 
-def predict_api(model_path: str, evalset: EvalSet, max_new_tokens: int = 32, *, api_base: str | None = None,
-                concurrency: int = 8, cache_dir: str | Path | None = None, max_retries: int = 2,
-                timeout: float = 60.0, progress: bool = True) -> tuple[dict[int, str], dict]:
-    """Generated text per eval item (like ``evaluate.predict``) and the request statistics. A request waits at
-    most ``timeout`` seconds per try and is tried 1 + ``max_retries`` times (with the client's backoff)."""
+def open_client(model_path: str, api_base: str | None, concurrency: int, max_retries: int, timeout: float):
+    """(the openai client, the model name, the key or None), after checking the request settings."""
     openai = import_openai()
     model = model_path[len(PREFIX):] if is_api_model(model_path) else model_path
     if not model:
@@ -180,73 +186,90 @@ def predict_api(model_path: str, evalset: EvalSet, max_new_tokens: int = 32, *, 
         log.info("OPENAI_API_KEY is not set: sending a placeholder key (fine for a vLLM server started without one)")
     client = openai.OpenAI(api_key=key or "EMPTY", base_url=api_base or None, max_retries=max_retries,
                            timeout=timeout)
-    base = display_base(str(client.base_url))
     for name in ("httpx", "httpx2"):  # one INFO line per request otherwise; retries are still logged by openai
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(logging.WARNING)
+    return client, model, key
+
+
+class _Requests:
+    """The requests of one evaluation, sent from worker threads: each answer is cached and counted in ``stats``;
+    a failed or text-less one is an empty answer, counted and never cached."""
+
+    FAILURES_LOGGED = 10
+
+    def __init__(self, client, model: str, key: str | None, settings: dict, cache: ResponseCache, stats: dict):
+        openai = import_openai()
+        self.client, self.model, self.key, self.settings, self.cache, self.stats = \
+            client, model, key, settings, cache, stats
+        self.fatal = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+        self.lock = threading.Lock()
+        self.to_log = self.FAILURES_LOGGED
+
+    def describe(self, e: Exception) -> str:
+        status = getattr(e, "status_code", None)
+        return redact(f"{type(e).__name__}{f' (HTTP {status})' if status else ''}: {e}", self.key)
+
+    def _failed(self, message: str, *args) -> str:
+        with self.lock:
+            self.stats["requests"] += 1
+            self.stats["failures"] += 1
+            if self.to_log:
+                self.to_log -= 1
+                log.warning(message, *args)
+        return ""
+
+    def send(self, k: int, ck: str, parts) -> str:
+        try:
+            resp = self.client.chat.completions.create(model=self.model, messages=messages(parts), **self.settings)
+        except self.fatal as e:
+            raise _Fatal(self.describe(e)) from None
+        except Exception as e:  # retries spent (or an unreadable response)
+            return self._failed("item %d: request failed (an empty answer; retried up to %d times where retrying "
+                                "helps): %s", k, self.stats["max_retries"], self.describe(e))
+        text = answer_text(resp)
+        if text is None:  # 200 without a usable answer (an HTML page, no choices, a null message)
+            return self._failed("item %d: the server answered without a text (an empty answer, not cached): %s",
+                                k, redact(repr(resp)[:200], self.key))
+        usage = getattr(resp, "usage", None)
+        tokens = {t: _count(getattr(usage, t, 0)) for t in ("prompt_tokens", "completion_tokens")}
+        try:
+            self.cache.put(ck, {"model": self.model, "api_base": self.stats["api_base"], "settings": self.settings,
+                                "text": text, **tokens, "created": time.time()})
+        except OSError as e:  # the answer still counts; only the next run pays for it again
+            log.warning("could not write the response cache (%s): %s", self.cache.root, e)
+        with self.lock:
+            self.stats["requests"] += 1
+            for t, n in tokens.items():
+                self.stats[t] += n
+        return text
+
+
+def predict_api(model_path: str, evalset: EvalSet, max_new_tokens: int = 32, *, api_base: str | None = None,
+                concurrency: int = 8, cache_dir: str | Path | None = None, max_retries: int = 2,
+                timeout: float = 60.0, progress: bool = True) -> tuple[dict[int, str], dict]:
+    """Generated text per eval item (like ``evaluate.predict``) and the request statistics. A request waits at
+    most ``timeout`` seconds per try and is tried 1 + ``max_retries`` times (with the client's backoff)."""
+    client, model, key = open_client(model_path, api_base, concurrency, max_retries, timeout)
+    base = display_base(str(client.base_url))
     settings = {"max_tokens": int(max_new_tokens), "temperature": 0.0}
     cache = ResponseCache(cache_dir or DEFAULT_CACHE)
-    fatal = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
-    lock = threading.Lock()
     stats = {"model": model, "api_base": base, "items": len(evalset), "requests": 0, "cache_hits": 0, "failures": 0,
              "prompt_tokens": 0, "completion_tokens": 0, "cached_prompt_tokens": 0, "cached_completion_tokens": 0,
              "concurrency": concurrency, "max_retries": max_retries, "timeout_s": timeout, **settings,
              "cache_dir": str(cache.root)}
-    failures_logged = 10
-
-    def describe(e: Exception) -> str:
-        status = getattr(e, "status_code", None)
-        return redact(f"{type(e).__name__}{f' (HTTP {status})' if status else ''}: {e}", key)
-
-    def call(k: int, ck: str, parts) -> str:
-        nonlocal failures_logged
-        try:
-            resp = client.chat.completions.create(model=model, messages=messages(parts), **settings)
-        except fatal as e:
-            raise _Fatal(describe(e)) from None
-        except Exception as e:  # retries spent (or an unreadable response): an empty answer, counted
-            with lock:
-                stats["requests"] += 1
-                stats["failures"] += 1
-                if failures_logged:
-                    failures_logged -= 1
-                    log.warning("item %d: request failed (an empty answer; retried up to %d times where retrying "
-                                "helps): %s", k, max_retries, describe(e))
-            return ""
-        text = answer_text(resp)
-        if text is None:  # 200 without a usable answer (an HTML page, no choices, a null message): a failure,
-            with lock:    # never cached, so a later run asks again
-                stats["requests"] += 1
-                stats["failures"] += 1
-                if failures_logged:
-                    failures_logged -= 1
-                    log.warning("item %d: the server answered without a text (an empty answer, not cached): %s",
-                                k, redact(repr(resp)[:200], key))
-            return ""
-        usage = getattr(resp, "usage", None)
-        tokens = {t: _count(getattr(usage, t, 0)) for t in ("prompt_tokens", "completion_tokens")}
-        try:
-            cache.put(ck, {"model": model, "api_base": base, "settings": settings, "text": text, **tokens,
-                           "created": time.time()})
-        except OSError as e:  # the answer still counts; only the next run pays for it again
-            log.warning("could not write the response cache (%s): %s", cache.root, e)
-        with lock:
-            stats["requests"] += 1
-            for t, n in tokens.items():
-                stats[t] += n
-        return text
-
+    requests = _Requests(client, model, key, settings, cache, stats)
     texts: dict[int, str] = {}
     t0 = time.time()
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="api")
     pending: dict = {}
+    bar = tqdm(total=len(evalset), desc=f"eval {model}", disable=not progress)
 
     def collect(done) -> None:
         for f in done:
             texts[pending.pop(f)] = f.result()  # _Fatal propagates
             bar.update()
 
-    bar = tqdm(total=len(evalset), desc=f"eval {model}", disable=not progress)
     try:
         for k in range(len(evalset)):
             sample = evalset.try_sample(k)  # rendered here: the image cache is not thread-safe
@@ -263,7 +286,7 @@ def predict_api(model_path: str, evalset: EvalSet, max_new_tokens: int = 32, *, 
                 stats["cached_completion_tokens"] += int(hit.get("completion_tokens") or 0)
                 bar.update()
                 continue
-            pending[pool.submit(call, k, ck, parts)] = k
+            pending[pool.submit(requests.send, k, ck, parts)] = k
             if len(pending) >= 2 * concurrency:  # a bounded window: never every image in memory at once
                 collect(wait(pending, return_when=FIRST_COMPLETED).done)
         while pending:

@@ -123,11 +123,14 @@ def register() -> str:
     return NAME
 
 
-def switch_to_varlen(model):
+def switch_to_varlen(model, keep: dict | None = None):
     """Point a loaded model (loaded with ``sdpa``) at the registered function. Not at load time: transformers
     (5.x) then tries to import a FlashAttention package for any name holding "flash" and fails for a registered
-    function; the config's setter sets every sub-config (vision tower, LM), which the modules read at each call."""
-    model.config._attn_implementation = register()
+    function; the config's setter sets every sub-config (vision tower, LM), which the modules read at each call.
+    ``keep``: sub-configs that keep their own, e.g. {"vision_config": "eager"} (a family's official switches)."""
+    name = register()
+    model.config._attn_implementation = {"": name, **{k: name for k in model.config.sub_configs}, **keep} \
+        if keep else name
     return model
 
 

@@ -9,8 +9,10 @@ Under a resize by s (new size = old size * s) a point therefore maps as
 u' = (u + 0.5) * s - 0.5 and the intrinsics as fx' = fx * s, cx' = (cx + 0.5) * s - 0.5,
 which keeps every ray exactly. A crop at offset (x0, y0) maps u' = u - x0, cx' = cx - x0.
 
-``official_transform`` is the official DepthLM code's own transform instead (int() sizes and
-pixels, no half-pixel shift, OpenCV undistortion when fx != fy), for ``camera.resize: official``.
+A camera convention is one transform object per camera (``transform``): ``ExactTransform`` is the above,
+``OfficialTransform`` the official DepthLM code's own (int() sizes and pixels, no half-pixel shift, OpenCV
+undistortion when fx != fy), for ``camera.resize: official``. Each has a per-camera form and a vectorized
+``batch`` over many cameras, tested equal.
 """
 
 from __future__ import annotations
@@ -138,6 +140,82 @@ def ray_angles(cam: Camera, x: float, y: float) -> tuple[float, float]:
     return float(right), float(below)
 
 
+# ---------------------------------------------------------------- camera conventions: one object each
+#
+# A convention maps a record's camera, its image and its labeled pixels to what the model sees. Training
+# samples, the eval selection, rendering and point clouds all go through a transform object: one per camera
+# (``transform``) and, for many cameras at once, the convention's vectorized ``batch`` (the eval selection, the
+# size checks), tested equal to the per-camera form.
+
+
+@dataclass(frozen=True)
+class Cameras:
+    """Many cameras as arrays (the records store's columns): one entry per image."""
+
+    fx: np.ndarray
+    fy: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.fx)
+
+    def camera(self, i: int) -> Camera:
+        return Camera(float(self.fx[i]), float(self.fy[i]), float(self.cx[i]), float(self.cy[i]),
+                      int(self.width[i]), int(self.height[i]))
+
+
+@dataclass(frozen=True)
+class ExactTransform:
+    """The kit's convention: a resize by exact scales that keeps every ray (pixel centers at integers: u' = (u +
+    0.5) s - 0.5), unify_focal's rounded size (or none), a pixel mapped to the nearest one; ``image`` resizes only
+    the cropped region (PIL maps output pixel centers through the box exactly)."""
+
+    source: Camera
+    size: Resize
+
+    @classmethod
+    def of(cls, cam: Camera, f_uni: float, unify: bool = True) -> ExactTransform:
+        return cls(cam, unify_focal(cam, f_uni) if unify else identity_resize(cam))
+
+    @property
+    def camera(self) -> Camera:
+        return resize_camera(self.source, self.size)
+
+    def stretch(self, height: int) -> ExactTransform:
+        """The image's height alone resized to ``height`` rows after the resize (the Taskonomy aspect jitter)."""
+        return ExactTransform(self.source, stretch_height(self.size, height))
+
+    def points(self, uv: np.ndarray) -> np.ndarray:
+        """(N, 2) pixels after the transform (int64) of (N, 2) pixels of the record's image."""
+        return np.rint(resize_points(uv, self.size)).astype(np.int64)
+
+    def point(self, u: float, v: float) -> tuple[int, int]:
+        x, y = self.points(np.array([[u, v]], dtype=np.float64))[0]
+        return int(x), int(y)
+
+    def image(self, img: Image.Image, crop: Crop) -> Image.Image:
+        r = self.size
+        if r.sx == 1.0 and r.sy == 1.0:
+            return img.crop((crop.x0, crop.y0, crop.x0 + crop.width, crop.y0 + crop.height))
+        box = (crop.x0 / r.sx, crop.y0 / r.sy, (crop.x0 + crop.width) / r.sx, (crop.y0 + crop.height) / r.sy)
+        return img.resize((crop.width, crop.height), Image.BILINEAR, box=box)
+
+    @staticmethod
+    def batch(cams: Cameras, f_uni: float, unify: bool, u: np.ndarray, v: np.ndarray):
+        """(x, y, width, height) after the transform, for pixel (u[i], v[i]) of camera i: ``of(...).point`` and
+        ``size``, vectorized (unify_focal's rounding, resize_points' mapping)."""
+        w, h = np.asarray(cams.width, dtype=np.int64), np.asarray(cams.height, dtype=np.int64)
+        if unify:
+            w = np.maximum(1, np.rint(w * f_uni / cams.fx)).astype(np.int64)
+            h = np.maximum(1, np.rint(h * f_uni / cams.fy)).astype(np.int64)
+        sx, sy = w / np.asarray(cams.width), h / np.asarray(cams.height)
+        return (np.rint((np.asarray(u) + 0.5) * sx - 0.5).astype(np.int64),
+                np.rint((np.asarray(v) + 0.5) * sy - 0.5).astype(np.int64), w, h)
+
+
 # ---------------------------------------------------------------- the official DepthLM code's transform
 
 OFFICIAL_FXFY_TOLERANCE = 1e-3  # |fx - fy| above this: the official code undistorts first
@@ -175,17 +253,48 @@ class OfficialTransform:
         return OfficialTransform(self.source, self.undistorted, Camera(c.fx, c.fy * k, c.cx, c.cy * k, c.width, height),
                                  (c.width, c.height))
 
-    def point(self, u: float, v: float) -> tuple[int, int]:
-        src, new = self.source, self.camera
-        return int((u - src.cx) * (new.fx / src.fx) + new.cx), int((v - src.cy) * (new.fy / src.fy) + new.cy)
+    @classmethod
+    def of(cls, cam: Camera, f_uni: float, unify: bool = True) -> OfficialTransform:
+        return official_transform(cam, f_uni)  # unify is always on: CameraOptions refuses official without it
 
-    def resize(self) -> Resize:
+    def points(self, uv: np.ndarray) -> np.ndarray:
+        """Step 3 for (N, 2) pixels of the record's image (int64)."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        src, new = self.source, self.camera
+        return np.stack([_official_map(uv[:, 0], src.cx, new.fx / src.fx, new.cx),
+                         _official_map(uv[:, 1], src.cy, new.fy / src.fy, new.cy)], axis=1)
+
+    def point(self, u: float, v: float) -> tuple[int, int]:
+        x, y = self.points(np.array([[u, v]], dtype=np.float64))[0]
+        return int(x), int(y)
+
+    @property
+    def size(self) -> Resize:
         """The size after step 2 (the scales are new/old size, for callers that read them)."""
         w, h = self.camera.width, self.camera.height
         return Resize(w, h, w / self.source.width, h / self.source.height)
 
-    def image(self, img: Image.Image) -> Image.Image:
-        """Steps 1 and 2 on the record's whole image (a new image; ``img`` is left as it is)."""
+    def image(self, img: Image.Image, crop: Crop) -> Image.Image:
+        """Steps 1 and 2 on the record's whole image, then the crop (a new image; ``img`` is left as it is)."""
+        return self._whole(img).crop((crop.x0, crop.y0, crop.x0 + crop.width, crop.y0 + crop.height))
+
+    @staticmethod
+    def batch(cams: Cameras, f_uni: float, unify: bool, u: np.ndarray, v: np.ndarray):
+        """(x, y, width, height) after the transform, for pixel (u[i], v[i]) of camera i: ``of(...).point`` and
+        ``size``, vectorized for square pixels (the cameras OpenCV undistorts go one at a time)."""
+        fx, fy, cx, cy = (np.asarray(a, dtype=np.float64) for a in (cams.fx, cams.fy, cams.cx, cams.cy))
+        s = f_uni / fx
+        nfx, nfy, ncx, ncy = fx * s, fy * s, cx * s, cy * s
+        out = (_official_map(np.asarray(u, dtype=np.float64), cx, nfx / fx, ncx),
+               _official_map(np.asarray(v, dtype=np.float64), cy, nfy / fy, ncy),
+               np.trunc(np.asarray(cams.width) * s).astype(np.int64),
+               np.trunc(np.asarray(cams.height) * s).astype(np.int64))
+        for i in np.flatnonzero(np.abs(fx - fy) > OFFICIAL_FXFY_TOLERANCE):
+            t = official_transform(cams.camera(int(i)), f_uni)
+            (out[0][i], out[1][i]), out[2][i], out[3][i] = t.point(u[i], v[i]), t.camera.width, t.camera.height
+        return out
+
+    def _whole(self, img: Image.Image) -> Image.Image:
         if self.undistorted is not None:
             a, b = _camera_matrix(self.source), _camera_matrix(self.undistorted)
             img = Image.fromarray(_cv2().undistort(np.asarray(img), a, np.zeros((4, 1)), None, b))
@@ -193,6 +302,12 @@ class OfficialTransform:
         if self.focal_size is not None:
             img = img.resize(self.focal_size, Image.BICUBIC)
         return img.resize((self.camera.width, self.camera.height), Image.BICUBIC)
+
+
+def _official_map(u: np.ndarray, c: float | np.ndarray, k: float | np.ndarray, new_c: float | np.ndarray
+                  ) -> np.ndarray:
+    """Step 3 on one axis: int((u - c) * k + c'), int() truncating toward zero."""
+    return np.trunc((u - c) * k + new_c).astype(np.int64)
 
 
 def _cv2():
@@ -221,3 +336,12 @@ def official_transform(cam: Camera, f_uni: float) -> OfficialTransform:
     s = f_uni / fx
     resized = Camera(fx * s, fy * s, cx * s, cy * s, int(cam.width * s), int(cam.height * s))
     return OfficialTransform(cam, undistorted, resized)
+
+
+CONVENTIONS = {"exact": ExactTransform, "official": OfficialTransform}  # camera.resize's values
+
+
+def transform(cam: Camera, f_uni: float, convention: str = "exact", unify: bool = True
+              ) -> ExactTransform | OfficialTransform:
+    """The transform of one camera under a convention (``unify``: resize to focal length ``f_uni``)."""
+    return CONVENTIONS[convention].of(cam, f_uni, unify)

@@ -60,6 +60,9 @@ def cmd_data_preview(a) -> None:
                                    source="data preview --data")
     else:
         raise ConfigError("data preview needs --experiment EXP.yaml or --data A.jsonl ...")
+    from rlkit.io import check_out_file
+
+    check_out_file(a.out)  # before any sample is built
     check_experiment(exp, training=False)
     render_scenes(exp)
     if a.seed is not None:
@@ -77,10 +80,12 @@ def cmd_data_preview(a) -> None:
 def cmd_data_render(a) -> None:
     """The exact model inputs of an experiment's eval selection or first N train samples, as files."""
     from rlkit.config import load_experiment
+    from rlkit.io import check_out_folder
     from rlkit.preview import write_samples
     from rlkit.run import build_evalset, build_stream, check_experiment, load_sources, render_scenes
 
     exp = load_experiment(a.experiment, a.overrides)
+    check_out_folder(a.out)  # before any sample is built
     check_experiment(exp, training=False)
     render_scenes(exp)
     if a.split == "train":
@@ -98,6 +103,9 @@ def cmd_data_check(a) -> None:
     from rlkit.records import RecordError
     from rlkit.store import check_images, open_records
 
+    if not Path(a.file).is_file():
+        raise ConfigError(f"data check {a.file}: {'a folder' if Path(a.file).is_dir() else 'no such file'}; "
+                          "give a jsonl file")
     store = open_records(a.file, root=a.root, skip_invalid=True, allow_outside_root=a.allow_outside_root)
     reasons, examples = check_images(store, workers=a.workers)
     lines, repaired = store.report["skipped"], store.report["repaired"]
@@ -358,7 +366,9 @@ def _add_data_commands(sub) -> None:
                         "pointcloud)")
     v.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     v.add_argument("--split-file", help="nyuv2: splits.mat (trainNdxs, testNdxs)")
-    v.add_argument("--split", choices=["train", "test"], help="nyuv2: which split of --split-file")
+    v.add_argument("--split", choices=["train", "val", "test"],
+                   help="nyuv2: which split of --split-file (train, test); ddad: which scenes of ddad.json (default "
+                        "val)")
     v.add_argument("--nyu-depths", choices=["depths", "rawDepths"],
                    help="nyuv2: the in-painted depths (default) or the raw Kinect ones")
     v.add_argument("--sunrgbd-depth", choices=["depth", "depth_bfx"],

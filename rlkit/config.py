@@ -133,8 +133,9 @@ class Experiment:
         hints = _trl_hints(cls)
         kw = {k: _check_type(v, hints[k], f"{self.source}: train.{k}") if k in hints and k in self.train else v
               for k, v in kw.items()}
-        with warnings.catch_warnings():  # TRL 1.16 itself still sets transformers' old gradient_checkpointing name
-            warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+        with warnings.catch_warnings():  # TRL 1.16 itself still sets (and reads) transformers' old checkpointing names
+            warnings.filterwarnings("ignore", message="`gradient_checkpointing(_kwargs)?` is deprecated",
+                                    category=FutureWarning)
             return _construct(cls, kw, f"{self.source}: train")
 
     def completions_per_sample(self) -> int:
@@ -347,8 +348,29 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
 def experiment_from_dict(data: dict, source: str = "<dict>") -> Experiment:
     exp = _from_dict(data, source)
     exp.source = source
+    fill_scene_paths(exp)
     validate(exp)
     return exp
+
+
+def fill_scene_paths(exp: Experiment) -> None:
+    """data.train / data.eval left out with data.synth: the rendered scenes' jsonl files (rendered by the plan)."""
+    synth = exp.data.synth
+    if synth is not None:
+        for split in ("train", "eval"):
+            if not getattr(exp.data, split):
+                setattr(exp.data, split, [DatasetSpec(str(synth.jsonl(f, split)), f) for f in synth.families])
+
+
+def shared_selection(exp: Experiment) -> list[tuple[CameraOptions, PromptOptions]]:
+    """The camera and prompt options of eval.shared_with's arms: each arm's keys over this experiment's sections."""
+    out = []
+    for i, arm in enumerate(exp.eval.shared_with):
+        where = f"{exp.source}: eval.shared_with[{i}]"
+        camera = _construct(CameraOptions, deep_merge(dataclasses.asdict(exp.camera), arm.camera), f"{where}.camera")
+        prompt = _construct(PromptOptions, deep_merge(dataclasses.asdict(exp.prompt), arm.prompt), f"{where}.prompt")
+        out.append((camera, prompt))
+    return out
 
 
 def validate(exp: Experiment) -> None:
@@ -369,11 +391,7 @@ def validate(exp: Experiment) -> None:
             if on and TASKS[task].label_key is None:
                 raise ConfigError(f"{src}: data.{key} needs per-pixel labels in the records (tasks depth, "
                                   f"axis_depth); prompt task '{task}' has none")
-    synth = exp.data.synth
-    if synth is not None:  # data paths left out are the rendered scenes'
-        for split in ("train", "eval"):
-            if not getattr(exp.data, split):
-                setattr(exp.data, split, [DatasetSpec(str(synth.jsonl(f, split)), f) for f in synth.families])
+    shared_selection(exp)  # each shared arm's options check their own fields
     for section, specs in (("train", exp.data.train), ("eval", exp.data.eval)):
         labels = [s.label for s in specs]
         if "avg" in labels:  # the tables' average column
@@ -410,7 +428,33 @@ def validate(exp: Experiment) -> None:
     if gb is not None:
         if isinstance(gb, bool) or not isinstance(gb, int) or gb < 1:
             raise ConfigError(f"{src}: global_batch_size must be a whole number >= 1, got {gb!r}")
+    if exp.model.official_switches:
+        check_official_switches(exp)
     check_max_length_holds_images(exp, cam)
+
+
+def check_official_switches(exp: Experiment) -> None:
+    """model.official_switches: a family that has them (known from the name; a folder's is checked at load), no
+    vLLM (it builds its own processor from the checkpoint: it would resize and rescale), pre-resize bounds in order."""
+    from rlkit.models import family_from_name
+
+    src, model = exp.source, exp.model
+    family = family_from_name(model.name)
+    if family is not None:
+        try:
+            family.switches(model, model.name)
+        except ConfigError as e:
+            raise ConfigError(f"{src}: {e}") from None
+    if exp.train.get("use_vllm"):
+        raise ConfigError(f"{src}: model.official_switches with train.use_vllm: vLLM builds its processor from the "
+                          "checkpoint and would resize and rescale the images training does not; drop one of them")
+    lo, hi = model.min_pixels, model.max_pixels
+    for key, v in (("min_pixels", lo), ("max_pixels", hi)):
+        if v is not None and (isinstance(v, bool) or v < 1):
+            raise ConfigError(f"{src}: model.{key} must be a whole number >= 1, got {v!r}")
+    if lo is not None and hi is not None and lo > hi:
+        raise ConfigError(f"{src}: model.min_pixels {lo} is above model.max_pixels {hi} (the official pre-resize's "
+                          "bounds)")
 
 
 def check_trainer_fields(exp: Experiment) -> None:
@@ -434,7 +478,7 @@ def check_max_length_holds_images(exp: Experiment, cam: CameraOptions) -> None:
         return  # whole images have no size bound here
     m = cam.multiple_of
     width, height = cam.crop_width[1] // m * m, cam.crop_height[1] // m * m  # the largest crop drawn
-    tokens = family.max_image_tokens(width, height, image_pixel_bounds(exp.model))
+    tokens = family.train_image_tokens(width, height, exp.model)
     if tokens is not None and max_length <= tokens:
         raise ConfigError(f"{exp.source}: train.max_length {max_length} cannot hold the largest training image: "
                           f"a {width} x {height} crop is {tokens} image tokens "

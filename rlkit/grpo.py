@@ -12,7 +12,7 @@ import math
 
 from rlkit.builder import ANSWER_COLUMNS, TrainStream, train_dataset
 from rlkit.config import ConfigError, Experiment
-from rlkit.models import load_model, load_processor, peft_config
+from rlkit.models import checkpoint_switches, load_model, load_processor, peft_config
 from rlkit.rewards import checked_reward, load_reward
 from rlkit.rewards.common import predicted_values
 
@@ -96,9 +96,13 @@ def make_trainer(exp: Experiment, model_path: str, stream: TrainStream, weights:
     check_vllm(exp)
     funcs = reward_functions(exp)
     processor = load_processor(model_path, exp.model)
-    args = exp.trl_config()  # first: a DeepSpeed ZeRO-3 config must exist before the model loads
+    switches = checkpoint_switches(model_path, exp.model)  # the family's official ones, or none
+    # first: a DeepSpeed ZeRO-3 config must exist before the model loads
+    args = exp.trl_config(**switches.trl_defaults(exp.train))
     model = load_model(weights or model_path, exp.model)
-    data = train_dataset(stream, GRPO_COLUMNS, num_shards=max(1, args.dataloader_num_workers))
+    switches.prepare_model(model, args)
+    data = switches.train_rows(train_dataset(stream, GRPO_COLUMNS, num_shards=max(1, args.dataloader_num_workers)),
+                               exp.model)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data,
                           processing_class=processor, peft_config=peft_config(exp.model))
     return trainer

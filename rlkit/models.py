@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -17,7 +18,112 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# qwen_vl_utils' image defaults (vision_process.py: IMAGE_FACTOR, MIN_PIXELS, MAX_PIXELS, MAX_RATIO): what the official
+# train.py's process_vision_info resizes each training image to, its message dicts carrying no bounds of their own
+PRE_RESIZE_MIN_PIXELS = 4 * 28 * 28
+PRE_RESIZE_MAX_PIXELS = 16384 * 28 * 28
+PRE_RESIZE_MAX_RATIO = 200
 
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """qwen_vl_utils.smart_resize: (height, width) each rounded to the nearest multiple of ``factor`` (Python's
+    round: halves to even), scaled down (floor) or up (ceil) to multiples when the pixels leave [min, max]."""
+    if max(height, width) / min(height, width) > PRE_RESIZE_MAX_RATIO:
+        raise ValueError(f"absolute aspect ratio must be smaller than {PRE_RESIZE_MAX_RATIO}, got "
+                         f"{max(height, width) / min(height, width)}")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+@dataclass(frozen=True)
+class OfficialSwitches:
+    """What facebookresearch/DepthLM_Official's train.py (commit 7169b49) does for one family beyond the kit's
+    defaults, in force with model.official_switches: true. All off: a family (or a run) without any."""
+
+    # image processor flags set False (train.py:630-631), in training and at eval (the official eval.py loads the
+    # processor train.py saved, train.py:767). do_rescale is the 1/255 scaling: without it the pixel values are
+    # normalized from the 0-255 range, as the model trained that way expects them
+    processor_off: tuple[str, ...] = ()
+    # training images resized first as collate_fn_pixtral's qwen_vl_utils.process_vision_info does (train.py:479):
+    # smart_resize to multiples of this, within model.min_pixels / max_pixels (default qwen_vl_utils' 3136 /
+    # 12845056), PIL's default filter; eval images are not (eval.py hands its images to the processor as they are)
+    pre_resize_factor: int | None = None
+    # the vision tower's attention (train.py:658-661: {"text_config": "flash_attention_2", "vision_config":
+    # "eager"}); the LM keeps model.attn_implementation
+    vision_attn: str | None = None
+    # with gradient checkpointing, train.py:690-693: model.enable_input_require_grads() and TRL's
+    # gradient_checkpointing_kwargs {"use_reentrant": True} (a train: value of either kwargs name wins)
+    reentrant_checkpointing: bool = False
+
+    def attn_implementation(self, lm: str | None) -> str | dict | None:
+        """from_pretrained's attn_implementation for the LM's ``lm``: per sub-config when the tower has its own."""
+        if self.vision_attn is None:
+            return lm
+        return {**({"text_config": lm} if lm else {}), "vision_config": self.vision_attn}
+
+    def attn_kept(self) -> dict:
+        """Sub-configs whose attention a later switch of the whole model (rlkit.attention.switch_to_varlen) keeps."""
+        return {"vision_config": self.vision_attn} if self.vision_attn else {}
+
+    def set_processor(self, processor) -> None:
+        for flag in self.processor_off:
+            setattr(processor.image_processor, flag, False)
+
+    def pixel_bounds(self, cfg: ModelConfig) -> tuple[int, int]:
+        """The pre-resize's (min, max) pixels: model.min_pixels / max_pixels, else qwen_vl_utils' defaults."""
+        return (cfg.min_pixels if cfg.min_pixels is not None else PRE_RESIZE_MIN_PIXELS,
+                cfg.max_pixels if cfg.max_pixels is not None else PRE_RESIZE_MAX_PIXELS)
+
+    def pre_resized_size(self, width: int, height: int, cfg: ModelConfig) -> tuple[int, int]:
+        """(width, height) of a training image after the pre-resize (unchanged without one)."""
+        if self.pre_resize_factor is None:
+            return width, height
+        h, w = smart_resize(height, width, self.pre_resize_factor, *self.pixel_bounds(cfg))
+        return w, h
+
+    def pre_resize(self, image, cfg: ModelConfig):
+        """qwen_vl_utils.fetch_image on a PIL image: RGB, then resized (PIL's default filter) to pre_resized_size."""
+        if self.pre_resize_factor is None:
+            return image
+        image = image.convert("RGB")
+        return image.resize(self.pre_resized_size(*image.size, cfg))
+
+    def train_rows(self, dataset, cfg: ModelConfig):
+        """The training rows with their images pre-resized (the dataset itself without a pre-resize)."""
+        if self.pre_resize_factor is None:
+            return dataset
+        return dataset.map(functools.partial(_pre_resize_row, switches=self, cfg=cfg))
+
+    def trl_defaults(self, train: dict) -> dict:
+        """TRL config fields this family's official code sets, for those the experiment's train: leaves unset."""
+        given = {"gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"} & set(train)
+        if not self.reentrant_checkpointing or given:
+            return {}
+        return {"gradient_checkpointing_kwargs": {"use_reentrant": True}}  # a fresh dict: TRL edits it in place
+
+    def prepare_model(self, model, args) -> None:
+        """Before the trainer: inputs that require grads, which reentrant checkpointing needs (train.py:691)."""
+        if self.reentrant_checkpointing and args.gradient_checkpointing:
+            model.enable_input_require_grads()
+
+
+def _pre_resize_row(row: dict, switches: OfficialSwitches, cfg: ModelConfig) -> dict:
+    return {"images": [switches.pre_resize(im, cfg) for im in row["images"]]}
+
+
+NO_SWITCHES = OfficialSwitches()
+# train.py's Pixtral branches ("pixtral-12b" in the model name): train.py:617-631, 653-665, 686-693, collate_fn_pixtral
+PIXTRAL_OFFICIAL = OfficialSwitches(processor_off=("do_resize", "do_rescale"), pre_resize_factor=28,
+                                    vision_attn="eager", reentrant_checkpointing=True)
 
 
 @dataclass(frozen=True)
@@ -35,6 +141,9 @@ class Family:
     # under "text"; the answer as a list of chunks, as TRL passes it); None: such a checkpoint is refused
     chat_template: str | None = None
     names: tuple[str, ...] = ()  # lower-case fragments of Hugging Face ids of this family
+    # what the official train.py does for this family beyond the kit's defaults (model.official_switches);
+    # None: nothing of its own (Qwen2.x-VL: the kit already loads and trains it as that code does)
+    official: OfficialSwitches | None = None
 
     def image_size_kwargs(self, cfg: ModelConfig, model_type: str) -> dict:
         """The image processor's size arguments for model.min_pixels / max_pixels (unset: the checkpoint's)."""
@@ -63,6 +172,25 @@ class Family:
         tokens = max(1, round(width / p)) * max(1, round(height / p))
         return min(tokens, max_pixels // (p * p)) if max_pixels else tokens
 
+    def train_image_tokens(self, width: int, height: int, cfg: ModelConfig) -> int | None:
+        """Image tokens of the largest width x height training image as the model gets it: with the official
+        switches pre-resized and not resized by the processor (whole patches: the tower drops a partial one),
+        else after the processor's resize within image_pixel_bounds."""
+        switches = self.switches(cfg)
+        if self.token_px is None or "do_resize" not in switches.processor_off:
+            return self.max_image_tokens(width, height, image_pixel_bounds(cfg))
+        w, h = switches.pre_resized_size(width, height, cfg)
+        return (h // self.token_px) * (w // self.token_px + self.row_break)
+
+    def switches(self, cfg: ModelConfig, model_type: str | None = None) -> OfficialSwitches:
+        """The switch set in force: this family's official one with model.official_switches, else none."""
+        if not cfg.official_switches:
+            return NO_SWITCHES
+        if self.official is None:
+            raise ConfigError(f"model.official_switches: the official train.py has no switches of its own for "
+                              f"{model_type or 'this family'} (it loads and trains it as the kit does); drop it")
+        return self.official
+
 
 FAMILIES = {
     "qwen2_5_vl": Family(pixel_bounds=True, token_px=28, names=("qwen2.5-vl", "qwen2_5_vl")),
@@ -70,7 +198,7 @@ FAMILIES = {
     "llava": Family(),
     # Pixtral checkpoints are model_type llava with a pixtral vision_config: family_key picks this entry
     "pixtral": Family(longest_edge=True, token_px=16, row_break=True, chat_template=PIXTRAL_CHAT_TEMPLATE,
-                      names=("pixtral", "depthlm")),
+                      names=("pixtral", "depthlm"), official=PIXTRAL_OFFICIAL),
 }
 
 
@@ -145,12 +273,32 @@ def renders_rows(processor) -> bool:
     return "QQ" in text and "AA" in text
 
 
-def load_processor(path: str, cfg: ModelConfig):
-    from transformers import AutoConfig, AutoProcessor
+def checkpoint_family(path: str) -> tuple[str, Family]:
+    """(FAMILIES key, family) of a checkpoint, from its config."""
+    from transformers import AutoConfig
 
     key = family_key(AutoConfig.from_pretrained(path))
-    family = family_of(key)
-    processor = AutoProcessor.from_pretrained(path, **family.image_size_kwargs(cfg, key))
+    return key, family_of(key)
+
+
+def checkpoint_switches(path: str, cfg: ModelConfig) -> OfficialSwitches:
+    """The official switch set in force for this checkpoint (NO_SWITCHES without model.official_switches)."""
+    if not cfg.official_switches:
+        return NO_SWITCHES
+    key, family = checkpoint_family(path)
+    return family.switches(cfg, key)
+
+
+def load_processor(path: str, cfg: ModelConfig):
+    from transformers import AutoProcessor
+
+    key, family = checkpoint_family(path)
+    switches = family.switches(cfg, key)
+    # with the official switches the processor does not resize: its size arguments would go unused, and
+    # model.min_pixels / max_pixels bound the training images' pre-resize instead
+    size = {} if "do_resize" in switches.processor_off else family.image_size_kwargs(cfg, key)
+    processor = AutoProcessor.from_pretrained(path, **size)
+    switches.set_processor(processor)
     # generate() continues each row from its last position, so eval batches are padded on the left; training
     # is unaffected: TRL's SFT and GRPO collators pass their own padding_side on every call
     processor.tokenizer.padding_side = "left"
@@ -168,11 +316,13 @@ def load_model(path: str, cfg: ModelConfig, device=None):
     kwargs = {"dtype": torch_dtype(cfg.dtype)}
     if device is not None:
         kwargs["device_map"] = {"": device}
+    switches = checkpoint_switches(path, cfg)
     attn, varlen = attention_load_kwargs(cfg.attn_implementation)
+    attn = switches.attn_implementation(attn)
     if attn:
         kwargs["attn_implementation"] = attn
     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    return switch_to_varlen(model) if varlen else model
+    return switch_to_varlen(model, keep=switches.attn_kept()) if varlen else model
 
 
 def peft_config(cfg: ModelConfig):

@@ -29,10 +29,10 @@ from rlkit import camera as cm
 from rlkit.builder import ImageCache, Sample, make_sample, to_row
 from rlkit.schema import CameraOptions, PromptOptions
 from rlkit.errors import ConfigError
-from rlkit.io import atomic_write_text
+from rlkit.io import atomic_write_text, check_out_folder
 from rlkit.metrics import depth_metrics
 from rlkit.prompts import parse_answer
-from rlkit.records import Record, RecordError, decode_line, parse_record
+from rlkit.records import Record, RecordError, decode_line, open_image, parse_record
 
 DEFAULT_POINTS = 10_000  # the paper's point clouds query 10,000 pixels of an image
 PLACEHOLDER = 1.0  # the label of a pixel without ground truth; it reaches the answer text only, never the model
@@ -73,25 +73,35 @@ def load_depth_map(path: str | Path, camera: cm.Camera, source: str) -> np.ndarr
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{source}: field 'depth_map': file not found: {path}")
-    if path.suffix == ".npz":
-        with np.load(path) as z:
-            if "depth" not in z:
-                raise RecordError(f"{source}: field 'depth_map': {path} holds no array 'depth' (it has {list(z)})")
-            depth = z["depth"].astype(np.float64)
-    elif path.suffix == ".npy":
-        depth = np.load(path).astype(np.float64)
-    elif path.suffix == ".png":
-        with Image.open(path) as img:
-            if img.mode not in ("I;16", "I;16B", "I;16L", "I"):
-                raise RecordError(f"{source}: field 'depth_map': {path} is a {img.mode} PNG, not 16-bit millimetres")
-            depth = np.asarray(img, dtype=np.float64) / 1000.0
-    else:
+    if path.suffix not in (".npz", ".npy", ".png"):
         raise RecordError(f"{source}: field 'depth_map': {path}: expected .npz, .npy or a 16-bit .png")
+    try:
+        depth = _read_depth_file(path, source)
+    except RecordError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a cut or foreign file: numpy, zipfile, pickle and PIL raise many kinds
+        raise RecordError(f"{source}: field 'depth_map': {path} cannot be read as a depth map "
+                          f"({type(e).__name__}: {e})") from None
     if depth.shape != (camera.height, camera.width):
         raise RecordError(f"{source}: field 'depth_map': {path} has shape {depth.shape}, the image "
                           f"({camera.height}, {camera.width}) (height, width)")
     with np.errstate(invalid="ignore"):
         return np.where(np.isfinite(depth) & (depth > 0), depth, np.nan)
+
+
+def _read_depth_file(path: Path, source: str) -> np.ndarray:
+    """The array of a .npz ('depth'), .npy or 16-bit .png depth file as float64 (no pickles: a depth map is data)."""
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "depth" not in z:
+                raise RecordError(f"{source}: field 'depth_map': {path} holds no array 'depth' (it has {list(z)})")
+            return np.asarray(z["depth"], dtype=np.float64)
+    if path.suffix == ".npy":
+        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+    with Image.open(path) as img:
+        if img.mode not in ("I;16", "I;16B", "I;16L", "I"):
+            raise RecordError(f"{source}: field 'depth_map': {path} is a {img.mode} PNG, not 16-bit millimetres")
+        return np.asarray(img, dtype=np.float64) / 1000.0
 
 
 def grid_record(rec: Record, pixels: np.ndarray, gt: np.ndarray | None) -> Record:
@@ -355,8 +365,12 @@ def image_record(image: str, intrinsics: list[float]) -> Record:
     fx, fy, cx, cy = intrinsics
     if not (fx > 0 and fy > 0 and math.isfinite(fx) and math.isfinite(fy) and math.isfinite(cx) and math.isfinite(cy)):
         raise ConfigError(f"--intrinsics: focal lengths must be positive and all values finite, got {intrinsics}")
-    with Image.open(path) as img:
-        width, height = img.size
+    try:
+        with Image.open(path) as img:
+            img.load()  # decoded whole here: a cut file fails now, not after the model is loaded
+            width, height = img.size
+    except Exception as e:  # noqa: BLE001 - PIL raises UnidentifiedImageError, OSError, SyntaxError, EOFError...
+        raise ConfigError(f"--image {path}: not an image PIL can read ({type(e).__name__}: {e})") from None
     return Record(path.resolve(), cm.Camera(fx, fy, cx, cy, width, height), np.zeros((0, 2)), np.zeros(0),
                   path.stem, str(path))
 
@@ -376,12 +390,17 @@ def pointcloud_command(a) -> dict:
         rec = image_record(a.image, a.intrinsics)
     else:
         raise ConfigError("pointcloud needs --record FILE.jsonl:LINE, or --image IMG with --intrinsics FX FY CX CY")
+    check_out_folder(a.out)  # every input and output checked before the model loads and the grid is asked
+    open_image(rec.image, source=rec.source, width=rec.camera.width, height=rec.camera.height).close()
     gt_path = a.depth_map or rec.extras.get("depth_map")
     depth_map = None if gt_path is None else load_depth_map(gt_path, rec.camera,
                                                             "--depth-map" if a.depth_map else rec.source)
     model = a.model or str(Path(exp.output_dir) / "final")
     if a.model is None and not Path(model).is_dir():
         raise ConfigError(f"{model} does not exist: train first (./run.sh {a.experiment}) or pass --model")
+    from rlkit.checkpoints import check_model_folder
+
+    check_model_folder(model, "--model")  # what the folder lacks, before the model loads
     answer_fn = model_answers(model, exp, exp.eval.max_new_tokens)
     summary = point_cloud(rec, exp.camera, exp.prompt, answer_fn, a.out, points=a.points,
                           batch_size=exp.eval.batch_size, depth_map=depth_map,

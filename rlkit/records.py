@@ -181,22 +181,33 @@ def parse_record(obj, *, root: Path, dataset: str, source: str, check_image: boo
         if key not in obj:
             raise fail(key, "missing")
     repairs = []
-
-    image = obj["image"]
-    if not isinstance(image, str) or not image:
-        raise fail("image", "must be a non-empty path string")
-    if "\x00" in image:
-        raise fail("image", "the path holds a NUL byte")
-    if not _inside_root(image, root, allow_outside_root):
-        raise fail("image", f"{image!r} is outside the dataset root {os.path.abspath(root)}; set "
-                            "allow_outside_root: true on this dataset to allow it")
+    image = _confined_path(obj, "image", root, allow_outside_root, fail)
     # resolve_image=False: Record.image is root / image as written (the store resolves it when a sample needs it;
     # resolving every path made up a third of converting a jsonl)
     image_path = (root / image).resolve() if resolve_image or check_image else root / image
     if check_image and not image_path.is_file():
         raise fail("image", f"file not found: {image_path}")
+    camera = _parse_camera(obj["intrinsics"], repairs, fail)
+    pixels, depth = _parse_labels(obj["pixel_coords"], obj["depth"], camera, fail)
+    extras = _parse_extras({k: v for k, v in obj.items() if k not in REQUIRED_KEYS}, len(depth), root,
+                           allow_outside_root, check_image, fail)
+    return Record(image_path, camera, pixels, depth, dataset, source, extras), repairs
 
-    intr = obj["intrinsics"]
+
+def _confined_path(obj: dict, key: str, root: Path, allow_outside_root: bool, fail) -> str:
+    """obj[key]: a non-empty path string inside ``root`` (unless allowed outside)."""
+    value = obj[key]
+    if not isinstance(value, str) or not value:
+        raise fail(key, "must be a non-empty path string")
+    if "\x00" in value:
+        raise fail(key, "the path holds a NUL byte")
+    if not _inside_root(value, root, allow_outside_root):
+        raise fail(key, f"{value!r} is outside the dataset root {os.path.abspath(root)}; set "
+                        "allow_outside_root: true on this dataset to allow it")
+    return value
+
+
+def _parse_camera(intr, repairs: list[str], fail) -> Camera:
     if not isinstance(intr, list) or len(intr) != 6 or not all(_is_number(v) for v in intr):
         raise fail("intrinsics", "must be [fx, fy, cx, cy, width, height] numbers")
     if not all(math.isfinite(v) for v in intr):
@@ -211,9 +222,11 @@ def parse_record(obj, *, root: Path, dataset: str, source: str, check_image: boo
     if width != int(width) or height != int(height) or not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         raise fail("intrinsics", f"width/height must be whole numbers of pixels from 1 to {MAX_SIDE}, got {width}, "
                                  f"{height}")
-    camera = Camera(float(fx), float(fy), float(cx), float(cy), int(width), int(height))
+    return Camera(float(fx), float(fy), float(cx), float(cy), int(width), int(height))
 
-    coords, depth = obj["pixel_coords"], obj["depth"]
+
+def _parse_labels(coords, depth, camera: Camera, fail) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels (N, 2), depths (N,)): pixels inside the image, depths in (0, MAX_DEPTH] meters."""
     if not isinstance(coords, list) or not all(
             isinstance(p, list) and len(p) == 2 and all(_is_number(v) for v in p) for p in coords):
         raise fail("pixel_coords", "must be a list of [x, y] number pairs")
@@ -229,18 +242,22 @@ def parse_record(obj, *, root: Path, dataset: str, source: str, check_image: boo
     if bad.any():
         i = int(np.argmax(bad))
         raise fail("depth", f"label {i} is {depth[i]!r}; depths must be in (0, {MAX_DEPTH:g}] meters")
+    width, height = camera.width, camera.height
     outside = ~(np.isfinite(pixels).all(1) & (pixels[:, 0] >= 0) & (pixels[:, 0] <= width - 1)
                 & (pixels[:, 1] >= 0) & (pixels[:, 1] <= height - 1))
     if outside.any():
         i = int(np.argmax(outside))
         raise fail("pixel_coords", f"label {i} {coords[i]} is outside the {width}x{height} image")
+    return pixels, depth_arr
 
-    extras = {k: v for k, v in obj.items() if k not in REQUIRED_KEYS}
+
+def _parse_extras(extras: dict, n: int, root: Path, allow_outside_root: bool, check_image: bool, fail) -> dict:
+    """The optional keys: per-label values (one number per label), the pair view, the depth map's path."""
     for key in PER_LABEL_KEYS:
         if key in extras:
             vals = extras[key]
-            if not isinstance(vals, list) or len(vals) != len(depth) or not all(_is_number(v) for v in vals):
-                raise fail(key, f"must be a list of {len(depth)} numbers, one per label")
+            if not isinstance(vals, list) or len(vals) != n or not all(_is_number(v) for v in vals):
+                raise fail(key, f"must be a list of {n} numbers, one per label")
             arr = np.asarray(vals, dtype=np.float64)
             if not (np.isfinite(arr) & (arr > 0) & (arr <= MAX_DEPTH)).all():
                 raise fail(key, f"values must be in (0, {MAX_DEPTH:g}] meters")
@@ -250,13 +267,9 @@ def parse_record(obj, *, root: Path, dataset: str, source: str, check_image: boo
         if check_image and not os.path.isfile(extras["pair"]["image"]):
             raise fail("pair", f"file not found: {extras['pair']['image']}")
     if "depth_map" in extras:
-        if not isinstance(extras["depth_map"], str) or not extras["depth_map"] or "\x00" in extras["depth_map"]:
-            raise fail("depth_map", "must be a non-empty path string")
-        if not _inside_root(extras["depth_map"], root, allow_outside_root):
-            raise fail("depth_map", f"{extras['depth_map']!r} is outside the dataset root {os.path.abspath(root)}; set "
-                                    "allow_outside_root: true on this dataset to allow it")
-        extras["depth_map"] = (root / extras["depth_map"]).resolve()  # checked when read: it is optional
-    return Record(image_path, camera, pixels, depth_arr, dataset, source, extras), repairs
+        path = _confined_path(extras, "depth_map", root, allow_outside_root, fail)
+        extras["depth_map"] = (root / path).resolve()  # checked when read: it is optional
+    return extras
 
 
 def _inside_root(image: str, root: Path, allow_outside_root: bool) -> bool:

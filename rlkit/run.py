@@ -19,7 +19,7 @@ from pathlib import Path
 from rlkit.builder import EvalSet, Source, TrainStream, load_source
 from rlkit.card import write_model_card
 from rlkit.checkpoints import check_model_folder
-from rlkit.config import ConfigError, Experiment, check_trainer_fields, load_experiment, save_resolved
+from rlkit.config import ConfigError, Experiment, check_trainer_fields, load_experiment, save_resolved, shared_selection
 from rlkit.evaluate import evaluate_run, load_reports, strict_json
 from rlkit.io import atomic_write_text
 from rlkit.models import peft_config, process_state, ensure_model_path
@@ -126,7 +126,8 @@ def build_evalset(exp: Experiment, sources: Sources, samples_per_dataset: int | 
     learning curve's subset; the same eval.seed draws it)."""
     evalset = EvalSet(sources.eval, exp.camera, exp.prompt,
                       samples_per_dataset or exp.eval.samples_per_dataset, exp.eval.seed,
-                      cache_images=exp.data.cache_images, skip_invalid=exp.data.skip_invalid)
+                      cache_images=exp.data.cache_images, skip_invalid=exp.data.skip_invalid,
+                      shared_with=shared_selection(exp))
     if not len(evalset):
         raise ConfigError(f"{exp.source}: no eval pixel could be drawn (skips: {evalset.skipped})")
     return evalset

@@ -58,7 +58,7 @@ def check_run_dir(exp: Experiment, out: Path) -> bool:
 
 # what only the final evaluation reads; eval.seed and eval.during_training also choose the learning curve's subset
 # and cadence during training, so they bind the folder like training settings
-FINAL_EVAL_ONLY = ("samples_per_dataset", "batch_size", "max_new_tokens", "constant")
+FINAL_EVAL_ONLY = ("samples_per_dataset", "batch_size", "max_new_tokens", "constant", "shared_with")
 
 
 def _training_part(config: dict) -> dict:

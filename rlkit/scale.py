@@ -59,7 +59,7 @@ def _kind(shape: str) -> str:
 
 def translate(sweep: Sweep, arm: str, recipe: Path) -> tuple[dict, list[str]]:
     """The winning arm's overrides at paper scale (dotted keys) and the ones left at the recipe's value."""
-    mini = arm_experiment(sweep, "mini", arm, sweep.seeds[0])
+    mini = arm_experiment(sweep, "mini", arm, sweep.seeds[0], shared=False)
     plain = load_experiment(sweep.experiment, _overrides(sweep.scales.get("mini") or {}))  # without the arm
     paper = load_experiment(recipe)
     out, kept = {}, []

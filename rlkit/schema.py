@@ -136,6 +136,10 @@ class ModelConfig:
     attn_implementation: str | None = None  # e.g. sdpa, flash_attention_2
     min_pixels: int | None = None  # image processor bounds (Qwen2.x-VL): None keeps the checkpoint's
     max_pixels: int | None = None
+    # the official DepthLM train.py's switches for this model's family (rlkit.models.OfficialSwitches; Pixtral:
+    # processor resize and rescale off, training images pre-resized to 28-px multiples, eager vision attention,
+    # reentrant gradient checkpointing); with them min_pixels / max_pixels bound that pre-resize
+    official_switches: bool = False
     lora: dict | None = None  # peft LoraConfig fields, e.g. {r: 16, lora_alpha: 32, target_modules: all-linear}
     tiny: dict = field(default_factory=dict)  # rlkit.tiny.TinySpec fields for the embedded default
     cache_dir: str = ".cache/models"  # where the embedded default is built once
@@ -214,6 +218,15 @@ class DuringTraining:
                 raise ValueError(f"{key} must be a whole number >= 1, got {v!r}")
 
 
+@dataclass(frozen=True)
+class SharedArm:
+    """Another arm of a comparison (a sweep writes these): its camera and prompt settings where the arms differ.
+    Keys as in the experiment's own sections (``marker`` fields nested); the rest is this experiment's."""
+
+    camera: dict = field(default_factory=dict)
+    prompt: dict = field(default_factory=dict)
+
+
 @dataclass
 class EvalConfig:
     samples_per_dataset: int = 8192
@@ -222,3 +235,6 @@ class EvalConfig:
     seed: int = 0
     constant: float = 2.0  # the constant-answer baseline, meters
     during_training: DuringTraining | None = None  # off by default: the learning curve costs eval time
+    # one eval selection across a comparison's arms: a pixel is selected only when every arm listed here (and this
+    # experiment) can draw it; the ones only some arm can draw are counted as 'unusable_in_another_arm'
+    shared_with: list[SharedArm] = field(default_factory=list)

@@ -7,7 +7,7 @@ from PIL import Image
 from rlkit.builder import SFT_COLUMNS, Source, TrainStream, resized_sizes, train_dataset
 from rlkit.camera import Camera
 from rlkit.config import ConfigError, Experiment
-from rlkit.models import load_model, load_processor, peft_config
+from rlkit.models import NO_SWITCHES, checkpoint_switches, load_model, load_processor, peft_config
 from rlkit.prompts import TASKS, Query, answer, question
 
 
@@ -43,11 +43,13 @@ def longest_sequence(exp: Experiment, processor, size: tuple[int, int]) -> int:
     return longest
 
 
-def check_longest_sequence(exp: Experiment, processor, sources: list[Source], max_length: int | None) -> None:
-    """Stop before training when TRL would cut an image or an answer (it truncates silently)."""
+def check_longest_sequence(exp: Experiment, processor, sources: list[Source], max_length: int | None,
+                           switches=NO_SWITCHES) -> None:
+    """Stop before training when TRL would cut an image or an answer (it truncates silently). ``switches``:
+    the official ones in force (their pre-resize sizes the largest image)."""
     if max_length is None:
         return
-    size = largest_train_image(exp, sources)
+    size = switches.pre_resized_size(*largest_train_image(exp, sources), exp.model)
     needed = longest_sequence(exp, processor, size)
     if needed > max_length:
         raise ConfigError(f"{exp.source}: train.max_length {max_length} is too short: the longest training "
@@ -60,9 +62,12 @@ def make_trainer(exp: Experiment, model_path: str, stream: TrainStream, weights:
     from trl import SFTTrainer
 
     processor = load_processor(model_path, exp.model)
-    args = exp.trl_config()
-    check_longest_sequence(exp, processor, stream.sources, args.max_length)
+    switches = checkpoint_switches(model_path, exp.model)  # the family's official ones, or none
+    args = exp.trl_config(**switches.trl_defaults(exp.train))
+    check_longest_sequence(exp, processor, stream.sources, args.max_length, switches)
     model = load_model(weights or model_path, exp.model)
-    data = train_dataset(stream, SFT_COLUMNS, num_shards=max(1, args.dataloader_num_workers))
+    switches.prepare_model(model, args)
+    data = switches.train_rows(train_dataset(stream, SFT_COLUMNS, num_shards=max(1, args.dataloader_num_workers)),
+                               exp.model)
     return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=processor,
                       peft_config=peft_config(exp.model))

@@ -93,10 +93,10 @@ def open_records(path: str | Path, *, root: str | Path | None = None, skip_inval
         return opened
     converted = False
     if not (folder / "manifest.json").exists():
-        converted = _convert_once(path, root, cache, key, skip_invalid, allow_outside_root)
+        converted = _build_once(path, root, cache, key, skip_invalid, allow_outside_root)
     store = _readable(folder, path)
     if store is None:  # cut short or damaged: converted again, under the same lock as a first conversion
-        converted = _convert_once(path, root, cache, key, skip_invalid, allow_outside_root, damaged=True)
+        converted = _build_once(path, root, cache, key, skip_invalid, allow_outside_root, damaged=True)
         store = _readable(folder, path)
         if store is None:
             raise RecordError(f"{path}: its records cache {folder} cannot be read after converting it again; "
@@ -137,9 +137,9 @@ def _readable(folder: Path, path: Path, quiet: bool = False) -> RecordStore | No
         return None
 
 
-def _convert_once(path: Path, root: Path, cache: Path, key: str, skip_invalid: bool, allow_outside_root: bool,
-                  damaged: bool = False) -> bool:
-    """Convert the jsonl into cache/key unless another process did it meanwhile; True if this one did.
+def _build_once(path: Path, root: Path, cache: Path, key: str, skip_invalid: bool, allow_outside_root: bool,
+                damaged: bool = False) -> bool:
+    """Build the jsonl's columns into cache/key unless another process did it meanwhile; True if this one did.
     ``damaged``: the entry exists but cannot be read; it is replaced unless another process replaced it first."""
     folder = cache / key
     _writable(cache, lambda: cache.mkdir(parents=True, exist_ok=True))
@@ -151,7 +151,7 @@ def _convert_once(path: Path, root: Path, cache: Path, key: str, skip_invalid: b
             shutil.rmtree(stale, ignore_errors=True)
         tmp = cache / f"{key}.tmp-{os.getpid()}"
         try:
-            _writable(cache, lambda: convert(path, tmp, root, skip_invalid=skip_invalid,
+            _writable(cache, lambda: build_columns(path, tmp, root, skip_invalid=skip_invalid,
                                              allow_outside_root=allow_outside_root, workers=min(8, _cpus())))
             if store_key(path, root, skip_invalid=skip_invalid, allow_outside_root=allow_outside_root) != key:
                 raise RecordError(f"{path}: the file changed while it was being converted; run again")
@@ -201,8 +201,8 @@ def _encode_extras(extras: dict) -> bytes:
     return json.dumps({"json": plain, "paths": paths}).encode()
 
 
-def convert(path: Path, out: Path, root: Path, *, skip_invalid: bool, allow_outside_root: bool,
-            workers: int = 1, part_bytes: int = PART_BYTES) -> dict:
+def build_columns(path: Path, out: Path, root: Path, *, skip_invalid: bool, allow_outside_root: bool,
+                  workers: int = 1, part_bytes: int = PART_BYTES) -> dict:
     """Validate every line of ``path`` (records.read_records: the loader's checks and messages, images
     not opened) and write its store into ``out``; returns the manifest. A large file is cut into byte
     ranges converted by ``workers`` processes side by side, then joined in file order."""
@@ -213,7 +213,7 @@ def convert(path: Path, out: Path, root: Path, *, skip_invalid: bool, allow_outs
     opts = {"root": root, "skip_invalid": skip_invalid, "allow_outside_root": allow_outside_root}
     out.mkdir(parents=True)
     if len(ranges) == 1:
-        info = _convert_range(path, out, 0, None, 1, progress=size > 64 << 20, **opts)
+        info = _columns_of_range(path, out, 0, None, 1, progress=size > 64 << 20, **opts)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -228,7 +228,7 @@ def convert(path: Path, out: Path, root: Path, *, skip_invalid: bool, allow_outs
                    disable=size < 64 << 20)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
             try:
-                pending = [pool.submit(_convert_range, path, out / f"part{i}", a, b, line, **opts)
+                pending = [pool.submit(_columns_of_range, path, out / f"part{i}", a, b, line, **opts)
                            for i, (a, b, line) in enumerate(ranges)]
                 parts = []
                 for (a, b, _), job in zip(ranges, pending):  # in file order: the first bad line is the one raised
@@ -276,9 +276,9 @@ def _split(path: Path, size: int, n: int) -> list[tuple[int, int | None, int]]:
     return [(a, b, line) for a, b, line in zip(starts, [*starts[1:], None], lines)]
 
 
-def _convert_range(path: Path, out: Path, start: int, stop: int | None, first_line: int, *, root: Path,
-                   skip_invalid: bool, allow_outside_root: bool, progress: bool = False) -> dict:
-    """Convert the lines of one byte range into column files in ``out``."""
+def _columns_of_range(path: Path, out: Path, start: int, stop: int | None, first_line: int, *, root: Path,
+                      skip_invalid: bool, allow_outside_root: bool, progress: bool = False) -> dict:
+    """The lines of one byte range as column files in ``out``."""
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)

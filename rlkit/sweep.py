@@ -28,6 +28,7 @@ than one 2-thread run).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -64,6 +65,7 @@ class Sweep:
     arms: dict[str, dict]
     source: str
     root: Path = field(default=Path("runs/sweeps"))
+    shared_eval: dict[str, list[str]] = field(default_factory=dict, repr=False)  # per scale: the override, once
 
     def run_dir(self, scale: str, arm: str, seed: int) -> Path:
         return self.root / self.name / scale / arm / f"seed{seed}"
@@ -119,7 +121,8 @@ def load_sweep(path: str | Path, root: str | Path = "runs/sweeps") -> Sweep:
                   scales, arms, str(path), Path(root))
     for scale in scales:  # every arm must make a valid experiment, checked before anything runs
         for arm in arms:
-            arm_experiment(sweep, scale, arm, sweep.seeds[0])
+            arm_experiment(sweep, scale, arm, sweep.seeds[0], shared=False)
+        arm_experiment(sweep, scale, next(iter(arms)), sweep.seeds[0])  # and with the shared eval selection
     return sweep
 
 
@@ -127,7 +130,29 @@ def _overrides(d: dict) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in d.items() if k not in ("x", "series")]
 
 
-def arm_experiment(sweep: Sweep, scale: str, arm: str, seed: int):
+def _sections_varied(sweep: Sweep) -> list[str]:
+    """The camera and prompt sections some arm changes: where the arms could draw different eval pixels. None when
+    an arm changes the eval data (then the arms do not share pixels at all)."""
+    keys = [k for over in sweep.arms.values() for k in over]
+    if any(k in ("data", "data.eval", "data.synth") or k.startswith(("data.eval.", "data.synth.")) for k in keys):
+        return []
+    return [section for section in ("camera", "prompt") if any(k.split(".")[0] == section for k in keys)]
+
+
+def shared_eval_override(sweep: Sweep, scale: str) -> list[str]:
+    """``eval.shared_with``: every arm's camera and prompt sections where the arms differ, the same list for every
+    arm, so that all arms are scored on one eval selection (the pixels every arm can draw)."""
+    if scale not in sweep.shared_eval:
+        sections, arms = _sections_varied(sweep), []
+        for arm in sweep.arms if sections else ():
+            exp = arm_experiment(sweep, scale, arm, sweep.seeds[0], shared=False)
+            arms.append({s: dataclasses.asdict(getattr(exp, s)) for s in sections})
+        sweep.shared_eval[scale] = [f"eval.shared_with={json.dumps(arms)}"] if arms else []
+    return sweep.shared_eval[scale]
+
+
+def arm_experiment(sweep: Sweep, scale: str, arm: str, seed: int, shared: bool = True):
+    """The experiment of one arm and seed at a scale (``shared``: with the sweep's one eval selection)."""
     if scale not in sweep.scales:
         raise ConfigError(f"{sweep.source}: unknown scale '{scale}'{_closest(scale, sweep.scales)}")
     scale_over = sweep.scales[scale] or {}
@@ -141,7 +166,7 @@ def arm_experiment(sweep: Sweep, scale: str, arm: str, seed: int):
         else:
             over = _overrides(scale_over)
         over += _overrides(sweep.arms[arm]) + [f"seed={seed}", f"output_dir={sweep.run_dir(scale, arm, seed)}"]
-        return load_experiment(sweep.experiment, over)
+        return load_experiment(sweep.experiment, over + (shared_eval_override(sweep, scale) if shared else []))
     except ConfigError as e:
         raise ConfigError(f"{sweep.source}: arm '{arm}' (scale {scale}): {e}") from None
 

@@ -3,8 +3,9 @@
 Each case builds its own folder under one work dir (a small procedural dataset is rendered once and
 shared), runs ``python -m rlkit ...`` in a subprocess and classifies what happened, mechanically:
 
-- ``clear error``: exit 2, the last stderr line is the only one starting ``error: ``, no traceback, and it
-  names what the case says it must (the file:line and field of a bad jsonl line, the key of a bad config, ...);
+- ``clear error``: exit 2, the last stderr line is the only one starting ``error: `` (or argparse's
+  ``rlkit CMD: error: `` after its usage lines), no traceback, and it names what the case says it must (the
+  file:line and field of a bad jsonl line, the key of a bad config, ...);
 - ``counted skip``: exit 0 with ``data.skip_invalid: true``, a skip logged, and the count in metrics.json
   (train_data / eval_data ``skipped``, builder_skips or eval_skipped);
 - ``accepted`` / ``recovered``: exit 0 where the input is valid (a BOM, an fx == 0 repair) or where a re-run
@@ -112,8 +113,11 @@ def _tail(text: str, n: int = 25) -> str:
     return "\n".join(line[:400] for line in lines[-n:])
 
 
+ARGPARSE_ERROR = re.compile(r"^rlkit(?: [\w-]+)*: error: ")  # argparse's usage error: "rlkit data preview: error: ..."
+
+
 def _error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("error: ")]
+    return [line for line in err.splitlines() if line.startswith("error: ") or ARGPARSE_ERROR.match(line)]
 
 
 def strict_metrics(path: Path) -> tuple[dict | None, str | None]:
@@ -1149,6 +1153,733 @@ def eval_missing_final(ctx: Ctx) -> Result:
     return classify(ctx.cli("eval", exp), "error", [str(ctx.run_dir / "final")])
 
 
+# ---------------------------------------------------------------- kind 6: the store cache (issue 31)
+
+
+def _own_cache(ctx: Ctx, name: str = "records-cache") -> Path:
+    """This case's own records cache (the shared one is never damaged)."""
+    cache = ctx.work / name
+    ctx.env["RLKIT_RECORDS_CACHE"] = str(cache)
+    return cache
+
+
+def _as_recovered(res: Result) -> Result:
+    return Result(RECOVERED, res.line, res.output, res.command) if res.outcome == ACCEPTED else res
+
+
+def _mount_tmpfs(where: Path, options: str) -> str | None:
+    """A tmpfs at ``where`` (root only): None, or why it could not be mounted."""
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    where.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    return f"cannot mount a tmpfs here: {r.stderr.strip()[:200]}" if r.returncode else None
+
+
+def cache_not_writable(how: str):
+    """RLKIT_RECORDS_CACHE names a file, a read-only folder or a full one: one error naming it and the variable."""
+    def fn(ctx: Ctx) -> Result:
+        cache = ctx.work / "records-cache"
+        mounted = False
+        if how == "a file":
+            cache.write_text("not a folder\n")
+        elif how == "read-only":
+            if os.geteuid() != 0:
+                cache.mkdir()
+                cache.chmod(0o555)
+            else:
+                why = _mount_tmpfs(cache, "size=1m,ro")
+                if why:
+                    return Result(NOT_RUN, why)
+                mounted = True
+        else:  # full: a 64 KiB tmpfs filled up
+            why = _mount_tmpfs(cache, "size=64k")
+            if why:
+                return Result(NOT_RUN, why)
+            mounted = True
+            try:
+                with open(cache / "filler", "wb") as f:
+                    while True:
+                        f.write(b"\0" * 4096)
+                        f.flush()
+            except OSError:
+                pass
+        try:
+            ctx.env["RLKIT_RECORDS_CACHE"] = str(cache)
+            p = ctx.cli("eval", ctx.exp(), "--model", "none")
+            return classify(p, "error", [str(cache), "RLKIT_RECORDS_CACHE"])
+        finally:
+            if mounted:
+                subprocess.run(["umount", "-l", str(cache)], check=False)
+            elif cache.is_dir():
+                cache.chmod(0o755)
+    return fn
+
+
+def cache_entry_damaged(damage: str):
+    """A cached store entry cut short (its manifest.json, or its biggest column): the next run converts the file
+    again with a log line and scores what the first run scored, instead of failing until the cache is deleted."""
+    def fn(ctx: Ctx) -> Result:
+        cache = _own_cache(ctx)
+        exp = ctx.exp()
+        first = ctx.cli("eval", exp, "--model", "none", "--out", ctx.work / "a")
+        if first.rc != 0:
+            return classify(first, "ok")
+        entries = [m.parent for m in cache.glob("*/manifest.json")]
+        if not entries:
+            return Result(NOT_RUN, f"no store entry in {cache} after the first run")
+        for entry in entries:
+            if damage == "manifest.json":
+                (entry / "manifest.json").write_text((entry / "manifest.json").read_text()[:40])
+            else:
+                column = max((f for f in entry.iterdir() if f.name != "manifest.json"), key=lambda f: f.stat().st_size)
+                column.write_bytes(column.read_bytes()[: column.stat().st_size // 2])
+        p = ctx.cli("eval", exp, "--model", "none", "--out", ctx.work / "b")
+
+        def check():
+            a, why = strict_metrics(ctx.work / "a" / "metrics.json")
+            b, why_b = strict_metrics(ctx.work / "b" / "metrics.json")
+            if why or why_b:
+                return why or why_b
+            if a["metrics"] != b["metrics"]:
+                return "the run after the damage scored other numbers than the first"
+            if "converting the file again" not in p.err:
+                return "the damaged entry was not rebuilt with a log line ('converting the file again')"
+            return None
+        return _as_recovered(classify(p, "ok", check=check))
+    return fn
+
+
+def _bump_depths(text: bytes) -> bytes:
+    """The same bytes but the first digit of every depth label one higher (a 9 stays): other labels, same size."""
+    def bump(m):
+        return m.group(1) + re.sub(rb"(^|, )([1-8])", lambda n: n.group(1) + str(int(n.group(2)) + 1).encode(),
+                                   m.group(2))
+    return re.sub(rb'("depth": \[)([^\]]*)', bump, text)
+
+
+def _labels_of(path: Path) -> dict:
+    """{(image, x, y): depth} of a jsonl whose images lie beside it."""
+    out = {}
+    for line in path.read_bytes().splitlines():
+        r = json.loads(line)
+        img = str((path.parent / r["image"]).resolve())
+        out.update({(img, float(x), float(y)): float(d) for (x, y), d in zip(r["pixel_coords"], r["depth"])})
+    return out
+
+
+def jsonl_same_size_and_mtime(how: str):
+    """An eval jsonl rewritten with other labels, the same size, its mtime put back (``cp -p`` writes in place,
+    ``rsync -t`` renames a new file over it): the next eval must score the new labels (predictions.csv's gt)."""
+    def fn(ctx: Ctx) -> Result:
+        import csv
+
+        _own_cache(ctx)
+        path = ctx.write_jsonl("eval.jsonl", ctx.lines("eval"))
+        exp = ctx.exp(data={"eval": [{"path": str(path), "name": "indoor"}]})
+        first = ctx.cli("eval", exp, "--model", "none", "--out", ctx.work / "a")
+        if first.rc != 0:
+            return classify(first, "ok")
+        old_labels = _labels_of(path)
+        new = _bump_depths(path.read_bytes())
+        st = path.stat()
+        if how == "in place":
+            with open(path, "r+b") as f:
+                f.write(new)
+        else:
+            (ctx.work / "eval.jsonl.new").write_bytes(new)
+            os.replace(ctx.work / "eval.jsonl.new", path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        if path.stat().st_size != st.st_size or path.stat().st_mtime_ns != st.st_mtime_ns:
+            return Result(NOT_RUN, "could not keep the size and mtime")
+        new_labels = _labels_of(path)
+        p = ctx.cli("eval", exp, "--model", "none", "--out", ctx.work / "b")
+
+        def check():
+            with open(ctx.work / "b" / "predictions.csv", newline="") as f:
+                rows = [((r["image"], float(r["x"]), float(r["y"])), float(r["gt"])) for r in csv.DictReader(f)]
+            if not rows or any(k not in new_labels for k, _ in rows):
+                return f"predictions.csv's items are not the jsonl's labels ({rows[:2]})"
+            if all(new_labels[k] == old_labels[k] for k, _ in rows):
+                return "the eval selection holds no changed label: the case tells nothing; change more labels"
+            old = sum(abs(gt - old_labels[k]) < 1e-3 and old_labels[k] != new_labels[k] for k, gt in rows)
+            wrong = sum(abs(gt - new_labels[k]) > 1e-3 for k, gt in rows)
+            if wrong:
+                return (f"the rewritten jsonl (same size and mtime) was scored with the old labels from the store: "
+                        f"{old} of {len(rows)} items have their old label, {wrong} not the new one")
+            return None
+        return classify(p, "ok", check=check)
+    return fn
+
+
+# ---------------------------------------------------------------- kind 7: converters
+
+
+def _generic_set(ctx: Ctx) -> Path:
+    """Two 8x6 images with camera-z depth maps (.npy) and a manifest, list.csv."""
+    import numpy as np
+    from PIL import Image
+
+    src = ctx.work / "src"
+    src.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, z in (("a", 2.0), ("b", 3.0)):
+        np.save(src / f"{name}.npy", np.full((6, 8), z, np.float32))
+        Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(src / f"{name}.png")
+    (src / "list.csv").write_text("image,depth\na.png,a.npy\nb.png,b.npy\n")
+    return src
+
+
+_GENERIC = ("--depth-kind", "z", "--intrinsics", 4, 5, 3.5, 2.5, "--margin", 1)
+
+
+def convert_case(stage):
+    """``data convert`` on a staged input: ``stage(ctx, src)`` -> (the adapter's arguments, the needles)."""
+    def fn(ctx: Ctx) -> Result:
+        args, needles = stage(ctx, _generic_set(ctx))
+        return classify(ctx.cli("data", "convert", *args), "error", needles)
+    return fn
+
+
+def _corrupt_npz(ctx: Ctx, src: Path):
+    (src / "b.npz").write_bytes(b"PK\x03\x04 not a zip archive")
+    (src / "list.csv").write_text("image,depth\na.png,a.npy\nb.png,b.npz\n")
+    return ("generic", src / "list.csv", *_GENERIC, "--out", ctx.work / "o" / "f.jsonl"), [f"{src / 'list.csv'}:3",
+                                                                                          "b.npz"]
+
+
+def _intrinsics_folder(ctx: Ctx, src: Path):
+    (src / "kdir").mkdir()
+    (src / "k.csv").write_text("image,depth,intrinsics\na.png,a.npy,kdir\n")
+    return (("generic", src / "k.csv", "--depth-kind", "z", "--margin", 1, "--out", ctx.work / "o" / "f.jsonl"),
+            [f"{src / 'k.csv'}:2", "intrinsics", "kdir"])
+
+
+def _out_parent_file(ctx: Ctx, src: Path):
+    (ctx.work / "afile").write_text("x\n")
+    return ("generic", src / "list.csv", *_GENERIC, "--out", ctx.work / "afile" / "f.jsonl"), [str(ctx.work / "afile")]
+
+
+def _long_out_name(ctx: Ctx, src: Path):
+    name = "n" * 300 + ".jsonl"
+    return ("generic", src / "list.csv", *_GENERIC, "--out", ctx.work / name), [name]
+
+
+def _long_image_name(ctx: Ctx, src: Path):
+    name = "n" * 300
+    (src / "named.csv").write_text(f"image,depth,name\na.png,a.npy,{name}\n")
+    return (("generic", src / "named.csv", *_GENERIC, "--out", ctx.work / "o" / "f.jsonl"),
+            [f"{src / 'named.csv'}:2", "field 'name'"])
+
+
+def _eth3d_height_zero(ctx: Ctx, src: Path):
+    import numpy as np
+    from PIL import Image
+
+    scene = ctx.work / "eth3d" / "courtyard"
+    for sub in ("images/dslr_images", "ground_truth_depth/dslr_images", "dslr_calibration_jpg"):
+        (scene / sub).mkdir(parents=True)
+    cameras = scene / "dslr_calibration_jpg" / "cameras.txt"
+    cameras.write_text("# Camera list\n1 PINHOLE 8 0 4 4 4 3\n")
+    (scene / "dslr_calibration_jpg" / "images.txt").write_text(
+        "# Image list\n1 1 0 0 0 0 0 0 1 dslr_images/DSC_0001.JPG\n\n")
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(scene / "images/dslr_images/DSC_0001.JPG")
+    np.full((6, 8), 2.0, "<f4").tofile(scene / "ground_truth_depth/dslr_images/DSC_0001.JPG")
+    return ("eth3d", ctx.work / "eth3d", "--out", ctx.work / "o" / "e.jsonl"), [f"{cameras}:2"]
+
+
+def two_converts_at_once(ctx: Ctx) -> Result:
+    """Two ``data convert`` into one --out at the same moment: both finish, or one is refused with one line; the
+    output is whole (``data check`` passes) and the same command afterwards is not stuck."""
+    src = _generic_set(ctx)
+    out = ctx.work / "o" / "f.jsonl"
+    args = ("data", "convert", "generic", src / "list.csv", *_GENERIC, "--out", out)
+    procs = [ctx.popen(*args) for _ in range(2)]
+    for p in procs:
+        try:
+            p.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return Result(HANG, f"a convert did not exit within {TIMEOUT} s")
+    errs = [(ctx.work / f"bg{i}.err").read_text(errors="replace") for i in range(2)]
+    cmd = " ".join(map(str, args))
+    ok = [p.returncode == 0 for p in procs]
+    for p, err in zip(procs, errs):
+        if p.returncode != 0:
+            res = classify(Proc(list(args), p.returncode, "", err, 0.0), "error", [str(out)])
+            if res.outcome != CLEAR:
+                return res
+    if not any(ok):
+        return Result(SILENT, "both converts failed: nothing usable is left", _tail(errs[1], 8), cmd)
+    check = ctx.cli("data", "check", out)
+    if check.rc != 0:
+        return Result(SILENT, f"data check of the output failed: {(_error_lines(check.err) or [check.err[-200:]])[-1]}",
+                      _tail(check.err, 8), cmd)
+    again = ctx.cli(*args[:-1], out, "--overwrite")
+    if again.rc != 0:
+        return Result(STUCK, f"the same convert afterwards (--overwrite) exit {again.rc}: "
+                             f"{(_error_lines(again.err) or [again.err[-200:]])[-1]}", _tail(again.err, 8), cmd)
+    return Result(ACCEPTED, "", "", cmd)
+
+
+# ---------------------------------------------------------------- kind 8: point clouds
+
+
+def pointcloud_case(stage):
+    """``pointcloud EXP --model ./no-model ...`` on a staged input: one error naming the input, given before the
+    model is even looked at (a later check would name the missing model instead)."""
+    def fn(ctx: Ctx) -> Result:
+        args, needles = stage(ctx)
+        p = ctx.cli("pointcloud", ctx.exp(), "--model", ctx.work / "no-model", "--points", 12, *args)
+        return classify(p, "error", needles)
+    return fn
+
+
+def _pc_not_an_image(ctx: Ctx):
+    (ctx.work / "not.png").write_text("this is not an image\n" * 20)
+    return (("--image", ctx.work / "not.png", "--intrinsics", 60, 60, 30, 20, "--out", ctx.work / "cloud"),
+            ["--image", str(ctx.work / "not.png")])
+
+
+def _pc_corrupt_depth(ctx: Ctx):
+    good = ctx.data / json.loads(ctx.lines("eval")[0])["depth_map"]
+    (ctx.work / "cut.npz").write_bytes(good.read_bytes()[:100])
+    return (("--record", f"{ctx.data / 'indoor_eval.jsonl'}:1", "--depth-map", ctx.work / "cut.npz",
+             "--out", ctx.work / "cloud"), [str(ctx.work / "cut.npz")])
+
+
+def _pc_out_is_a_file(ctx: Ctx):
+    (ctx.work / "afile").write_text("x\n")
+    return ("--record", f"{ctx.data / 'indoor_eval.jsonl'}:1", "--out", ctx.work / "afile"), [
+        "--out", str(ctx.work / "afile")]
+
+
+def _pc_out_below_a_file(ctx: Ctx):
+    (ctx.work / "afile").write_text("x\n")
+    return ("--record", f"{ctx.data / 'indoor_eval.jsonl'}:1", "--out", ctx.work / "afile" / "cloud"), [
+        "--out", str(ctx.work / "afile")]
+
+
+def _pc_depth_map_outside(ctx: Ctx):
+    path = ctx.write_jsonl("outside.jsonl", [_line({**ctx.template(), "depth_map": "../../../../../etc/hostname"})])
+    return ("--record", f"{path}:1", "--out", ctx.work / "cloud"), [f"{path}:1", "field 'depth_map'", "outside"]
+
+
+# ---------------------------------------------------------------- kind 9: model folders
+
+
+def model_folder_case(damage: str, command: str = "eval"):
+    """A copy of the tiny checkpoint with a fault, given as --model (or model.name for training): one error
+    naming the folder and what it lacks, before anything loads."""
+    def fn(ctx: Ctx) -> Result:
+        folder = ctx.work / "model"
+        needles = [str(folder)]
+        if damage != "missing":
+            shutil.copytree(tiny_model(), folder)
+        if damage == "truncated model.safetensors":
+            w = folder / "model.safetensors"
+            w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+            needles.append("model.safetensors")
+        elif damage == "no config.json":
+            (folder / "config.json").unlink()
+            needles.append("config.json")
+        elif damage == "no processor files":
+            for f in folder.glob("*processor_config.json"):
+                f.unlink()
+            needles.append("processor")
+        if command == "eval":
+            p = ctx.cli("eval", ctx.exp(), "--model", folder)
+        elif command == "pointcloud":
+            p = ctx.cli("pointcloud", ctx.exp(), "--model", folder, "--record", f"{ctx.data / 'indoor_eval.jsonl'}:1",
+                        "--points", 12, "--out", ctx.work / "cloud")
+        else:
+            p = ctx.cli(ctx.exp(model={"name": str(folder)}))
+        return classify(p, "error", needles)
+    return fn
+
+
+# ---------------------------------------------------------------- kind 10: config files (issue 31)
+
+
+def _dangling_output_dir(ctx: Ctx) -> Result:
+    link = ctx.work / "run-link"
+    link.symlink_to(ctx.work / "gone")
+    exp = ctx.exp(output_dir=str(link))
+    return classify(ctx.cli(exp), "error", [str(link)])
+
+
+def _alias_bomb() -> str:
+    lines = ["reward_kwargs:", "  a: &a [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):  # 9^9 leaves once expanded
+        lines.append(f"  {chr(97 + i)}: &{chr(97 + i)} [" + ", ".join([f"*{chr(96 + i)}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- kind 11: reward plugins (issue 31)
+
+PLUGIN_31 = '''
+import json, os
+
+def huge(completions, **kw):
+    return [10 ** 400 for _ in completions]
+
+def vandal(completions, **kw):
+    with open(os.path.join(os.path.dirname(__file__), "seen_by_vandal.jsonl"), "a") as f:
+        f.write(json.dumps(completions) + "\\n")
+    for c in completions:  # edits what it was given, nested and flat
+        if isinstance(c, list):
+            for m in c:
+                if isinstance(m, dict):
+                    m["content"] = "<answer> 999 </answer>"
+    completions[:] = ["<answer> 999 </answer>"] * len(completions)
+    return [0.0 for _ in completions]
+
+def witness(completions, **kw):
+    with open(os.path.join(os.path.dirname(__file__), "seen_by_witness.jsonl"), "a") as f:
+        f.write(json.dumps(completions) + "\\n")
+    return [0.0 for _ in completions]
+'''
+
+
+def reward_huge_int(ctx: Ctx) -> Result:
+    (ctx.work / "plug31.py").write_text(PLUGIN_31)
+    ref = f"{ctx.work}/plug31.py:huge"
+    exp = ctx.grpo([ref], train={"max_steps": 1})
+    res = classify(ctx.cli(exp), "error", ["huge"])
+    trained = sorted(q.name for q in ctx.run_dir.glob("checkpoint-*"))
+    if res.outcome == CLEAR and trained:
+        return Result(SILENT, f"{res.line} — but trained first: {trained}", "", res.command)
+    return res
+
+
+def reward_edits_completions(ctx: Ctx) -> Result:
+    """A reward that edits ``completions`` in place, listed before another: the next reward sees the originals."""
+    (ctx.work / "plug31.py").write_text(PLUGIN_31)
+    exp = ctx.grpo([f"{ctx.work}/plug31.py:vandal", f"{ctx.work}/plug31.py:witness"], train={"max_steps": 1},
+                   eval={"samples_per_dataset": 2})
+    p = ctx.cli(exp)
+
+    def check():
+        seen = [(ctx.work / f"seen_by_{n}.jsonl") for n in ("vandal", "witness")]
+        if not all(s.is_file() for s in seen):
+            return "the rewards were not called"
+        a, b = (s.read_text() for s in seen)
+        if a != b:
+            return "the second reward saw the completions the first one edited in place"
+        return None
+    return classify(p, "ok", check=check)
+
+
+# ---------------------------------------------------------------- kind 12: data commands
+
+
+def data_command_case(make):
+    """``data ...`` with a value that cannot mean anything: ``make(ctx)`` -> (arguments, needles)."""
+    def fn(ctx: Ctx) -> Result:
+        args, needles = make(ctx)
+        return classify(ctx.cli("data", *args), "error", needles)
+    return fn
+
+
+def _render_out_file(ctx: Ctx):
+    (ctx.work / "afile").write_text("x\n")
+    return ("render", ctx.exp(), "--split", "eval", "--out", ctx.work / "afile"), [str(ctx.work / "afile")]
+
+
+def _check_folder(ctx: Ctx):
+    return ("check", ctx.data), [str(ctx.data)]
+
+
+# ---------------------------------------------------------------- kind 13: API baselines (a local stub server)
+
+
+class _Stub:
+    """An OpenAI-compatible server on 127.0.0.1 (stdlib http.server in a thread) answering every POST with
+    ``mode``: 'ok' (an answer and its usage), 'usage strings', 'message string', 'html', 'empty choices',
+    'content null' or 'stall' (never answers until closed). ``mode`` can be changed between runs."""
+
+    ANSWER = "<answer> 2.0 </answer>"
+
+    def __init__(self, mode: str):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.mode, self.hits, self.paths = mode, 0, []
+        self.closed = threading.Event()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def send(self, code: int, body: bytes, ctype: str = "application/json"):
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                stub.hits += 1
+                stub.paths.append(self.path)
+                mode = stub.mode
+                if mode == "stall":
+                    stub.closed.wait(120)
+                    return
+                if mode == "html":
+                    return self.send(200, b"<html><body><h1>Welcome to nginx!</h1></body></html>", "text/html")
+                message = {"role": "assistant", "content": stub.ANSWER}
+                usage = {"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107}
+                choices = [{"index": 0, "finish_reason": "stop", "message": message}]
+                if mode == "usage strings":
+                    usage = {"prompt_tokens": "many", "completion_tokens": None, "total_tokens": [1]}
+                elif mode == "message string":
+                    choices = [{"index": 0, "finish_reason": "stop", "message": stub.ANSWER}]
+                elif mode == "empty choices":
+                    choices = []
+                elif mode == "content null":
+                    message["content"] = None
+                body = {"id": f"c{stub.hits}", "object": "chat.completion", "created": 0, "model": "m",
+                        "choices": choices, "usage": usage}
+                self.send(200, json.dumps(body).encode())
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.closed.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _api_env(ctx: Ctx) -> str:
+    key = "sk-battery-" + os.urandom(12).hex()
+    ctx.env["OPENAI_API_KEY"] = key
+    ctx.env.pop("OPENAI_BASE_URL", None)
+    return key
+
+
+def _api_eval(ctx: Ctx, base: str, out: str, *extra) -> Proc:
+    return ctx.cli("eval", ctx.exp(prompt={"template": "generalist"}), "--model", "openai:fake-vlm", "--api-base",
+                   base, "--api-cache", ctx.work / "api-cache", "--out", ctx.work / out, *extra)
+
+
+def _api_stats(ctx: Ctx, out: str) -> tuple[dict | None, str | None]:
+    m, why = strict_metrics(ctx.work / out / "metrics.json")
+    if why:
+        return None, why
+    if not isinstance(m.get("api"), dict):
+        return None, f"{out}/metrics.json has no 'api' section"
+    return m["api"], None
+
+
+def api_bad_answer(mode: str, then_healthy: bool = False):
+    """A 200 without a usable answer: every request is a counted failure and nothing is cached (then_healthy: a
+    later run against a healthy server asks again instead of reading empty answers from the cache)."""
+    def fn(ctx: Ctx) -> Result:
+        _api_env(ctx)
+        stub = _Stub(mode)
+        try:
+            p = _api_eval(ctx, stub.url, "bad", "--api-retries", 0)
+            if p.rc != 0:
+                return classify(p, "ok")
+            stats, why = _api_stats(ctx, "bad")
+            cmd = " ".join(map(str, p.args))
+            if why:
+                return Result(SILENT, why, _tail(p.err, 8), cmd)
+            if not stats["requests"] or stats["failures"] != stats["requests"]:
+                return Result(SILENT, f"{mode}: {stats['failures']} of {stats['requests']} requests counted as failed",
+                              _tail(p.err, 8), cmd)
+            cached = [q for q in (ctx.work / "api-cache").rglob("*") if q.is_file()]
+            if cached:
+                return Result(SILENT, f"{mode}: {len(cached)} answer(s) cached", _tail(p.err, 8), cmd)
+            if not then_healthy:
+                return Result(ACCEPTED, "", "", cmd)
+            stub.mode = "ok"
+            q = _api_eval(ctx, stub.url, "good")
+            if q.rc != 0:
+                return classify(q, "ok")
+            good, why = _api_stats(ctx, "good")
+            if why or good["cache_hits"] or good["failures"] or good["requests"] != stats["requests"]:
+                return Result(SILENT, why or f"the healthy re-run: {good['requests']} requests, {good['cache_hits']} "
+                                             f"cache hits, {good['failures']} failures", _tail(q.err, 8), cmd)
+            return Result(ACCEPTED, "", "", cmd)
+        finally:
+            stub.close()
+    return fn
+
+
+def api_usage_not_numbers(ctx: Ctx) -> Result:
+    """An answer whose usage counts are not numbers: exit 0 with whole-number token counts in metrics.json (the
+    answer kept, or counted as failed)."""
+    _api_env(ctx)
+    stub = _Stub("usage strings")
+    try:
+        p = _api_eval(ctx, stub.url, "o", "--api-retries", 0)
+    finally:
+        stub.close()
+
+    def check():
+        stats, why = _api_stats(ctx, "o")
+        if why:
+            return why
+        bad = {k: stats.get(k) for k in ("requests", "failures", "prompt_tokens", "completion_tokens")
+               if not isinstance(stats.get(k), int) or isinstance(stats.get(k), bool)}
+        if bad or not stats["requests"]:
+            return f"metrics.json api counts {bad or stats}"
+        return None
+    return classify(p, "ok", check=check)
+
+
+def api_stalled(ctx: Ctx) -> Result:
+    """A server that accepts the connection and never answers, --api-timeout 1 --api-retries 1: the eval ends
+    well within a minute with every request counted as failed."""
+    _api_env(ctx)
+    stub = _Stub("stall")
+    t = time.perf_counter()
+    try:
+        p = ctx.cli("eval", ctx.exp(prompt={"template": "generalist"}), "--model", "openai:fake-vlm", "--api-base",
+                    stub.url, "--api-cache", ctx.work / "api-cache", "--out", ctx.work / "o", "--api-timeout", 1,
+                    "--api-retries", 1, timeout=120)
+    finally:
+        stub.close()
+    seconds = time.perf_counter() - t
+
+    def check():
+        stats, why = _api_stats(ctx, "o")
+        if why:
+            return why
+        if seconds > 60:
+            return f"the eval took {seconds:.0f} s with --api-timeout 1 --api-retries 1"
+        if not stats["requests"] or stats["failures"] != stats["requests"]:
+            return f"{stats['failures']} of {stats['requests']} stalled requests counted as failed"
+        return None
+    return classify(p, "ok", check=check)
+
+
+def api_key_in_url(ctx: Ctx) -> Result:
+    """A key in the API base's query string (and one in OPENAI_API_KEY): in no file the eval writes (metrics.json,
+    predictions, the response cache) and in none of its output."""
+    key = _api_env(ctx)
+    secret = "qs-secret-" + os.urandom(8).hex()
+    stub = _Stub("ok")
+    try:
+        p = _api_eval(ctx, f"{stub.url}?api_key={secret}", "o")
+    finally:
+        stub.close()
+
+    def check():
+        stats, why = _api_stats(ctx, "o")
+        if why:
+            return why
+        if not stats["requests"]:
+            return "no request reached the server"
+        for s, what in ((secret, "the query-string key"), (key, "OPENAI_API_KEY")):
+            files = [str(q.relative_to(ctx.work)) for q in ctx.work.rglob("*") if q.is_file() and
+                     s.encode() in q.read_bytes()]
+            if files:
+                return f"{what} is written into {files[:4]}"
+            if s in p.err or s in p.out:
+                return f"{what} is in the command's output"
+        return None
+    return classify(p, "ok", check=check)
+
+
+# ---------------------------------------------------------------- kind 14: sweeps
+
+
+def sweep_case(body: dict, needles):
+    """A sweep file (two arms by default, one seed, a 1-step mini scale) run with ``run SWEEP --sweeps-dir``:
+    refused at load with one line, and nothing written outside --sweeps-dir."""
+    def fn(ctx: Ctx) -> Result:
+        exp = ctx.exp(train={"max_steps": 1})
+        sweep = {"figure": "f", "experiment": str(exp), "seeds": [0],
+                 "scales": {"mini": {"train.max_steps": 1}},
+                 "arms": {"a": {}, "b": {"camera.f_uni": 50}}, **body}
+        path = ctx.work / "sweep.yaml"
+        path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+        sweeps = ctx.work / "deep" / "er" / "sweeps"
+        sweeps.mkdir(parents=True)
+        p = ctx.cli("run", path, "--sweeps-dir", sweeps)
+        res = classify(p, "error", [str(path), *needles])
+        outside = [q for q in ctx.work.rglob("outside*") if sweeps not in q.parents]
+        if outside:
+            return Result(SILENT, f"wrote outside --sweeps-dir: {outside[:3]}", res.output, res.command)
+        return res
+    return fn
+
+
+# ---------------------------------------------------------------- kind 15: eval (issue 31)
+
+
+def eval_out_into_other_run(ctx: Ctx) -> Result:
+    """``eval OTHER.yaml --out RUN`` where RUN is another experiment's finished run: refused, and the run's
+    metrics.json (its model scores and training counts) left as it was."""
+    _, bad = _finished_run(ctx)
+    if bad:
+        return bad
+    before = (ctx.run_dir / "metrics.json").read_bytes()
+    other = ctx.exp("other.yaml", output_dir=str(ctx.work / "other-run"))
+    p = ctx.cli("eval", other, "--model", "none", "--out", ctx.run_dir)
+    res = classify(p, "error", [str(ctx.run_dir)])
+    after = (ctx.run_dir / "metrics.json").read_bytes() if (ctx.run_dir / "metrics.json").exists() else b""
+    if after != before:
+        return Result(LOST, "the finished run's metrics.json was replaced: " + res.line, res.output, res.command)
+    return res
+
+
+def eval_only_change(ctx: Ctx) -> Result:
+    """A finished run; an eval that fails on a bad eval setting (eval.max_new_tokens=0); the fixed command, with
+    another eval-only change (samples_per_dataset 3): it evaluates again, and trains nothing."""
+    exp, bad = _finished_run(ctx)
+    if bad:
+        return bad
+    weights = ctx.run_dir / "final" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    first = ctx.cli(exp, "eval.max_new_tokens=0")
+    if first.rc == 0:
+        return Result(SILENT, "eval.max_new_tokens=0 was accepted", _tail(first.err, 8), " ".join(map(str, first.args)))
+    if "Traceback (most recent call last)" in first.err:
+        return classify(first, "error")
+    p = ctx.cli(exp, "eval.samples_per_dataset=3")
+    cmd = " ".join(map(str, p.args))
+    if p.rc != 0:
+        line = traceback_summary(p.err) if "Traceback (most recent" in p.err else \
+            (_error_lines(p.err) or [f"exit {p.rc}"])[-1]
+        return Result(STUCK, f"re-run exit {p.rc}: {line}", _tail(p.err), cmd)
+    m, why = ctx.metrics()
+    if why:
+        return Result(SILENT, why, _tail(p.err, 8), cmd)
+    if m.get("eval_samples") != 3:
+        return Result(SILENT, f"metrics.json eval_samples {m.get('eval_samples')}, expected 3: the eval-only change "
+                              "was not evaluated", _tail(p.err, 8), cmd)
+    if weights.stat().st_mtime_ns != stamp or m.get("train_samples") != 8:
+        return Result(SILENT, f"the eval-only change trained again (train_samples {m.get('train_samples')})",
+                      _tail(p.err, 8), cmd)
+    return Result(RECOVERED, "", "", cmd)
+
+
+def released_preset_eval_only(ctx: Ctx) -> Result:
+    """The released-model preset with only data.eval set, no training files anywhere: the constant baseline,
+    and the median one said to be unavailable."""
+    preset = ROOT / "experiments" / "eval_depthlm_official.yaml"
+    evalf = ctx.write_jsonl("x.jsonl", ctx.lines("eval"))
+    p = ctx.cli("eval", preset, "--model", "none", f"data.eval=[{{path: {evalf}, name: x}}]",
+                f"output_dir={ctx.work / 'run'}")
+
+    def check():
+        m, why = ctx.metrics("eval-baselines")
+        if why:
+            return why
+        methods = sorted(m.get("metrics", {}))
+        if not any(k.startswith("constant") for k in methods):
+            return f"metrics.json metrics has {methods}, no constant baseline"
+        if "median" not in p.err:
+            return "the log does not say that the median baseline is unavailable"
+        return None
+    return classify(p, "ok", check=check)
+
+
 # ---------------------------------------------------------------- the battery
 
 
@@ -1221,7 +1952,77 @@ def cases() -> list[Case]:
         Case("outputs", "every eval image bad, eval with a model [skip_invalid]", all_eval_images_bad, heavy=True),
         Case("outputs", "eval before training (no final/)", eval_missing_final),
     ]
+    out += issue31_cases()
     return out
+
+
+def issue31_cases() -> list[Case]:
+    """The outside audit of issue 31: the store cache, converters, point clouds, model folders, config files,
+    rewards, data commands, API baselines, sweeps and eval, one case per kind it found."""
+    return [
+        Case("store cache", "RLKIT_RECORDS_CACHE is a file", cache_not_writable("a file")),
+        Case("store cache", "RLKIT_RECORDS_CACHE read-only", cache_not_writable("read-only")),
+        Case("store cache", "RLKIT_RECORDS_CACHE full (64 KiB tmpfs)", cache_not_writable("full")),
+        Case("store cache", "cached manifest.json cut short, re-run", cache_entry_damaged("manifest.json")),
+        Case("store cache", "cached column truncated, re-run", cache_entry_damaged("column")),
+        Case("store cache", "jsonl rewritten in place, same size and mtime (cp -p)",
+             jsonl_same_size_and_mtime("in place")),
+        Case("store cache", "jsonl replaced by rename, same size and mtime (rsync -t)",
+             jsonl_same_size_and_mtime("rename")),
+        Case("converters", "corrupt .npz depth file", convert_case(_corrupt_npz)),
+        Case("converters", "intrinsics path is a folder", convert_case(_intrinsics_folder)),
+        Case("converters", "--out whose parent is a file", convert_case(_out_parent_file)),
+        Case("converters", "--out named with 300 characters", convert_case(_long_out_name)),
+        Case("converters", "an image name of 300 characters", convert_case(_long_image_name)),
+        Case("converters", "ETH3D camera of height 0 in cameras.txt", convert_case(_eth3d_height_zero)),
+        Case("converters", "two converts into one --out at once", two_converts_at_once),
+        Case("point clouds", "--image is not an image", pointcloud_case(_pc_not_an_image)),
+        Case("point clouds", "--depth-map a corrupt .npz", pointcloud_case(_pc_corrupt_depth)),
+        Case("point clouds", "--out is a file", pointcloud_case(_pc_out_is_a_file)),
+        Case("point clouds", "--out below a file", pointcloud_case(_pc_out_below_a_file)),
+        Case("point clouds", "a record's depth_map outside the dataset root", pointcloud_case(_pc_depth_map_outside)),
+        Case("model folders", "truncated model.safetensors (eval --model)",
+             model_folder_case("truncated model.safetensors")),
+        Case("model folders", "no config.json (eval --model)", model_folder_case("no config.json")),
+        Case("model folders", "no processor files (eval --model)", model_folder_case("no processor files")),
+        Case("model folders", "folder does not exist (eval --model)", model_folder_case("missing")),
+        Case("model folders", "no config.json (model.name, training)", model_folder_case("no config.json", "run")),
+        Case("model folders", "truncated model.safetensors (pointcloud --model)",
+             model_folder_case("truncated model.safetensors", "pointcloud")),
+        Case("config", "output_dir is a dangling symlink", _dangling_output_dir),
+        Case("config", "extends: a list", config_case(raw="extends: [a.yaml, b.yaml]\n", needles=["{exp}", "extends"])),
+        Case("config", "YAML alias bomb (9^9 values)", config_case(raw=_alias_bomb(),
+                                                                   needles=["{exp}", "expands to more than"])),
+        Case("config", "eval.constant=-2 (eval --model none)", config_case(["eval.constant=-2"], command="eval",
+                                                                           needles=["{exp}", "eval.constant"])),
+        Case("rewards", "returns an int too large for a float", reward_huge_int, heavy=True),
+        Case("rewards", "edits completions in place (the next reward's view)", reward_edits_completions, heavy=True),
+        Case("data commands", "data preview --n 0", data_command_case(
+            lambda ctx: (("preview", "--data", ctx.data / "indoor_eval.jsonl", "--n", 0, "--out", ctx.work / "p.png"),
+                         ["--n"]))),
+        Case("data commands", "data render --n -5", data_command_case(
+            lambda ctx: (("render", ctx.exp(), "--split", "eval", "--n", -5, "--out", ctx.work / "r"), ["--n"]))),
+        Case("data commands", "data render --out a file", data_command_case(_render_out_file)),
+        Case("data commands", "data synth --width 0,0", data_command_case(
+            lambda ctx: (("synth", "--out", ctx.work / "s", "--width", "0,0"), ["width"]))),
+        Case("data commands", "data synth --hfov 180,180", data_command_case(
+            lambda ctx: (("synth", "--out", ctx.work / "s", "--hfov", "180,180"), ["hfov"]))),
+        Case("data commands", "data check on a folder", data_command_case(_check_folder)),
+        Case("API", "usage counts that are not numbers", api_usage_not_numbers),
+        Case("API", "message is a string", api_bad_answer("message string")),
+        Case("API", "200 with an HTML page", api_bad_answer("html")),
+        Case("API", "empty choices, then a healthy server (same cache)", api_bad_answer("empty choices", True)),
+        Case("API", "content null", api_bad_answer("content null")),
+        Case("API", "a stalled server, --api-timeout 1 --api-retries 1", api_stalled),
+        Case("API", "API key in the URL's query string", api_key_in_url),
+        Case("sweeps", "arm named ../../../outside", sweep_case({"arms": {"../../../outside": {}}},
+                                                                ["../../../outside"])),
+        Case("sweeps", "seeds: [0, 0]", sweep_case({"seeds": [0, 0]}, ["seeds"])),
+        Case("eval", "eval --out into another experiment's finished run", eval_out_into_other_run, heavy=True),
+        Case("eval", "eval-only change after a finished run (after a failed eval setting)", eval_only_change,
+             heavy=True),
+        Case("eval", "released-model preset with only data.eval, no training files", released_preset_eval_only),
+    ]
 
 
 def make_data(out: Path) -> Path:

@@ -311,3 +311,26 @@ def test_a_stalled_server_ends_within_the_timeout_and_retry_budget(tmp_path, syn
     # every request: 2 tries of 0.3 s plus the client's backoff (under 1 s), all side by side
     assert time.time() - t < 6.0
     assert stats["failures"] == len(evalset) and s.hits == 2 * len(evalset) and set(texts.values()) == {""}
+
+
+def test_a_credential_in_the_api_base_query_reaches_no_file_and_no_message(tmp_path, synth_dir, monkeypatch):
+    """A key passed as ?key= (Gemini) or api_key= lands neither in the recorded base (metrics.json, the cache
+    entries) nor in an error message."""
+    from rlkit.api import display_base, predict_api, redact
+    from rlkit.errors import ConfigError
+
+    assert display_base("https://h/v1?key=AIzaS3cr3t&alt=json") == "https://h/v1?key=***&alt=json"
+    assert display_base("https://u:p@h/v1?api_key=X1&token=Y2") == "https://h/v1?api_key=***&token=***"
+    assert redact("POST https://u:pw@h/v1?access_token=abc failed", None) == "POST https://***@h/v1?access_token=*** failed"
+    evalset = _small_evalset(tmp_path, synth_dir)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    secret = "QSECRET" + "9" * 20
+    s = FakeServer(fail={})
+    try:  # the client keeps the query on the base: the server sees another path (404 stops the eval)
+        with pytest.raises(ConfigError) as e:
+            predict_api("openai:m", evalset, 8, api_base=f"{s.url}?key={secret}", cache_dir=tmp_path / "c",
+                        progress=False)
+    finally:
+        s.close()
+    assert secret not in str(e.value) and "key=***" in str(e.value)
+    assert _files_containing(tmp_path, secret) == []

@@ -94,3 +94,31 @@ def test_data_render_writes_the_exact_model_inputs(tmp_path, synth_dir):
             assert row["pixel"] == s.record.pixels[s.label].tolist()
             assert row["pixel_transformed"] == [s.query.x, s.query.y]
             assert row["source_image"] == str(s.record.image)
+
+
+def test_outputs_and_inputs_of_the_wrong_kind_are_one_line_before_any_sample(tmp_path, synth_dir, monkeypatch, capsys):
+    """data render --out a file (or below one), data preview --out a folder (or below a file), data check on a
+    folder: exit 2 with one line naming the path, before any sample is built."""
+    import pytest
+
+    from rlkit import run as run_mod
+    from rlkit.cli import main
+
+    monkeypatch.setattr(run_mod, "load_sources", lambda *a, **k: pytest.fail("samples were built"))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    eval_file = synth_dir / "indoor_eval.jsonl"
+    exp = tmp_path / "e.yaml"
+    exp.write_text(yaml.safe_dump({"method": "sft", "data": {"train": [{"path": str(eval_file)}],
+                                                             "eval": [{"path": str(eval_file)}]}}))
+    cases = [
+        (["data", "render", exp, "--split", "eval", "--out", tmp_path / "afile"], "not a folder"),
+        (["data", "render", exp, "--split", "eval", "--out", tmp_path / "afile" / "r"], "afile is a file"),
+        (["data", "preview", "--data", eval_file, "--n", 2, "--out", tmp_path / "adir"], "a folder is there"),
+        (["data", "preview", "--data", eval_file, "--n", 2, "--out", tmp_path / "afile" / "p.png"], "not a folder"),
+        (["data", "check", synth_dir], "a folder"),
+    ]
+    for args, needle in cases:
+        assert main([str(a) for a in args]) == 2, args
+        err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+        assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err

@@ -263,3 +263,17 @@ def test_official_template_asks_only_the_depth_of_a_marked_pixel():
                       ["camera.strategy=predict_rays", "camera.resize=exact"]):
         with pytest.raises(ConfigError, match=r"eval_depthlm_official.yaml: prompt template 'official' asks only"):
             load_experiment(EXPERIMENTS / "eval_depthlm_official.yaml", overrides)
+
+
+def test_shared_eval_arms_are_checked_like_the_experiments_own_sections(tmp_path):
+    from rlkit.config import experiment_from_dict, shared_selection
+
+    base = {"method": "sft", "data": {"train": [{"path": "x.jsonl"}], "eval": [{"path": "x.jsonl"}]},
+            "camera": {"f_uni": 50}, "prompt": {"marker": {"shape": "square", "size": 9}}}
+    exp = experiment_from_dict({**base, "eval": {"shared_with": [{"camera": {"f_uni": 100}},
+                                                                  {"prompt": {"marker": {"shape": "arrow"}}}]}})
+    (c1, p1), (c2, p2) = shared_selection(exp)
+    assert (c1.f_uni, p1.marker.shape, p1.marker.size) == (100.0, "square", 9)  # the rest is this experiment's
+    assert (c2.f_uni, p2.marker.shape, p2.marker.size) == (50.0, "arrow", 9)
+    with pytest.raises(ConfigError, match=r"eval.shared_with\[0\].camera: unknown key 'f_un'; did you mean 'f_uni'"):
+        experiment_from_dict({**base, "eval": {"shared_with": [{"camera": {"f_un": 100}}]}})

@@ -483,3 +483,35 @@ def test_a_second_convert_into_one_folder_waits_for_the_first(generic_set, tmp_p
                    "--margin", 1, "--out", out) == 0
     assert time.monotonic() - start >= 0.9 and "waiting for it to finish" in caplog.text
     assert sorted(p.name for p in out.parent.iterdir()) == ["f.convert.json", "f.jsonl", "rgb"]
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("1 PINHOLE 8 0 4 4 4 3", "camera 1 is 8x0; width and height must be at least 1"),
+    ("1 PINHOLE 0 6 4 4 4 3", "camera 1 is 0x6"),
+    ("1 PINHOLE 8 6 0 4 4 3", "focal length positive"),
+    ("1 SIMPLE_PINHOLE 8 6 nan 4 3", "must be finite"),
+])
+def test_eth3d_a_camera_without_size_or_focal_is_one_line_naming_file_and_line(tmp_path, capsys, line, needle):
+    write_eth3d_scene(tmp_path, line, np.ones((H, W), np.float32))
+    assert convert("eth3d", tmp_path, "--out", tmp_path / "x.jsonl") == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and "cameras.txt:2: " in err[0] and needle in err[0], err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_an_intrinsics_path_that_is_a_folder_is_one_line_naming_file_line_and_field(generic_set, tmp_path, capsys):
+    (generic_set / "kdir").mkdir()
+    (generic_set / "k.csv").write_text("image,depth,intrinsics\na.png,a.npy,kdir\n")
+    assert convert("generic", generic_set / "k.csv", "--depth-kind", "z", "--out", tmp_path / "x.jsonl") == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and "k.csv:2: field 'intrinsics'" in err[0] and "kdir" in err[0] and \
+        "IsADirectoryError" in err[0], err
+
+
+def test_an_output_name_too_long_for_a_file_is_one_line_naming_the_manifest_line(generic_set, tmp_path, capsys):
+    (generic_set / "named.csv").write_text("image,depth,name\na.png,a.npy," + "n" * 300 + "\n")
+    assert convert("generic", generic_set / "named.csv", "--depth-kind", "z", "--intrinsics", 4, 5, 3.5, 2.5,
+                   "--out", tmp_path / "o" / "x.jsonl") == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and "named.csv:2: field 'name'" in err[0] and "longer than 200 bytes" in err[0], err
+    assert not (tmp_path / "o" / "x.jsonl").exists()

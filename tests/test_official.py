@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from rlkit import camera as cm
-from rlkit.builder import ImageCache, Sample, make_sample, marked_pixel
+from rlkit.builder import ImageCache, Sample, camera_transform, make_sample
 from rlkit.schema import CameraOptions, PromptOptions
 from rlkit.config import experiment_from_dict, load_experiment
 from rlkit.markers import MarkerStyle, draw, fits, footprint
@@ -162,8 +162,9 @@ def test_labels_near_the_border_are_skipped_exactly_where_the_official_code_skip
     for label in range(rec.num_labels):
         want = official_sample(img.copy(), [c.fx, c.fy, c.cx, c.cy, c.width, c.height],
                                rec.pixels[label].tolist(), 1.0, 100.0)
-        resize, x, y = marked_pixel(rec, label, CameraOptions(f_uni=100.0, resize="official"))
-        ok = fits(PROMPT.marker, x, y, resize.width, resize.height)
+        t = camera_transform(rec, CameraOptions(f_uni=100.0, resize="official"))
+        (x, y), size = t.point(*rec.pixels[label]), t.size
+        ok = fits(PROMPT.marker, x, y, size.width, size.height)
         assert ok == (want is not None), rec.pixels[label]
         if ok:
             drawable += 1

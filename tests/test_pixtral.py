@@ -1,7 +1,9 @@
 """The Pixtral/LLaVA family through the same code path as Qwen2.5-VL, on the offline tiny-pixtral.
 
-Fast tests check the family table (image-size arguments, image-token arithmetic, the chat template);
-the slow ones run SFT, GRPO and eval end to end through ``python -m rlkit`` on the CPU.
+Fast tests check the family table (image-size arguments, image-token arithmetic, the chat template) and the
+official train.py's Pixtral switches (model.official_switches: the processor's flags and pixel values, the
+vision tower's attention, one training step with reentrant checkpointing); the slow ones run SFT, GRPO and eval
+end to end through ``python -m rlkit`` on the CPU, with and without those switches.
 """
 
 import json
@@ -19,7 +21,7 @@ from PIL import Image
 from conftest import write_experiment
 from rlkit.config import ConfigError, load_experiment
 from rlkit.schema import ModelConfig
-from rlkit.models import FAMILIES, family_from_name, load_processor, ensure_model_path
+from rlkit.models import FAMILIES, PIXTRAL_OFFICIAL, family_from_name, load_model, load_processor, ensure_model_path
 from rlkit.tiny import TINY_PIXTRAL_NAME, TinyPixtralSpec, ensure_tiny_model
 
 ROOT = Path(__file__).parent.parent
@@ -162,23 +164,203 @@ def test_tiny_sizes_are_checked_against_the_named_model(tmp_path):
     assert (w, h) in {(140, 120), (128, 112)} and n == pixtral_tokens(w, h)  # the range's top, or its top multiple of 16
 
 
+# ------------------------------------------------------------------ the official train.py's Pixtral switches
+# facebookresearch/DepthLM_Official train.py (commit 7169b49): processor do_resize / do_rescale off (630-631), each
+# training image through qwen_vl_utils.process_vision_info first (479), {"text_config": "flash_attention_2",
+# "vision_config": "eager"} (658-661), enable_input_require_grads + use_reentrant True (690-693)
+
+
+def qwen_vl_utils_smart_resize(height, width, factor=28, min_pixels=4 * 28 * 28, max_pixels=16384 * 28 * 28):
+    """qwen_vl_utils' smart_resize, restated literally (vision_process.py), independently of rlkit."""
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = (height * width / max_pixels) ** 0.5
+        h_bar, w_bar = (int(v / beta // factor) * factor for v in (height, width))
+    elif h_bar * w_bar < min_pixels:
+        beta = (min_pixels / (height * width)) ** 0.5
+        h_bar, w_bar = (-int(-(v * beta) // factor) * factor for v in (height, width))
+    return h_bar, w_bar
+
+
+def official_pixel_values(image: Image.Image, image_processor):
+    """collate_fn_pixtral's pixels: fetch_image (RGB, smart_resize, PIL's default filter), then the processor
+    with do_resize and do_rescale off: normalized from the 0-255 range, (C, H, W)."""
+    import numpy as np
+
+    h, w = qwen_vl_utils_smart_resize(image.height, image.width)
+    resized = image.convert("RGB").resize((w, h))
+    mean, std = (np.asarray(v, np.float32) for v in (image_processor.image_mean, image_processor.image_std))
+    return resized, ((np.asarray(resized, np.float32) - mean) / std).transpose(2, 0, 1)
+
+
+def test_official_switches_are_one_family_entry_and_an_experiment_option():
+    assert PIXTRAL.official is PIXTRAL_OFFICIAL
+    assert (PIXTRAL_OFFICIAL.processor_off, PIXTRAL_OFFICIAL.pre_resize_factor, PIXTRAL_OFFICIAL.vision_attn,
+            PIXTRAL_OFFICIAL.reentrant_checkpointing) == (("do_resize", "do_rescale"), 28, "eager", True)
+    assert all(FAMILIES[k].official is None for k in ("qwen2_5_vl", "qwen2_vl", "llava"))
+    base = ROOT / "experiments/sft_tiny_pixtral.yaml"
+    assert not load_experiment(base).model.official_switches  # off unless asked: the checkpoint's processor
+    assert load_experiment(base, ["model.official_switches=true"]).model.official_switches
+    # the 12B recipe turns them on, over the paper's LM attention
+    paper = load_experiment(ROOT / "experiments/paper/pixtral_12b_sft.yaml")
+    assert paper.model.official_switches and paper.model.attn_implementation == "flash_attention_2"
+    assert PIXTRAL_OFFICIAL.attn_implementation("flash_attention_2") == {"text_config": "flash_attention_2",
+                                                                          "vision_config": "eager"}
+    with pytest.raises(ConfigError, match="no switches of its own for tiny-qwen2.5-vl"):
+        load_experiment(ROOT / "experiments/sft_synthetic.yaml", ["model.official_switches=true"])
+    with pytest.raises(ConfigError, match="official_switches with train.use_vllm"):
+        load_experiment(base, ["model.official_switches=true", "train.use_vllm=true"])
+    with pytest.raises(ConfigError, match="min_pixels 5000 is above model.max_pixels 4000"):
+        load_experiment(base, ["model.official_switches=true", "model.min_pixels=5000", "model.max_pixels=4000"])
+    with pytest.raises(ConfigError, match="must be true or false"):
+        load_experiment(base, ["model.official_switches=3"])
+    # TRL's checkpointing kwargs: the workaround's unless train: names them (either name)
+    assert PIXTRAL_OFFICIAL.trl_defaults({}) == {"gradient_checkpointing_kwargs": {"use_reentrant": True}}
+    assert PIXTRAL_OFFICIAL.trl_defaults({"gradient_checkpointing_kwargs": {"use_reentrant": False}}) == {}
+    assert PIXTRAL_OFFICIAL.trl_defaults({"activation_checkpointing_kwargs": {}}) == {}
+
+
+def test_official_pre_resize_is_qwen_vl_utils_and_bounds_the_token_count():
+    cfg = ModelConfig(name=TINY_PIXTRAL_NAME, official_switches=True)
+    for w, h in [(150, 100), (1400, 1200), (1000, 700), (1113, 851), (70, 14), (20, 20), (5000, 4000)]:
+        sh, sw = qwen_vl_utils_smart_resize(h, w)
+        assert PIXTRAL_OFFICIAL.pre_resized_size(w, h, cfg) == (sw, sh)
+        assert PIXTRAL.train_image_tokens(w, h, cfg) == (sh // 16) * (sw // 16 + 1)  # whole 16-px patches only
+    assert PIXTRAL_OFFICIAL.pre_resized_size(1400, 1200, cfg) == (1400, 1204)  # the paper's largest crop
+    # model.min_pixels / max_pixels bound the pre-resize (qwen_vl_utils' per-image min_pixels / max_pixels)
+    bounded = ModelConfig(name=TINY_PIXTRAL_NAME, official_switches=True, max_pixels=56 * 56)
+    assert PIXTRAL_OFFICIAL.pre_resized_size(150, 100, bounded) == tuple(
+        reversed(qwen_vl_utils_smart_resize(100, 150, max_pixels=56 * 56)))
+    # without the switches: the processor's own resize (longest edge, rounded up to whole patches)
+    assert PIXTRAL.train_image_tokens(150, 100, ModelConfig(name=TINY_PIXTRAL_NAME)) == pixtral_tokens(150, 100)
+    # an SFT max_length too short for the largest crop counts the pre-resized crop's tokens
+    with pytest.raises(ConfigError, match=r"a (\d+) x (\d+) crop is (\d+) image tokens") as e:
+        load_experiment(ROOT / "experiments/sft_tiny_pixtral.yaml",
+                        ["train.max_length=60", "model.official_switches=true"])
+    w, h, n = map(int, re.search(r"a (\d+) x (\d+) crop is (\d+) image tokens", str(e.value)).groups())
+    sh, sw = qwen_vl_utils_smart_resize(h, w)
+    assert n == (sh // 16) * (sw // 16 + 1)
+
+
+def test_official_processor_takes_the_pre_resized_image_unscaled(tiny):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (100, 150, 3), dtype=np.uint8))
+    cfg = ModelConfig(name=tiny, official_switches=True)
+    processor = load_processor(tiny, cfg)
+    ip = processor.image_processor
+    assert (ip.do_resize, ip.do_rescale, ip.do_normalize) == (False, False, True)
+    calls = []
+    inner = ip._preprocess
+
+    def spy(images, **kw):  # the flags the processor's preprocessing runs with
+        calls.append({k: kw[k] for k in ("do_resize", "do_rescale", "do_normalize")})
+        return inner(images, **kw)
+
+    ip._preprocess = spy
+    pre = PIXTRAL_OFFICIAL.pre_resize(image, cfg)
+    resized, expected = official_pixel_values(image, ip)
+    assert pre.size == resized.size == (140, 112) and np.array_equal(np.asarray(pre), np.asarray(resized))
+    enc = processor(images=[pre], text=["[IMG]"], return_tensors="pt")
+    assert calls == [{"do_resize": False, "do_rescale": False, "do_normalize": True}]
+    assert enc["image_sizes"].tolist() == [[112, 140]]  # as given: no resize, no rounding to 16 px
+    assert np.allclose(enc["pixel_values"][0].numpy(), expected, atol=1e-4)
+    assert enc["pixel_values"].max() > 100  # 0-255 values normalized: no 1/255
+    ids = enc["input_ids"][0].tolist()  # 112 // 16 = 7 rows of 140 // 16 = 8 patches
+    assert sum(ids.count(t) for t in processor.image_token_ids) == 7 * (8 + 1) == \
+        PIXTRAL.train_image_tokens(150, 100, cfg)
+    # the same checkpoint without the switches: the processor resizes (whole patches) and rescales
+    plain = load_processor(tiny, ModelConfig(name=tiny))(images=[image], text=["[IMG]"], return_tensors="pt")
+    assert plain["image_sizes"].tolist() == [[112, 160]] and plain["pixel_values"].max() < 3
+
+
+@pytest.mark.parametrize("asked, lm", [(None, "sdpa"), ("sdpa", "sdpa"), ("eager", "eager"),
+                                       ("varlen", "rlkit_flash_varlen")])
+def test_official_vision_tower_attends_eager_and_the_lm_as_asked(tiny, monkeypatch, asked, lm):
+    import torch
+    from transformers.models.mistral import modeling_mistral
+    from transformers.models.pixtral import modeling_pixtral
+
+    model = load_model(tiny, ModelConfig(name=tiny, official_switches=True, attn_implementation=asked))
+    assert model.config.vision_config._attn_implementation == "eager"
+    assert model.config.text_config._attn_implementation == lm
+    tower, lm_model = model.model.vision_tower, model.model.language_model
+    assert {layer.attention.config._attn_implementation for layer in tower.transformer.layers} == {"eager"}
+    assert {layer.self_attn.config._attn_implementation for layer in lm_model.layers} == {lm}
+    # the vision tower's attention runs through Pixtral's eager function, once per layer
+    counts = {"pixtral": 0, "mistral": 0}
+    for name, module in (("pixtral", modeling_pixtral), ("mistral", modeling_mistral)):
+        def counted(*a, _inner=module.eager_attention_forward, _name=name, **k):
+            counts[_name] += 1
+            return _inner(*a, **k)
+        monkeypatch.setattr(module, "eager_attention_forward", counted)
+    processor = load_processor(tiny, ModelConfig(name=tiny, official_switches=True))
+    enc = processor(images=[Image.new("RGB", (56, 56))], text=["[IMG]d"], return_tensors="pt")
+    with torch.no_grad():
+        model(**enc)
+    assert counts == {"pixtral": TinyPixtralSpec().vision_layers,
+                      "mistral": TinyPixtralSpec().text_layers if lm == "eager" else 0}
+    # without the switches the tower attends as the LM does (unchanged)
+    plain = load_model(tiny, ModelConfig(name=tiny, attn_implementation=asked))
+    assert plain.config.vision_config._attn_implementation == plain.config.text_config._attn_implementation == lm
+
+
+def test_official_training_pre_resizes_and_checkpoints_reentrant(tmp_path, synth_dir, tiny):
+    """One SFT step through the kit's trainer with the switches: the rows' images pre-resized, the batch unscaled,
+    TRL's checkpointing reentrant with input grads, and the backward reaching the LM's and the tower's layers."""
+    import numpy as np
+    import torch
+
+    from rlkit.run import build_stream, load_sources
+    from rlkit.sft import make_trainer
+
+    exp = load_experiment(_experiment(tmp_path, synth_dir, model={"official_switches": True},
+                                      train={"max_steps": 1, "per_device_train_batch_size": 2, "save_steps": 10,
+                                             "gradient_checkpointing": True}))
+    trainer = make_trainer(exp, tiny, build_stream(exp, load_sources(exp)))
+    assert trainer.args.gradient_checkpointing and trainer.args.gradient_checkpointing_kwargs == {"use_reentrant": True}
+    rows = [row for _, row in zip(range(4), trainer.train_dataset)]
+    assert all(w % 28 == 0 and h % 28 == 0 for row in rows for w, h in (im.size for im in row["images"]))
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert all(h % 28 == 0 and w % 28 == 0 for h, w in batch["image_sizes"].tolist())
+    assert batch["pixel_values"].max() > 100  # no 1/255
+    model = trainer.model
+    watched = {"lm": model.model.language_model.layers[0].mlp.up_proj.weight,
+               "tower": model.model.vision_tower.transformer.layers[0].feed_forward.up_proj.weight}
+    before = {k: v.detach().clone() for k, v in watched.items()}
+    trainer.train()
+    layer = model.model.language_model.layers[0]
+    assert layer.gradient_checkpointing and layer._gradient_checkpointing_func.keywords == {"use_reentrant": True}
+    assert model._require_grads_hooks  # enable_input_require_grads: reentrant checkpointing needs an input with grads
+    assert np.isfinite(trainer.state.log_history[-1]["train_loss"])
+    for name, w in watched.items():
+        assert not torch.equal(before[name], w.detach()), f"no gradient reached the {name}'s first layer"
+
+
 # ------------------------------------------------------------------ end to end (slow)
 
 
-def _check_final(run: Path):
+def _check_final(run: Path, official: bool = False):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     model = AutoModelForImageTextToText.from_pretrained(run / "final")
     assert model.config.model_type == "llava" and type(model).__name__ == "LlavaForConditionalGeneration"
     processor = AutoProcessor.from_pretrained(run / "final")
     assert type(processor).__name__ == "PixtralProcessor"
+    # the official switches' processor is saved as train.py:767 saves it: no resize, no rescale
+    ip = processor.image_processor
+    assert (ip.do_resize, ip.do_rescale) == ((False, False) if official else (True, True))
     enc = processor(images=[Image.new("RGB", (64, 48))], text=["[IMG]"], return_tensors="pt")
     assert sum(enc["input_ids"][0].tolist().count(t) for t in processor.image_token_ids) == pixtral_tokens(64, 48) == 15
 
 
 @pytest.mark.slow
-def test_sft_two_steps_then_eval(tmp_path, synth_dir, tiny):
-    exp = _experiment(tmp_path, synth_dir, train={"max_steps": 2, "save_steps": 2, "per_device_train_batch_size": 2})
+@pytest.mark.parametrize("official", [False, True], ids=["kit", "official_switches"])
+def test_sft_two_steps_then_eval(tmp_path, synth_dir, tiny, official):
+    exp = _experiment(tmp_path, synth_dir, model={"official_switches": official},
+                      train={"max_steps": 2, "save_steps": 2, "per_device_train_batch_size": 2})
     r = _run(exp)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "run"
@@ -189,7 +371,7 @@ def test_sft_two_steps_then_eval(tmp_path, synth_dir, tiny):
     preds = pd.read_csv(run / "predictions.csv")
     assert len(preds) == 12 and list(preds["dataset"].value_counts().sort_index()) == [6, 6]
     assert json.loads((run / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
-    _check_final(run)
+    _check_final(run, official)
     # the saved checkpoint evaluates again through `rlkit eval`, with the same answers
     r2 = _run("eval", exp, "--out", tmp_path / "again")
     assert r2.returncode == 0, r2.stderr[-3000:]
@@ -198,9 +380,11 @@ def test_sft_two_steps_then_eval(tmp_path, synth_dir, tiny):
 
 
 @pytest.mark.slow
-def test_grpo_two_steps(tmp_path, synth_dir, tiny):
+@pytest.mark.parametrize("official", [False, True], ids=["kit", "official_switches"])
+def test_grpo_two_steps(tmp_path, synth_dir, tiny, official):
     spy_log = tmp_path / "spy.jsonl"
     exp = _experiment(tmp_path, synth_dir, method="grpo", prompt={"template": "grpo"},
+                      model={"official_switches": official},
                       rewards=["tests/fixtures/spy_reward.py:spy", "neg_l1", "format"],
                       reward_kwargs={"tests/fixtures/spy_reward.py:spy": {"log_path": str(spy_log)}},
                       train={"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4,
@@ -216,4 +400,4 @@ def test_grpo_two_steps(tmp_path, synth_dir, tiny):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["world_size"] == 1 and metrics["train_samples"] == 2  # 2 steps x 4 completions / groups of 4
     assert len(pd.read_csv(run / "predictions.csv")) == 6
-    _check_final(run)
+    _check_final(run, official)

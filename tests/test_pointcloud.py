@@ -206,3 +206,42 @@ def test_a_record_line_is_read_alone_and_its_depth_map_stays_inside_the_root(tmp
         pc.load_record_line(f"{path}:3")
     with pytest.raises(ConfigError, match=r"line 9 does not exist \(.* has 3 lines\)"):
         pc.load_record_line(f"{path}:9")
+
+
+def test_bad_inputs_are_one_line_errors_before_the_model_loads(synth_dir, tmp_path, capsys, monkeypatch):
+    """A non-image, a corrupt depth map, an --out that is a file (or under one) and a missing model folder:
+    exit 2 with one line naming the file, and the model is never loaded (nor any pixel asked)."""
+    from rlkit.cli import main
+
+    monkeypatch.setattr(pc, "model_answers", lambda *a, **k: pytest.fail("the model was loaded"))
+    (tmp_path / "not.png").write_text("not an image\n")
+    good = synth_dir / "rgb/indoor_eval/000000.depth.npz"
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:100])
+    np.save(tmp_path / "pickled.npy", np.array([{"depth": 1.0}], dtype=object))  # object arrays need pickle
+    (tmp_path / "afile").write_text("x")
+    line = f"{synth_dir}/indoor_eval.jsonl:1"
+    cases = [
+        (["--image", tmp_path / "not.png", "--intrinsics", 60, 60, 30, 20], "--image", "not.png"),
+        (["--record", line, "--depth-map", tmp_path / "cut.npz"], "--depth-map", "cut.npz cannot be read"),
+        (["--record", line, "--depth-map", tmp_path / "pickled.npy"], "--depth-map", "pickled.npy cannot be read"),
+        (["--record", line, "--depth-map", tmp_path / "not.png"], "--depth-map", "not.png cannot be read"),
+        (["--record", line, "--out", tmp_path / "afile"], "--out", "not a folder"),
+        (["--record", line, "--out", tmp_path / "afile" / "cloud"], "--out", "afile is a file"),
+        (["--record", line, "--model", tmp_path / "no-model"], "--model", "folder not found"),
+    ]
+    for args, first, needle in cases:
+        argv = ["pointcloud", str(DEFAULT), "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o"),
+                *map(str, args)]
+        assert main(argv) == 2, args
+        err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+        assert len(err) == 1 and err[0].startswith("error: ") and first in err[0] and needle in err[0], err
+    assert not (tmp_path / "o").exists()
+
+    # the record's own depth map, cut: named by the record's file:line
+    lines = (synth_dir / "indoor_eval.jsonl").read_text().splitlines()
+    rec = json.loads(lines[0])
+    (tmp_path / "rgb").symlink_to(synth_dir / "rgb")
+    (tmp_path / "cutmap.jsonl").write_text(json.dumps({**rec, "depth_map": "cut.npz"}) + "\n")
+    record = pc.load_record_line(f"{tmp_path}/cutmap.jsonl:1")
+    with pytest.raises(RecordError, match=r"cutmap.jsonl:1: field 'depth_map': .*cut.npz cannot be read"):
+        pc.load_depth_map(record.extras["depth_map"], record.camera, record.source)

@@ -18,12 +18,14 @@ import pytest
 from PIL import Image
 
 from rlkit import store as store_mod
-from rlkit.builder import EvalSet, ImageCache, Sample, TrainStream, _label_drawable, label_values, load_source, make_sample, select_eval
+from rlkit import markers
+from rlkit.builder import (EvalSet, ImageCache, Sample, TrainStream, camera_transform, label_values, load_source,
+                          make_sample, select_eval)
 from rlkit.schema import CameraOptions, DatasetSpec, PromptOptions
 from rlkit.evaluate import drop_skipped, selection_frame, train_medians
 from rlkit.markers import MarkerStyle
 from rlkit.records import ImageError, Record, RecordError, load_records, open_image
-from rlkit.store import convert, open_records
+from rlkit.store import build_columns, open_records
 
 from conftest import OFFICIAL, write_experiment
 
@@ -45,6 +47,14 @@ def _old_source(path, spec: DatasetSpec, seed=0, skip_invalid=False):
                           {key: (v[:k] if isinstance(v, np.ndarray) else v) for key, v in r.extras.items()})
                    for r in records]
     return records, report.summary()
+
+
+def _label_drawable(rec, label, cam_opts, prompt_opts, style) -> bool:
+    """One label at a time, through the per-camera transform (the selection's vectorized form must agree)."""
+    if prompt_opts.reference != "marker":
+        return True
+    t = camera_transform(rec, cam_opts)
+    return markers.fits(style, *t.point(*rec.pixels[label]), t.size.width, t.size.height)
 
 
 def _old_select_eval(record_lists, labels, cam_opts, prompt_opts, n, seed):
@@ -149,15 +159,15 @@ def test_store_records_equal_the_loaders(tmp_path, synth_dir, name):
 
 def test_parallel_conversion_writes_the_same_columns(tmp_path):
     path = _mixed_jsonl(tmp_path / "mixed.jsonl", n=1500)
-    one = convert(path, tmp_path / "one", path.parent, skip_invalid=True, allow_outside_root=False)
-    many = convert(path, tmp_path / "many", path.parent, skip_invalid=True, allow_outside_root=False, workers=3,
+    one = build_columns(path, tmp_path / "one", path.parent, skip_invalid=True, allow_outside_root=False)
+    many = build_columns(path, tmp_path / "many", path.parent, skip_invalid=True, allow_outside_root=False, workers=3,
                    part_bytes=path.stat().st_size // 9)  # 9 ranges: per-label keys and extras in some only
     assert one == many
     for name in one["columns"]:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many" / name).read_bytes(), name
     assert {"label.axis_depth", "image.has.axis_depth", "image.extras"} <= set(one["columns"])
     with pytest.raises(RecordError) as e:  # without skip_invalid: the file's first bad line, from any range
-        convert(path, tmp_path / "strict", path.parent, skip_invalid=False, allow_outside_root=False, workers=3,
+        build_columns(path, tmp_path / "strict", path.parent, skip_invalid=False, allow_outside_root=False, workers=3,
                 part_bytes=path.stat().st_size // 9)
     assert str(e.value) == one["errors"][0]
 
@@ -167,7 +177,7 @@ def test_a_changed_jsonl_is_converted_again_an_unchanged_one_is_not(tmp_path, mo
     path = tmp_path / "t.jsonl"
     shutil.copy(OFFICIAL, path)
     first = open_records(path)
-    monkeypatch.setattr(store_mod, "convert", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(store_mod, "build_columns", lambda *a, **k: pytest.fail("converted again"))
     assert open_records(path).folder == first.folder
     monkeypatch.undo()
 
@@ -235,7 +245,7 @@ def test_a_cache_folder_that_cannot_be_written_is_one_error_naming_the_variable(
     def no_space(src, out, *a, **k):
         raise OSError(28, "No space left on device", str(out / "image.fx"))
 
-    monkeypatch.setattr(store_mod, "convert", no_space)
+    monkeypatch.setattr(store_mod, "build_columns", no_space)
     with pytest.raises(RecordError, match=r"records cache .*full cannot be written \(No space left on device\)"):
         open_records(path, cache=full)
     assert not any(full.glob("*.tmp-*"))  # nothing half-written left behind

@@ -310,3 +310,36 @@ def test_finished_runs_of_another_base_or_config_are_not_reused(tmp_path):
     save_resolved(old, base_dir / "config.yaml")
     with pytest.raises(ConfigError, match="the base stage changed since its runs were made"):
         pending_jobs(sweep, "mini")
+
+
+def test_the_arms_of_a_sweep_share_one_eval_selection(tmp_path, synth_dir):
+    """Arms that draw different pixels on their own (a small f_uni puts more labels too near the border for a
+    9-px marker; text needs no room) are all scored on the pixels every arm can draw: the same items, and the
+    labels only some arm could use counted as 'unusable_in_another_arm'."""
+    from conftest import write_experiment
+    from rlkit.run import build_evalset, load_sources
+    from rlkit.sweep import arm_experiment
+
+    write_experiment(tmp_path, synth_dir, eval={"samples_per_dataset": 15},
+                     prompt={"marker": {"shape": "square", "size": 9}})
+    sweep = {"figure": "pixel_reference", "experiment": "exp.yaml", "seeds": [0], "scales": {"mini": {}},
+             "arms": {"text": {"prompt.reference": "text"}, "square_f30": {"camera.f_uni": 30},
+                      "square_f60": {}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
+    sweep = load_sweep(tmp_path / "s.yaml", root=tmp_path / "runs")
+    alone, shared = {}, {}
+    for arm in sweep.arms:
+        for store, on in ((alone, False), (shared, True)):
+            exp = arm_experiment(sweep, "mini", arm, 0, shared=on)
+            evalset = build_evalset(exp, load_sources(exp))
+            src = {d: s.spec.label for d, s in enumerate(evalset.sources)}
+            store[arm] = ([(src[it.dataset], it.record, it.label) for it in evalset.items], evalset.skipped)
+    assert alone["text"][0] != alone["square_f30"][0]  # on their own the arms are scored on different pixels
+    items = shared["text"][0]
+    assert all(shared[arm][0] == items for arm in sweep.arms) and len(items) == 30
+    # text skips nothing itself: every pixel it loses is one a square arm cannot draw
+    dropped = {d: v.get("unusable_in_another_arm", 0) for d, v in shared["text"][1].items()}
+    assert sum(dropped.values()) > 0 and all(v.get("marker_outside_image", 0) == 0 for v in shared["text"][1].values())
+    # and the shared pixels are the first ones of the common permutation every arm can draw
+    f30 = set(alone["square_f30"][0])
+    assert set(items) <= f30 | set(alone["square_f60"][0]) and set(items) <= f30

@@ -11,7 +11,8 @@ SFT, GRPO, evaluation and the preview all get their samples from ``make_sample``
   that keeps that label's marker whole, or centered as the official code does, skipping a label outside it).
   ``images`` and ``points_per_image`` control label density (the paper's Fig. 5).
 - Eval: ``select_eval`` picks N labeled pixels per dataset with a seeded permutation, no
-  crop; labels whose marker cannot be drawn whole are skipped and counted, never moved.
+  crop; labels whose marker cannot be drawn whole are skipped and counted, never moved (with
+  ``eval.shared_with``, also those another arm of the comparison cannot draw: 'unusable_in_another_arm').
 
 Tasks (rlkit.prompts.TASKS; labels: rlkit.labels): ``prompt.tasks`` mixes several by weight. A sample
 first draws its task, then a dataset and an image that can serve it; two_point marks a second label of
@@ -27,12 +28,12 @@ Rows (TRL's conversational prompt-completion format with an ``images`` column):
   after the transform).
 """
 
-from rlkit.builder.evalset import EvalItem, EvalSet, _label_drawable, resized_sizes, select_eval
-from rlkit.builder.samples import (ANSWER_COLUMNS, SFT_COLUMNS, Sample, label_values, make_sample,
-                                   marked_pixel, reads_image, to_row)
+from rlkit.builder.evalset import EvalItem, EvalSet, resized_sizes, select_eval
+from rlkit.builder.samples import (ANSWER_COLUMNS, SFT_COLUMNS, Sample, camera_transform, label_values,
+                                   make_sample, reads_image, to_row)
 from rlkit.builder.sources import ImageCache, Source, load_source
 from rlkit.builder.stream import TrainStream, train_dataset
 
 __all__ = ["ANSWER_COLUMNS", "SFT_COLUMNS", "EvalItem", "EvalSet", "ImageCache", "Sample", "Source", "TrainStream",
-           "label_values", "load_source", "make_sample", "marked_pixel", "reads_image", "resized_sizes", "select_eval",
-           "to_row", "train_dataset", "_label_drawable"]
+           "camera_transform", "label_values", "load_source", "make_sample", "reads_image", "resized_sizes",
+           "select_eval", "to_row", "train_dataset"]

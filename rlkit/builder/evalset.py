@@ -9,15 +9,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlkit import camera as cm
 from rlkit import markers
-from rlkit.builder.samples import Sample, make_sample, marked_pixel, markers_overlap
+from rlkit.builder.samples import Sample, make_sample, markers_overlap
 from rlkit.builder.sources import ImageCache, Source
 from rlkit.errors import ConfigError
 from rlkit.labels import MIN_LABEL, draw_param, eligible_images, other_label, store_values
 from rlkit.markers import MarkerStyle
 from rlkit.prompts import TASKS
 from rlkit.schema import CameraOptions, PromptOptions
-from rlkit.records import ImageError, Record
+from rlkit.records import ImageError
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,12 @@ class EvalItem:
 
 
 def select_eval(sources: list[Source], cam_opts: CameraOptions, prompt_opts: PromptOptions,
-                num_per_dataset: int = 8192, seed: int = 0) -> tuple[list[EvalItem], dict]:
+                num_per_dataset: int = 8192, seed: int = 0, shared_with=()) -> tuple[list[EvalItem], dict]:
     """A deterministic choice of up to N drawable samples per task and dataset (no crop).
+
+    ``shared_with``: (camera, prompt) options of the other arms of a comparison; a label is chosen only when each
+    of them can draw its (first) marker too, so that every arm is scored on the same pixels (the permutation is
+    the same for all: it depends on the seed and the data only).
 
     Returns the items and, per dataset, how many labels were skipped and why (a reason is prefixed
     with its task when the experiment has several).
@@ -43,7 +48,7 @@ def select_eval(sources: list[Source], cam_opts: CameraOptions, prompt_opts: Pro
     items, skipped = [], {src.spec.label: {} for src in sources}
     for task in tasks:
         for d, src in enumerate(sources):
-            chosen, skips = _select_task(src, d, task, cam_opts, prompt_opts, num_per_dataset, seed)
+            chosen, skips = _select_task(src, d, task, cam_opts, prompt_opts, num_per_dataset, seed, shared_with)
             items.extend(chosen)
             for reason, n in skips.items():
                 skipped[src.spec.label][reason if len(tasks) == 1 else f"{task}: {reason}"] = n
@@ -58,7 +63,7 @@ def select_eval(sources: list[Source], cam_opts: CameraOptions, prompt_opts: Pro
 
 
 def _select_task(src: Source, d: int, task: str, cam_opts: CameraOptions, prompt_opts: PromptOptions, need: int,
-                 seed: int) -> tuple[list[EvalItem], Counter]:
+                 seed: int, shared_with=()) -> tuple[list[EvalItem], Counter]:
     spec, skips = TASKS[task], Counter()
     # depth-like tasks keep the pixels of a depth run; the others draw their own (salted by the task's name)
     salt = [] if spec.markers == 1 and spec.param is None else [zlib.crc32(task.encode())]
@@ -81,6 +86,9 @@ def _select_task(src: Source, d: int, task: str, cam_opts: CameraOptions, prompt
         r = np.searchsorted(offsets, flat, side="right") - 1
         label = flat - offsets[r]
         reason = np.where(_drawable(src, r, label, cam_opts, prompt_opts, prompt_opts.marker), "", "marker_outside_image")
+        for other_cam, other_prompt in shared_with:
+            elsewhere = ~_drawable(src, r, label, other_cam, other_prompt, other_prompt.marker)
+            reason = np.where((reason == "") & elsewhere, "unusable_in_another_arm", reason)
         second = None
         if spec.markers == 2:
             n = src.counts[r]
@@ -109,8 +117,8 @@ def _pair_reasons(src, r, label, second, n, reason, cam_opts, prompt_opts) -> np
     fits2 = _drawable(src, r, second, cam_opts, prompt_opts, second_style)
     reason = np.where(reason != "", reason, np.where(fits2, "", "marker_outside_image"))
     if prompt_opts.reference == "marker":
-        x1, y1 = _marked_xy(src, r, label, cam_opts)
-        x2, y2 = _marked_xy(src, r, second, cam_opts)
+        x1, y1, _, _ = _marked(src, r, label, cam_opts)
+        x2, y2, _, _ = _marked(src, r, second, cam_opts)
         overlap = markers_overlap(x1, y1, x2, y2, markers.footprint(first_style), markers.footprint(second_style))
         reason = np.where((reason == "") & overlap, "markers_overlap", reason)
     close = store_values(src, "two_point", r, label, second, None) < MIN_LABEL
@@ -118,63 +126,49 @@ def _pair_reasons(src, r, label, second, n, reason, cam_opts, prompt_opts) -> np
     return np.where(n < 2, "one_label", reason)
 
 
-def resized_sizes(src: Source, images: np.ndarray | None, cam_opts: CameraOptions) -> tuple[np.ndarray, np.ndarray]:
-    """(width, height) after rlkit's camera resize (unify_focal, else none) of images in use (None: all),
-    vectorized: the same rounding as camera.unify_focal."""
+def cameras_of(src: Source, images: np.ndarray | None) -> cm.Cameras:
+    """The cameras of images in use (None: all), from the store's columns."""
     c, img = src.store.col, (src.index if images is None else np.asarray(src.image_index(images)))
-    w, h = (c["image.width"], c["image.height"]) if img is None else (c["image.width"][img], c["image.height"][img])
-    if cam_opts.strategy != "unify_focal":
-        return w, h
-    fx, fy = (c["image.fx"], c["image.fy"]) if img is None else (c["image.fx"][img], c["image.fy"][img])
-    return (np.maximum(1, np.rint(w * cam_opts.f_uni / fx)).astype(np.int64),
-            np.maximum(1, np.rint(h * cam_opts.f_uni / fy)).astype(np.int64))
+    cols = [c[f"image.{k}"] if img is None else c[f"image.{k}"][img] for k in ("fx", "fy", "cx", "cy", "width", "height")]
+    return cm.Cameras(*cols)
 
 
-def _marked_xy(src: Source, images: np.ndarray, labels: np.ndarray, cam_opts: CameraOptions):
-    """The marked pixels (x, y) after the camera resize of many (image in use, label) pairs: marked_pixel, vectorized
-    (the official transform is per camera, OpenCV: one label at a time)."""
-    if cam_opts.resize == "official":
-        xy = np.array([marked_pixel(src.record(int(i)), int(k), cam_opts)[1:] for i, k in zip(images, labels)],
-                      dtype=np.int64).reshape(-1, 2)
-        return xy[:, 0], xy[:, 1]
-    c = src.store.col
-    img = np.asarray(src.image_index(images))
+def resized_sizes(src: Source, images: np.ndarray | None, cam_opts: CameraOptions) -> tuple[np.ndarray, np.ndarray]:
+    """(width, height) after the camera transform of images in use (None: all), vectorized."""
+    cams = cameras_of(src, images)
+    zeros = np.zeros(len(cams))
+    _, _, w, h = cm.CONVENTIONS[cam_opts.resize].batch(cams, cam_opts.f_uni, cam_opts.strategy == "unify_focal",
+                                                        zeros, zeros)
+    return w, h
+
+
+def _marked(src: Source, images: np.ndarray, labels: np.ndarray, cam_opts: CameraOptions):
+    """(x, y, width, height): the marked pixels after the camera transform of many (image in use, label) pairs, and
+    their images' sizes (the transform's vectorized form)."""
     pos = src.label_positions(images, labels)
-    w, h = resized_sizes(src, images, cam_opts)
-    sx, sy = w / c["image.width"][img], h / c["image.height"][img]
-    return (np.rint((c["label.x"][pos] + 0.5) * sx - 0.5).astype(np.int64),  # as camera.resize_points
-            np.rint((c["label.y"][pos] + 0.5) * sy - 0.5).astype(np.int64))
+    return cm.CONVENTIONS[cam_opts.resize].batch(cameras_of(src, images), cam_opts.f_uni,
+                                                  cam_opts.strategy == "unify_focal", src.store.col["label.x"][pos],
+                                                  src.store.col["label.y"][pos])
 
 
 def _drawable(src: Source, images: np.ndarray, labels: np.ndarray, cam_opts: CameraOptions,
               prompt_opts: PromptOptions, style: MarkerStyle) -> np.ndarray:
-    """_label_drawable for many (image in use, label) pairs at once, with marker ``style``."""
+    """Whether the marker ``style`` fits whole at each (image in use, label) pair's pixel (markers.fits,
+    vectorized)."""
     if prompt_opts.reference != "marker":
         return np.ones(len(images), dtype=bool)
-    if cam_opts.resize == "official":
-        return np.array([_label_drawable(src.record(int(i)), int(k), cam_opts, prompt_opts, style)
-                         for i, k in zip(images, labels)], dtype=bool)
-    x, y = _marked_xy(src, images, labels, cam_opts)
-    w, h = resized_sizes(src, images, cam_opts)
+    x, y, w, h = _marked(src, images, labels, cam_opts)
     left, top, right, bottom = markers.footprint(style)
     return (x - left >= 0) & (y - top >= 0) & (x + right <= w - 1) & (y + bottom <= h - 1)
-
-
-def _label_drawable(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: PromptOptions,
-                    style: MarkerStyle) -> bool:
-    if prompt_opts.reference != "marker":
-        return True
-    resize, x, y = marked_pixel(rec, label, cam_opts)
-    return markers.fits(style, x, y, resize.width, resize.height)
 
 
 class EvalSet:
     """The selected eval pixels; ``sample(k)`` renders item k on demand (never all images at once)."""
 
     def __init__(self, sources, cam_opts, prompt_opts, num_per_dataset=8192, seed=0, cache_images=16,
-                 skip_invalid=False):
+                 skip_invalid=False, shared_with=()):
         self.sources, self.cam_opts, self.prompt_opts = sources, cam_opts, prompt_opts
-        self.items, self.skipped = select_eval(sources, cam_opts, prompt_opts, num_per_dataset, seed)
+        self.items, self.skipped = select_eval(sources, cam_opts, prompt_opts, num_per_dataset, seed, shared_with)
         self.images = ImageCache(cache_images)
         self.skip_invalid = skip_invalid
         self.bad: dict[int, str] = {}  # item -> why its image could not be used (skip_invalid)

@@ -61,34 +61,9 @@ def brightness(img: Image.Image, x: int, y: int) -> float:
     return float(a.mean() / 255.0)
 
 
-def official_of(rec: Record, cam_opts: CameraOptions, height: int | None = None) -> cm.OfficialTransform | None:
-    """The official code's transform of the record (None for the kit's exact resize), stretched to ``height`` rows."""
-    if cam_opts.resize != "official":
-        return None
-    t = cm.official_transform(rec.camera, cam_opts.f_uni)
-    return t if height is None else t.stretch(height)
-
-
-def image_resize(rec: Record, cam_opts: CameraOptions, height: int | None = None) -> cm.Resize:
-    """The image resize of the camera strategy (then the height alone resized to ``height``: the aspect jitter)."""
-    cam = rec.camera
-    official = official_of(rec, cam_opts, height)
-    if official is not None:
-        return official.resize()
-    r = cm.unify_focal(cam, cam_opts.f_uni) if cam_opts.strategy == "unify_focal" else cm.identity_resize(cam)
-    return r if height is None else cm.stretch_height(r, height)
-
-
-def marked_pixel(rec: Record, label: int, cam_opts: CameraOptions, height: int | None = None
-                 ) -> tuple[cm.Resize, int, int]:
-    """The image resize of the camera strategy and the label's nearest pixel after it (with
-    ``resize: official``, the official code's size and its int()-truncated pixel)."""
-    official = official_of(rec, cam_opts, height)
-    if official is not None:
-        return (official.resize(), *official.point(*rec.pixels[label]))
-    resize = image_resize(rec, cam_opts, height)
-    point = cm.resize_points(rec.pixels[label:label + 1], resize)[0]
-    return resize, int(np.rint(point[0])), int(np.rint(point[1]))
+def camera_transform(rec: Record, cam_opts: CameraOptions):
+    """The record's camera transform under the experiment's convention (camera.resize)."""
+    return cm.transform(rec.camera, cam_opts.f_uni, cam_opts.resize, unify=cam_opts.strategy == "unify_focal")
 
 
 def pair_view(rec: Record) -> Record:
@@ -103,17 +78,33 @@ def _crop_offset(rng, lo: int, hi: int) -> int | None:
     return None if lo > hi else int(rng.integers(lo, hi + 1))
 
 
-def _transform(src: Image.Image, rec: Record, resize: cm.Resize, crop: cm.Crop, cam_opts: CameraOptions,
-               height: int | None = None):
-    official = official_of(rec, cam_opts, height)
-    if official is not None:  # as the official code: the whole image, then the crop
-        return official.image(src).crop((crop.x0, crop.y0, crop.x0 + crop.width, crop.y0 + crop.height))
-    if resize.sx == 1.0 and resize.sy == 1.0:
-        return src.crop((crop.x0, crop.y0, crop.x0 + crop.width, crop.y0 + crop.height))
-    # resize only the cropped region: PIL maps output pixel centers through the box exactly
-    box = (crop.x0 / resize.sx, crop.y0 / resize.sy,
-           (crop.x0 + crop.width) / resize.sx, (crop.y0 + crop.height) / resize.sy)
-    return src.resize((crop.width, crop.height), Image.BILINEAR, box=box)
+def _train_crop(rng: np.random.Generator, resize: cm.Resize, points: list[tuple[int, int]], styles, uses_marker: bool,
+                cam_opts: CameraOptions) -> cm.Crop | str:
+    """A train crop of random size (camera.crop_width/height) that keeps every marker whole: at a random place, or
+    centered (camera.crop: center, the official rule, which skips a label outside it); a skip reason otherwise."""
+    feet = [markers.footprint(st) if uses_marker else (0, 0, 0, 0) for st in styles]
+    wr, hr = cam_opts.crop_width, cam_opts.crop_height
+    if len(points) > 1:  # crops no smaller than the markers' span: fewer skips, so fewer wide pairs lost
+        wr = (max(wr[0], min(wr[1], max(x + f[2] for (x, _), f in zip(points, feet))
+                             - min(x - f[0] for (x, _), f in zip(points, feet)) + 1)), wr[1])
+        hr = (max(hr[0], min(hr[1], max(y + f[3] for (_, y), f in zip(points, feet))
+                             - min(y - f[1] for (_, y), f in zip(points, feet)) + 1)), hr[1])
+    if cam_opts.crop == "center":
+        crop = cm.center_crop(rng, resize.width, resize.height, wr, hr, cam_opts.multiple_of)
+        shifted = [(x - crop.x0, y - crop.y0) for x, y in points]
+        if not all(markers.fits(st, x, y, crop.width, crop.height) if uses_marker
+                   else 0 <= x < crop.width and 0 <= y < crop.height for st, (x, y) in zip(styles, shifted)):
+            return "marker_outside_crop"
+        return crop
+    cw, ch = cm.sample_crop_size(rng, resize.width, resize.height, wr, hr, cam_opts.multiple_of)
+    # offsets that keep every marker whole inside the crop
+    x0 = _crop_offset(rng, max([0] + [x + f[2] - cw + 1 for (x, _), f in zip(points, feet)]),
+                      min([resize.width - cw] + [x - f[0] for (x, _), f in zip(points, feet)]))
+    y0 = _crop_offset(rng, max([0] + [y + f[3] - ch + 1 for (_, y), f in zip(points, feet)]),
+                      min([resize.height - ch] + [y - f[1] for (_, y), f in zip(points, feet)]))
+    if x0 is None or y0 is None:
+        return "marker_outside_crop"
+    return cm.Crop(x0, y0, cw, ch)
 
 
 def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: PromptOptions,
@@ -130,12 +121,12 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
     marks = [label, second][:spec.markers]
     styles = prompt_opts.marker_styles[:spec.markers]
     uses_marker = prompt_opts.reference == "marker"
-    height = None
+    t = camera_transform(rec, cam_opts)
     if rng is not None and aspect is not None:
-        height = max(1, int(image_resize(rec, cam_opts).width / rng.uniform(*aspect)))
-    resize, points = None if marks else image_resize(rec, cam_opts, height), []  # with marks: marked_pixel's
+        t = t.stretch(max(1, int(t.size.width / rng.uniform(*aspect))))
+    resize, points = t.size, []
     for m in marks:
-        resize, x, y = marked_pixel(rec, m, cam_opts, height)
+        x, y = t.point(*rec.pixels[m])
         if not (0 <= x < resize.width and 0 <= y < resize.height):
             return "outside_image"
         points.append((x, y))
@@ -143,28 +134,9 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
 
     crop = cm.Crop(0, 0, resize.width, resize.height)
     if rng is not None and cam_opts.crop_width is not None and cam_opts.crop_height is not None:
-        wr, hr = cam_opts.crop_width, cam_opts.crop_height
-        if len(points) > 1:  # crops no smaller than the markers' span: fewer skips, so fewer wide pairs lost
-            wr = (max(wr[0], min(wr[1], max(x + f[2] for (x, _), f in zip(points, feet))
-                                 - min(x - f[0] for (x, _), f in zip(points, feet)) + 1)), wr[1])
-            hr = (max(hr[0], min(hr[1], max(y + f[3] for (_, y), f in zip(points, feet))
-                                 - min(y - f[1] for (_, y), f in zip(points, feet)) + 1)), hr[1])
-        if cam_opts.crop == "center":  # a label outside the crop is skipped (the official code drops it)
-            crop = cm.center_crop(rng, resize.width, resize.height, wr, hr, cam_opts.multiple_of)
-            shifted = [(x - crop.x0, y - crop.y0) for x, y in points]
-            if not all(markers.fits(st, x, y, crop.width, crop.height) if uses_marker
-                       else 0 <= x < crop.width and 0 <= y < crop.height for st, (x, y) in zip(styles, shifted)):
-                return "marker_outside_crop"
-        else:
-            cw, ch = cm.sample_crop_size(rng, resize.width, resize.height, wr, hr, cam_opts.multiple_of)
-            # offsets that keep every marker whole inside the crop
-            x0 = _crop_offset(rng, max([0] + [x + f[2] - cw + 1 for (x, _), f in zip(points, feet)]),
-                              min([resize.width - cw] + [x - f[0] for (x, _), f in zip(points, feet)]))
-            y0 = _crop_offset(rng, max([0] + [y + f[3] - ch + 1 for (_, y), f in zip(points, feet)]),
-                              min([resize.height - ch] + [y - f[1] for (_, y), f in zip(points, feet)]))
-            if x0 is None or y0 is None:
-                return "marker_outside_crop"
-            crop = cm.Crop(x0, y0, cw, ch)
+        crop = _train_crop(rng, resize, points, styles, uses_marker, cam_opts)
+        if isinstance(crop, str):
+            return crop
     points = [(x - crop.x0, y - crop.y0) for x, y in points]
     if uses_marker and not all(markers.fits(st, x, y, crop.width, crop.height) for st, (x, y) in zip(styles, points)):
         return "marker_outside_image"
@@ -175,7 +147,7 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
         return "label_rounds_to_zero"
 
     views = [rec, pair_view(rec)] if spec.images == 2 else [rec]
-    imgs = [_transform(images.get(v), v, resize, crop, cam_opts, height) for v in views]  # new images, never the cache's
+    imgs = [t.image(images.get(v), crop) for v in views]  # new images, never the cache's
     x, y = points[0] if points else (-1, -1)
     if value is None:  # read before the marker covers the pixel
         value = brightness(imgs[0], x, y)
@@ -187,8 +159,7 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
             markers.draw(patch, left, top, st)
             imgs[0].paste(Image.fromarray(patch), patch_box[:2])
 
-    official = official_of(rec, cam_opts, height)
-    new_cam = cm.crop_camera(official.camera if official is not None else cm.resize_camera(rec.camera, resize), crop)
+    new_cam = cm.crop_camera(t.camera, crop)
     q = Query(task, new_cam, x, y, value, second=points[1] if len(points) > 1 else None, param=param,
               colors=prompt_opts.marker_colors)
     strategy, template = cam_opts.strategy, prompt_opts.template

@@ -8,6 +8,12 @@ nyuv2    nyu_depth_v2_labeled.mat (MATLAB v7.3 = HDF5)                camera z, 
 ibims1   iBims-1's per-image .mat files (ibims1_core_mat)             camera z, meters; masks
 sunrgbd  SUN RGB-D's frame folders (image/, depth/, intrinsics.txt)   camera z, bit-rotated 16-bit mm
 eth3d    ETH3D's DSLR images, ground_truth_depth, calibration         camera z, float32 m, inf = none
+waymo         Waymo v2 parquet: camera images, LiDAR range images, poses  camera z of the nearest first return
+scannetpp     ScanNet++ iPhone frames: rgb/, depth/, rgb_masks/, K json   camera z, uint16 mm at 256x192, 0 = none
+matterport3d  Matterport3D undistorted color/depth images, .conf cameras  camera z, uint16 / 4000 m, 0 = none
+argoverse2    AV2 sensor logs: ring cameras, nearest LiDAR sweep          camera z of the nearest projected point
+nuscenes      nuScenes v1.0 tables: keyframe cameras, LIDAR_TOP .bin      camera z of the nearest projected point
+ddad          DDAD's ddad.json (DGP): scenes, calibration, LIDAR .npz     camera z of the nearest projected point
 
 Where each convention comes from is cited at the adapter.
 """
@@ -15,7 +21,6 @@ Where each convention comes from is cited at the adapter.
 from __future__ import annotations
 
 import csv
-import zipfile
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,85 +29,20 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rlkit.convert.core import ConvertError, DepthSpec, Entry, Frame, check_name
+from rlkit.convert.argoverse2 import argoverse2
+from rlkit.convert.core import ConvertError, DepthSpec, Entry, Frame, Listing, check_name
+from rlkit.convert.ddad import ddad
+from rlkit.convert.matterport3d import matterport3d
+from rlkit.convert.nuscenes import nuscenes
+from rlkit.convert.readers import bilinear, read_depth_file, read_intrinsics_file, read_png16
+from rlkit.convert.scannetpp import scannetpp
+from rlkit.convert.waymo import waymo
 
 MANIFEST_COLUMNS = ("image", "depth", "fx", "fy", "cx", "cy", "intrinsics", "scene", "name")
 
 
-@dataclass
-class Listing:
-    entries: list[Entry]
-    spec: DepthSpec
-    crop: tuple[int, int, int, int] | None = None  # the adapter's default crop (nyuv2)
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# shared readers
-
-
-def read_depth_file(path: Path, source: str) -> np.ndarray:
-    """A depth map file as an array in its own units: .npy, .npz (the array 'depth', or the only one), or an image
-    PIL reads as 16-bit or 32-bit single channel (PNG, TIFF: modes I;16, I, F). 8-bit images are refused."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                keys = list(z.keys())
-                if "depth" in keys:
-                    return z["depth"]
-                if len(keys) == 1:
-                    return z[keys[0]]
-                raise ConvertError(f"{source}: {path} holds {keys}, not one array or an array named 'depth'")
-        with Image.open(path) as img:
-            if img.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise ConvertError(f"{source}: {path} is a {img.mode} image, not a 16-bit or 32-bit single-channel "
-                                   "depth map")
-            return np.asarray(img)
-    except FileNotFoundError:
-        raise ConvertError(f"{source}: depth file not found: {path}") from None
-    except (UnidentifiedImageError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # a cut or corrupt file
-        raise ConvertError(f"{source}: {path} cannot be read as a depth map ({type(e).__name__}: {e})") from None
-
-
-def read_png16(path: Path, source: str) -> np.ndarray:
-    """A 16-bit PNG as uint16 (KITTI's and SUN RGB-D's depth)."""
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("I;16", "I;16B", "I;16L") and not (img.mode == "I" and img.format == "PNG"):
-                raise ConvertError(f"{source}: {path} is a {img.mode} image, not a 16-bit PNG")
-            return np.asarray(img).astype(np.uint16)
-    except FileNotFoundError:
-        raise ConvertError(f"{source}: depth file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ConvertError(f"{source}: {path} cannot be read as a 16-bit PNG ({e})") from None
-
-
-def _numbers(text: str) -> list[float]:
-    return [float(t) for t in re.split(r"[\s,;]+", re.sub(r"#.*", "", text).strip()) if t]
-
-
-def read_intrinsics_file(path: Path, source: str) -> tuple[float, float, float, float]:
-    """fx fy cx cy from a text file of 4 numbers (fx fy cx cy) or 9 (the 3x3 matrix K row by row:
-    fx 0 cx 0 fy cy 0 0 1, as KITTI's depth-selection intrinsics/*.txt and SUN RGB-D's intrinsics.txt)."""
-    try:
-        nums = _numbers(path.read_text())
-    except FileNotFoundError:
-        raise ConvertError(f"{source}: intrinsics file not found: {path}") from None
-    except ValueError as e:
-        raise ConvertError(f"{source}: {path}: not a list of numbers ({e})") from None
-    if len(nums) == 4:
-        return tuple(nums)
-    if len(nums) == 12:  # a 3x4 projection matrix P = K [R|t] (KITTI P_rect rows), K is its first three columns
-        nums = nums[0:3] + nums[4:7] + nums[8:11]
-    if len(nums) == 9:
-        k = np.array(nums).reshape(3, 3)
-        if k[1, 0] != 0 or k[2, 0] != 0 or k[2, 1] != 0 or k[2, 2] != 1:
-            raise ConvertError(f"{source}: {path}: a camera matrix K must read fx s cx / 0 fy cy / 0 0 1, got "
-                               f"{k.tolist()}")
-        return float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2])
-    raise ConvertError(f"{source}: {path} has {len(nums)} numbers; expected 4 (fx fy cx cy), 9 (K) or 12 (P)")
+# manifests
 
 
 @dataclass
@@ -161,10 +101,10 @@ def read_manifest(path: Path, default_intrinsics: tuple | None) -> list[Manifest
                                "--intrinsics FX FY CX CY for every row")
         name = rec.get("name") or str(Path(rec["image"]).with_suffix("")).replace("\\", "/")
         try:
-            check_name(name, "image name")
-        except ConvertError:
-            raise ConvertError(f"{source}: field 'name': the output name {name!r} (default: the image path without "
-                               "its extension) must be a relative path without '..'; add a 'name' column") from None
+            check_name(name, "the output name")
+        except ConvertError as e:
+            raise ConvertError(f"{source}: field 'name': {e} (default: the image path without its extension); "
+                               "add a 'name' column") from None
         rows.append(ManifestRow(name, image, depth, intr, rec.get("scene") or None, source))
     if not rows:
         raise ConvertError(f"{path}: the manifest lists no images")
@@ -482,6 +422,12 @@ def read_colmap_cameras(path: Path) -> dict[int, tuple[str, int, int, list[float
             raise ConvertError(f"{path}:{n}: camera model {model} is not one of {sorted(COLMAP_PARAMS)}")
         if len(params) != COLMAP_PARAMS[model]:
             raise ConvertError(f"{path}:{n}: {model} takes {COLMAP_PARAMS[model]} parameters, got {len(params)}")
+        if width < 1 or height < 1:
+            raise ConvertError(f"{path}:{n}: camera {cam_id} is {width}x{height}; width and height must be at least 1")
+        focal = params[:1] if model == "SIMPLE_PINHOLE" else params[:2]
+        if not np.isfinite(params).all() or not all(v > 0 for v in focal):
+            raise ConvertError(f"{path}:{n}: camera {cam_id}: the parameters must be finite and the focal length "
+                               f"positive, got {params}")
         cams[cam_id] = (model, width, height, params)
     return cams
 
@@ -499,7 +445,7 @@ def read_colmap_image_names(path: Path) -> list[tuple[str, int]]:
         if not f:
             i += 1
             continue
-        if len(f) < 10:
+        if len(f) < 10 or not f[8].isdigit():
             raise ConvertError(f"{path}: {lines[i]!r} is not a COLMAP image line (IMAGE_ID QW QX QY QZ TX TY TZ "
                                "CAMERA_ID NAME)")
         out.append((" ".join(f[9:]), int(f[8])))
@@ -576,24 +522,8 @@ def _eth3d_frame(name: str, image: Path, depth_path: Path, cam, height: int, sce
     z = np.full((out_h, out_w), np.nan, dtype=np.float32)
     z[inside] = depth[iy[inside], ix[inside]]
     # RGB: bilinear in the downscaled image (its pixel j's center is the source's COLMAP coordinate (j + 0.5) / s)
-    rgb = _bilinear(small, px * sx - 0.5, py * sy - 0.5)
+    rgb = bilinear(small, px * sx - 0.5, py * sy - 0.5)
     return Frame(name, (ofx, ofy, ocx - 0.5, ocy - 0.5), z, f"{depth_path}", rgb=rgb, scene=scene)
-
-
-def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(H, W, C) float image sampled at pixel-center coordinates; black outside."""
-    h, w = img.shape[:2]
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    ax, ay = (x - x0)[..., None], (y - y0)[..., None]
-    inside = (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
-
-    def at(yy, xx):
-        return img[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
-
-    out = (at(y0, x0) * (1 - ax) * (1 - ay) + at(y0, x0 + 1) * ax * (1 - ay)
-           + at(y0 + 1, x0) * (1 - ax) * ay + at(y0 + 1, x0 + 1) * ax * ay)
-    out[~inside] = 0
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -623,6 +553,12 @@ ADAPTERS = {
     "ibims1": Adapter(ibims1, (), "the ibims1_core_mat folder (or one .mat)"),
     "sunrgbd": Adapter(sunrgbd, ("sunrgbd_depth",), "the SUNRGBD folder"),
     "eth3d": Adapter(eth3d, ("height",), "a folder of ETH3D scenes"),
+    "waymo": Adapter(waymo, (), "a Waymo Open Dataset v2 split folder (camera_image/, lidar/, ... parquet)"),
+    "scannetpp": Adapter(scannetpp, (), "ScanNet++'s data/ folder, iPhone frames extracted by the toolkit"),
+    "matterport3d": Adapter(matterport3d, (), "a folder of Matterport3D scans' undistorted images and .conf files"),
+    "argoverse2": Adapter(argoverse2, (), "an Argoverse 2 sensor split folder of logs (or one log)"),
+    "nuscenes": Adapter(nuscenes, (), "a nuScenes dataroot with one v1.0-* table folder (or that folder)"),
+    "ddad": Adapter(ddad, ("split",), "DDAD's ddad_train_val/ddad.json (--split train: the training scenes)"),
 }
 
 

@@ -125,6 +125,15 @@ class Report:
     first_skipped: list = field(default_factory=list)  # the first skipped images, for the record
 
 
+@dataclass
+class Listing:
+    """What an adapter lists: its entries, how their depth reads, and its default crop."""
+
+    entries: list[Entry]
+    spec: DepthSpec
+    crop: tuple[int, int, int, int] | None = None  # the adapter's default crop (nyuv2)
+
+
 def is_relative_name(name: str) -> bool:
     """A relative path of forward-slash parts, none of them empty, '.' or '..'."""
     parts = name.split("/")
@@ -132,9 +141,16 @@ def is_relative_name(name: str) -> bool:
                                or "\x00" in name)
 
 
+MAX_NAME_PART = 200  # bytes; + ".png", ".depth.npz": file systems allow 255
+
+
 def check_name(name: str, what: str) -> str:
+    """An output name: a relative path without '..', each part short enough to be a file name."""
     if not is_relative_name(name):
         raise ConvertError(f"{what} {name!r} must be a relative path without '..' or empty parts")
+    if any(len(part.encode()) > MAX_NAME_PART for part in name.split("/")):
+        raise ConvertError(f"{what} {name[:60]!r}... has a part longer than {MAX_NAME_PART} bytes, more than a file "
+                           "name can hold")
     return name
 
 
