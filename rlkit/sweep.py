@@ -47,6 +47,7 @@ from rlkit.rundir import check_run_dir
 log = logging.getLogger(__name__)
 SWEEP_KEYS = {"figure", "experiment", "seeds", "scales", "arms"}
 BASE_STAGE = "base stage"  # the method name of a base stage's own eval in results.csv
+EVAL_SELECTION = "eval selection"  # results.csv rows counting the scored pixels and the labels left out
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # arm and scale names: each names a folder under the sweeps dir
 RESULT_COLUMNS = ["sweep", "figure", "scale", "arm", "series", "x", "seed", "dataset", "method", "metric", "value"]
 
@@ -187,6 +188,15 @@ def result_rows(sweep: Sweep, scale: str, arm: str, seed: int, metrics: dict) ->
                      "series": series, "x": x, "seed": seed, "dataset": "all",
                      "method": MODEL, "metric": "seconds_per_sample",
                      "value": metrics["train_seconds"] / max(1, metrics["train_samples"])})
+    # the eval selection: how many pixels were scored, and per dataset the labels left out and why (with a shared
+    # selection, 'unusable_in_another_arm' counts those only another arm could not draw)
+    selection = [("all", "pixels", metrics["eval_samples"])] if "eval_samples" in metrics else []
+    selection += [(dataset, f"skipped: {reason}", n) for dataset, reasons in (metrics.get("eval_skipped") or {}).items()
+                  for reason, n in reasons.items()]
+    for dataset, metric, value in selection:
+        rows.append({"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": arm, "series": series,
+                     "x": x, "seed": seed, "dataset": dataset, "method": EVAL_SELECTION, "metric": metric,
+                     "value": value})
     return rows
 
 

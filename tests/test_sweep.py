@@ -343,3 +343,17 @@ def test_the_arms_of_a_sweep_share_one_eval_selection(tmp_path, synth_dir):
     # and the shared pixels are the first ones of the common permutation every arm can draw
     f30 = set(alone["square_f30"][0])
     assert set(items) <= f30 | set(alone["square_f60"][0]) and set(items) <= f30
+
+
+def test_the_results_table_counts_the_eval_selection(tmp_path):
+    """Each run's rows say how many pixels were scored and which labels were left out and why, so a figure's csv
+    shows that its arms share one selection (or how many pixels another arm's camera cost)."""
+    from rlkit.sweep import EVAL_SELECTION, result_rows
+
+    sweep = load_sweep(_sweep_files(tmp_path), root=tmp_path / "runs")
+    metrics = {**_fake_metrics(0.3), "eval_samples": 1024,
+               "eval_skipped": {"indoor": {"marker_outside_image": 7, "unusable_in_another_arm": 3}}}
+    rows = [r for r in result_rows(sweep, "mini", "direct", 0, metrics) if r["method"] == EVAL_SELECTION]
+    assert {(r["dataset"], r["metric"], r["value"]) for r in rows} == {
+        ("all", "pixels", 1024), ("indoor", "skipped: marker_outside_image", 7),
+        ("indoor", "skipped: unusable_in_another_arm", 3)}
