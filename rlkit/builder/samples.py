@@ -78,11 +78,11 @@ def _crop_offset(rng, lo: int, hi: int) -> int | None:
     return None if lo > hi else int(rng.integers(lo, hi + 1))
 
 
-def _train_crop(rng: np.random.Generator, resize: cm.Resize, points: list[tuple[int, int]], styles, uses_marker: bool,
-                cam_opts: CameraOptions) -> cm.Crop | str:
-    """A train crop of random size (camera.crop_width/height) that keeps every marker whole: at a random place, or
-    centered (camera.crop: center, the official rule, which skips a label outside it); a skip reason otherwise."""
-    feet = [markers.footprint(st) if uses_marker else (0, 0, 0, 0) for st in styles]
+def _train_crop(rng: np.random.Generator, resize: cm.Resize, points: list[tuple[int, int]], styles, feet,
+                uses_marker: bool, cam_opts: CameraOptions) -> cm.Crop | str:
+    """A train crop of random size (camera.crop_width/height) that keeps every marker whole (``feet``: each
+    marker's footprint): at a random place, or centered (camera.crop: center, the official rule, which skips a
+    label outside it); a skip reason otherwise."""
     wr, hr = cam_opts.crop_width, cam_opts.crop_height
     if len(points) > 1:  # crops no smaller than the markers' span: fewer skips, so fewer wide pairs lost
         wr = (max(wr[0], min(wr[1], max(x + f[2] for (x, _), f in zip(points, feet))
@@ -134,7 +134,7 @@ def make_sample(rec: Record, label: int, cam_opts: CameraOptions, prompt_opts: P
 
     crop = cm.Crop(0, 0, resize.width, resize.height)
     if rng is not None and cam_opts.crop_width is not None and cam_opts.crop_height is not None:
-        crop = _train_crop(rng, resize, points, styles, uses_marker, cam_opts)
+        crop = _train_crop(rng, resize, points, styles, feet, uses_marker, cam_opts)
         if isinstance(crop, str):
             return crop
     points = [(x - crop.x0, y - crop.y0) for x, y in points]
