@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 
 from rlkit.evaluate import MEDIAN, MODEL, is_constant  # noqa: E402
 from rlkit.metrics import LOWER_IS_BETTER  # noqa: E402
-from rlkit.sweep import BASE_STAGE  # noqa: E402
+from rlkit.sweep import BASE_STAGE, EVAL_SELECTION  # noqa: E402
 
 METRIC_LABEL = {"delta1": "δ1 (share within 1.25× of truth)", "abs_rel": "AbsRel", "rmse": "RMSE (m)"}
 
@@ -226,7 +226,39 @@ def draw_curves(name: str, curves: pd.DataFrame, df: pd.DataFrame, out: Path, me
         final_pairs = paired(df, metric)
         if len(final_pairs):
             md += "\n\nPaired over seeds, final evaluation:\n\n" + final_pairs.to_markdown(index=False, floatfmt=".3f")
-    return _save(fig, name, fig_spec, md, out)
+    return _save(fig, name, fig_spec, _with_sources(md, df, name), out)
+
+
+def selection_text(df: pd.DataFrame) -> str:
+    """Which pixels each arm was scored on (results.csv's eval-selection rows): per arm, the pixels its runs
+    scored and the labels they left out, by reason (each the distinct per-run counts)."""
+    d = df[df["method"] == EVAL_SELECTION]
+    if not len(d):
+        return ""
+    rows = []
+    for arm, t in d.groupby("arm", sort=False):
+        per_run = lambda rows: " / ".join(map(str, sorted({int(v) for v in rows.groupby("seed")["value"].sum()})))  # noqa: E731
+        left = t[t["metric"].str.startswith("skipped: ")]
+        rows.append({"arm": arm, "runs": t["seed"].nunique(), "pixels scored per run": per_run(t[t["metric"] == "pixels"]),
+                     "labels left out per run": "; ".join(f"{k.removeprefix('skipped: ')} {per_run(g)}"
+                                                          for k, g in left.groupby("metric")) or "none"})
+    return "Eval selection (pixels scored; labels no arm could use, or another arm could not, are left out of all):\n\n" \
+        + pd.DataFrame(rows).to_markdown(index=False)
+
+
+def provenance_text(df: pd.DataFrame, name: str) -> str:
+    """The command that makes the figure's rows and the commits its runs trained at (NAME.csv's columns)."""
+    if "command" not in df or df["command"].isna().all():
+        return ""
+    runs = df[df["method"] == MODEL].drop_duplicates(["arm", "seed"])
+    text = f"Rows: `{name}.csv`, made by `{' ; '.join(dict.fromkeys(df['command'].dropna()))}`; {len(runs)} runs"
+    commits = runs["commit"].astype(object).fillna("unknown").value_counts()
+    return text + ", trained at " + ", ".join(f"{c[:12]}{'+dirty' if c.endswith('+dirty') else ''} ({n})"
+                                              for c, n in commits.items()) + "."
+
+
+def _with_sources(md: str, df: pd.DataFrame, name: str) -> str:
+    return "\n\n".join(filter(None, [md, selection_text(df), provenance_text(df, name)]))
 
 
 def _save(fig, name: str, fig_spec: Figure, md: str, out: Path) -> list[Path]:
@@ -291,7 +323,7 @@ def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list
     if len(pairs):
         md += (f"\n\nPaired over seeds ({metric} averaged over eval datasets; mean difference ± standard "
                "error of the per-seed differences):\n\n" + pairs.to_markdown(index=False, floatfmt=".3f"))
-    return _save(fig, name, fig_spec, md, out)
+    return _save(fig, name, fig_spec, _with_sources(md, df, name), out)
 
 
 def main(argv: list[str] | None = None) -> int:

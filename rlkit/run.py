@@ -23,8 +23,8 @@ from rlkit.config import ConfigError, Experiment, check_trainer_fields, load_exp
 from rlkit.evaluate import evaluate_run, load_reports, strict_json
 from rlkit.io import atomic_write_text
 from rlkit.models import peft_config, process_state, ensure_model_path
-from rlkit.rundir import (check_run_dir, disk_full_said, last_checkpoint, quiet_key_name_warnings, resume_weights,
-                          run_dir_lock, save_final)
+from rlkit.rundir import (check_run_dir, code_version, disk_full_said, last_checkpoint, quiet_key_name_warnings,
+                          resume_weights, run_dir_lock, save_final)
 from rlkit.schema import ModelConfig, SynthConfig
 
 log = logging.getLogger(__name__)
@@ -325,7 +325,7 @@ def train(exp: Experiment, model_path: str, sources: Sources, state, curve=None)
     info = {"train_seconds": round(time.time() - t0 - curve_seconds, 1), "train_samples": samples_seen(trainer),
             **({"curve": curve.points, "curve_eval_seconds": round(curve_seconds, 1)} if curve is not None else {}),
             "train_data": load_reports(sources.train), "train_metrics": metrics,
-            "builder_skips": dict(stream.skips)}
+            "builder_skips": dict(stream.skips), "code": code_version()}
     if exp.method == "grpo":
         from rlkit.grpo import grpo_diagnostics
 

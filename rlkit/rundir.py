@@ -23,6 +23,26 @@ from rlkit.errors import DiskFull, disk_full
 log = logging.getLogger(__name__)
 
 
+def code_version() -> dict:
+    """The code a run was trained with, for train_info.json / metrics.json and the sweeps' csvs: the kit's git
+    commit (``dirty`` when tracked files differ from it), or only the package version outside a git checkout."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        kit = version("rlkit")
+    except PackageNotFoundError:
+        kit = None
+    root = Path(__file__).resolve().parent.parent
+    try:
+        git = lambda *args: subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,  # noqa: E731
+                                           timeout=30, check=True).stdout.strip()
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+                "version": kit}
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout (an installed wheel)
+        return {"commit": None, "dirty": None, "version": kit}
+
+
 def check_run_dir(exp: Experiment, out: Path) -> bool:
     """A run dir belongs to one training config: refuse to resume or skip into it with another. A config.yaml
     with nothing trained beside it (no checkpoint, final/ or metrics.json: a run killed before its first save,

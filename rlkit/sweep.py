@@ -49,7 +49,8 @@ SWEEP_KEYS = {"figure", "experiment", "seeds", "scales", "arms"}
 BASE_STAGE = "base stage"  # the method name of a base stage's own eval in results.csv
 EVAL_SELECTION = "eval selection"  # results.csv rows counting the scored pixels and the labels left out
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # arm and scale names: each names a folder under the sweeps dir
-RESULT_COLUMNS = ["sweep", "figure", "scale", "arm", "series", "x", "seed", "dataset", "method", "metric", "value"]
+RESULT_COLUMNS = ["sweep", "figure", "scale", "arm", "series", "x", "seed", "dataset", "method", "metric", "value",
+                  "commit", "command"]
 
 
 class SweepFailed(RuntimeError):
@@ -172,22 +173,36 @@ def arm_experiment(sweep: Sweep, scale: str, arm: str, seed: int, shared: bool =
         raise ConfigError(f"{sweep.source}: arm '{arm}' (scale {scale}): {e}") from None
 
 
+def sweep_command(sweep: Sweep, scale: str) -> str:
+    """The command that (re)makes a sweep's table: finished runs are kept, missing ones trained."""
+    return f"./run.sh sweeps --only {sweep.name}" + (f" --scale {scale}" if scale != "mini" else "")
+
+
+def run_commit(metrics: dict) -> str | None:
+    """The kit's commit a run trained with (metrics.json ``code``), '+dirty' when its tracked files differed."""
+    code = metrics.get("code") or {}
+    if not code.get("commit"):
+        return None
+    return code["commit"] + ("+dirty" if code.get("dirty") else "")
+
+
 def result_rows(sweep: Sweep, scale: str, arm: str, seed: int, metrics: dict) -> list[dict]:
     spec = sweep.arms[arm]
     x = metrics.get("train_samples") if spec.get("x") == "train_samples" else spec.get("x")
     series = spec.get("series", sweep.name)  # arms without one form a single line
+    code = {"commit": run_commit(metrics), "command": sweep_command(sweep, scale)}
     rows = []
     for method, per in metrics["metrics"].items():
         for dataset, values in per.items():
             for metric, value in values.items():
                 rows.append({"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": arm,
                              "series": series, "x": x, "seed": seed,
-                             "dataset": dataset, "method": method, "metric": metric, "value": value})
+                             "dataset": dataset, "method": method, "metric": metric, "value": value, **code})
     if "train_seconds" in metrics and "train_samples" in metrics:
         rows.append({"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": arm,
                      "series": series, "x": x, "seed": seed, "dataset": "all",
                      "method": MODEL, "metric": "seconds_per_sample",
-                     "value": metrics["train_seconds"] / max(1, metrics["train_samples"])})
+                     "value": metrics["train_seconds"] / max(1, metrics["train_samples"]), **code})
     # the eval selection: how many pixels were scored, and per dataset the labels left out and why (with a shared
     # selection, 'unusable_in_another_arm' counts those only another arm could not draw)
     selection = [("all", "pixels", metrics["eval_samples"])] if "eval_samples" in metrics else []
@@ -196,7 +211,7 @@ def result_rows(sweep: Sweep, scale: str, arm: str, seed: int, metrics: dict) ->
     for dataset, metric, value in selection:
         rows.append({"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": arm, "series": series,
                      "x": x, "seed": seed, "dataset": dataset, "method": EVAL_SELECTION, "metric": metric,
-                     "value": value})
+                     "value": value, **code})
     return rows
 
 
@@ -205,10 +220,11 @@ def base_rows(sweep: Sweep, scale: str) -> list[dict]:
     path = sweep.root / sweep.name / scale / "_base" / "metrics.json"
     if not path.exists():
         return []
-    model = json.loads(path.read_text())["metrics"][MODEL]
+    metrics = json.loads(path.read_text())
+    code = {"commit": run_commit(metrics), "command": sweep_command(sweep, scale)}
     return [{"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": "_base", "series": "_base",
-             "x": 0, "seed": None, "dataset": dataset, "method": BASE_STAGE, "metric": metric, "value": value}
-            for dataset, values in model.items() for metric, value in values.items()]
+             "x": 0, "seed": None, "dataset": dataset, "method": BASE_STAGE, "metric": metric, "value": value, **code}
+            for dataset, values in metrics["metrics"][MODEL].items() for metric, value in values.items()]
 
 
 CURVE_COLUMNS = ["sweep", "figure", "scale", "arm", "series", "seed", "step", "samples", "train_seconds", "dataset",

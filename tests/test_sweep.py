@@ -110,7 +110,12 @@ def _hand_table():
             for ds, dv in (("indoor", v), ("avg", v)):
                 rows.append(["s", "camera_ambiguity", "mini", arm, arm, None, seed, ds, "model", "delta1", dv])
                 rows.append(["s", "camera_ambiguity", "mini", arm, arm, None, seed, ds, "constant 2 m", "delta1", 0.1])
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return _table(rows)
+
+
+def _table(rows: list[list]) -> pd.DataFrame:
+    """results.csv rows given up to their value; no commit, the command of a sweep named s."""
+    return pd.DataFrame([r + [None, "./run.sh sweeps --only s"] for r in rows], columns=RESULT_COLUMNS)
 
 
 def test_plot_from_hand_made_table(tmp_path):
@@ -136,7 +141,7 @@ def test_paired_comparisons_by_hand(tmp_path):
             rows.append(["s", "camera_ambiguity", "mini", arm, arm, None, seed, "avg", "model", "delta1", v])
             rows.append(["s", "camera_ambiguity", "mini", arm, arm, None, seed, "avg", MEDIAN, "delta1", 0.3])
             rows.append(["s", "camera_ambiguity", "mini", arm, arm, None, seed, "avg", "model", "abs_rel", 1 - v])
-    table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    table = _table(rows)
     p = plot_ablation.paired(table, "delta1").set_index("comparison")
     # unify_focal - direct per seed: 0.3, 0.2 -> mean 0.25, SE = std([0.3, 0.2], ddof=1) / sqrt(2) = 0.05
     assert p.loc["unify_focal − direct", "mean difference"] == pytest.approx(0.25)
@@ -357,3 +362,28 @@ def test_the_results_table_counts_the_eval_selection(tmp_path):
     assert {(r["dataset"], r["metric"], r["value"]) for r in rows} == {
         ("all", "pixels", 1024), ("indoor", "skipped: marker_outside_image", 7),
         ("indoor", "skipped: unusable_in_another_arm", 3)}
+
+
+def test_each_row_names_the_commit_its_run_trained_at_and_the_command(tmp_path):
+    """NAME.csv re-derives from the repository: every row carries the kit commit its run trained at (from
+    metrics.json, '+dirty' when tracked files differed) and the command that remakes the table; the md says both."""
+    from rlkit.rundir import code_version
+    from rlkit.sweep import result_rows
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert code_version()["commit"] == head.strip()
+    sweep = load_sweep(_sweep_files(tmp_path), root=tmp_path / "runs")
+    runs = {("direct", 0): {"commit": "a" * 40, "dirty": False}, ("direct", 1): {"commit": "a" * 40, "dirty": False},
+            ("unify", 0): {"commit": "b" * 40, "dirty": True}, ("unify", 1): None}
+    rows = [r for (arm, seed), code in runs.items()
+            for r in result_rows(sweep, "mini", arm, seed, {**_fake_metrics(0.3 + seed / 10),
+                                                            **({"code": code} if code else {})})]
+    table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    assert set(table["command"]) == {"./run.sh sweeps --only camera"}
+    assert table.fillna({"commit": "-"}).groupby(["arm", "seed"])["commit"].unique().map(list).to_dict() == {
+        ("direct", 0): ["a" * 40], ("direct", 1): ["a" * 40], ("unify", 0): ["b" * 40 + "+dirty"], ("unify", 1): ["-"]}
+    assert result_rows(sweep, "paper", "direct", 0, _fake_metrics(0.3))[0]["command"] == \
+        "./run.sh sweeps --only camera --scale paper"
+    text = plot_ablation.provenance_text(table, "camera_ambiguity")
+    assert text == ("Rows: `camera_ambiguity.csv`, made by `./run.sh sweeps --only camera`; 4 runs, trained at "
+                    "aaaaaaaaaaaa (2), bbbbbbbbbbbb+dirty (1), unknown (1).")
