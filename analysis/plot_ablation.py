@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 
 from rlkit.evaluate import MEDIAN, MODEL, is_constant  # noqa: E402
 from rlkit.metrics import LOWER_IS_BETTER  # noqa: E402
-from rlkit.sweep import BASE_STAGE, EVAL_SELECTION  # noqa: E402
+from rlkit.sweep import BASE_STAGE, EVAL_SELECTION, SWEEP_TIME  # noqa: E402
 
 METRIC_LABEL = {"delta1": "δ1 (share within 1.25× of truth)", "abs_rel": "AbsRel", "rmse": "RMSE (m)"}
 
@@ -257,8 +257,17 @@ def provenance_text(df: pd.DataFrame, name: str) -> str:
                                               for c, n in commits.items()) + "."
 
 
+def time_text(df: pd.DataFrame) -> str:
+    """The sweep's wall time from scratch (results.csv's SWEEP_TIME rows), when it was measured."""
+    t = df[df["method"] == SWEEP_TIME].set_index("metric")["value"]
+    if not len(t):
+        return ""
+    return (f"Wall time of the whole sweep from scratch: {float(t['minutes']):.1f} min ({int(t['jobs'])} runs side by "
+            f"side on {int(t['cpus'])} CPUs; scene rendering, base stage and every evaluation included).")
+
+
 def _with_sources(md: str, df: pd.DataFrame, name: str) -> str:
-    return "\n\n".join(filter(None, [md, selection_text(df), provenance_text(df, name)]))
+    return "\n\n".join(filter(None, [md, selection_text(df), time_text(df), provenance_text(df, name)]))
 
 
 def _save(fig, name: str, fig_spec: Figure, md: str, out: Path) -> list[Path]:

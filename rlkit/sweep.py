@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 SWEEP_KEYS = {"figure", "experiment", "seeds", "scales", "arms"}
 BASE_STAGE = "base stage"  # the method name of a base stage's own eval in results.csv
 EVAL_SELECTION = "eval selection"  # results.csv rows counting the scored pixels and the labels left out
+SWEEP_TIME = "sweep wall time"  # results.csv rows: the minutes the whole sweep took, when it ran from scratch
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # arm and scale names: each names a folder under the sweeps dir
 RESULT_COLUMNS = ["sweep", "figure", "scale", "arm", "series", "x", "seed", "dataset", "method", "metric", "value",
                   "commit", "command"]
@@ -74,6 +75,9 @@ class Sweep:
 
     def results_path(self, scale: str) -> Path:
         return self.root / self.name / scale / "results.csv"
+
+    def time_path(self, scale: str) -> Path:
+        return self.root / self.name / scale / "sweep_time.json"
 
 
 def is_sweep_file(path: str | Path) -> bool:
@@ -257,9 +261,20 @@ def collect_curves(sweep: Sweep, scale: str) -> pd.DataFrame:
 def collect(sweep: Sweep, scale: str) -> pd.DataFrame:
     """The results table of every finished run of the sweep at a scale, plus the base stage's eval when the
     sweep has one."""
-    rows = base_rows(sweep, scale)
+    rows = base_rows(sweep, scale) + time_rows(sweep, scale)
     rows += [r for arm, seed, m in finished_runs(sweep, scale) for r in result_rows(sweep, scale, arm, seed, m)]
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def time_rows(sweep: Sweep, scale: str) -> list[dict]:
+    """The sweep's wall time from scratch (sweep_time.json, written by run_sweep) as method SWEEP_TIME rows."""
+    path = sweep.time_path(scale)
+    if not path.exists():
+        return []
+    t = json.loads(path.read_text())
+    return [{"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": "_sweep", "series": "_sweep",
+             "x": None, "seed": None, "dataset": "all", "method": SWEEP_TIME, "metric": key, "value": t[key],
+             "commit": t.get("commit"), "command": sweep_command(sweep, scale)} for key in ("minutes", "jobs", "cpus")]
 
 
 def write_results(sweep: Sweep, scale: str) -> Path:
@@ -371,8 +386,14 @@ def run_sweep(sweep: Sweep, scale: str = "mini", runner=None, arms=None, seeds=N
     the results table. jobs > 1 runs that many side by side in separate processes."""
     from tqdm import tqdm
 
+    import os
+    import time
+
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    # from scratch: nothing of this sweep at this scale exists yet, and every arm and seed runs now
+    from_scratch = arms is None and seeds is None and not (sweep.root / sweep.name / scale).exists()
+    start = time.monotonic()
     todo = pending_jobs(sweep, scale, arms, seeds)
     if jobs > 1 and len(todo) > 1:
         _run_side_by_side(sweep, scale, todo, jobs)
@@ -383,6 +404,13 @@ def run_sweep(sweep: Sweep, scale: str = "mini", runner=None, arms=None, seeds=N
             log.info("sweep %s: arm %s seed %d", sweep.name, arm, seed)
             runner(arm_experiment(sweep, scale, arm, seed))
             write_results(sweep, scale)  # after each run, so a killed sweep still has its table
+    if from_scratch:  # the budget a figure's md reports: rendering, base stage, every run and its evaluation
+        from rlkit.rundir import code_version
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        atomic_write_text(sweep.time_path(scale), json.dumps({
+            "minutes": round((time.monotonic() - start) / 60, 1), "jobs": jobs, "cpus": cpus,
+            "commit": run_commit({"code": code_version()})}, indent=1))
     path = write_results(sweep, scale)
     log.info("results: %s", path)
     return path

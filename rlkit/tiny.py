@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -130,8 +131,7 @@ def build_tiny(out_dir: str | Path, spec: TinySpec = TinySpec()) -> Path:
                               Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
 
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _build_dir(out_dir)
     tokenizer = build_tokenizer(spec.vocab_size, spec.seed)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     half = spec.text_hidden // spec.text_heads // 2  # rotary frequencies per head, split over (t, h, w)
@@ -173,8 +173,7 @@ def build_tiny_pixtral(out_dir: str | Path, spec: TinyPixtralSpec = TinyPixtralS
                               PixtralProcessor, PixtralVisionConfig)
 
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _build_dir(out_dir)
     template = PIXTRAL_CHAT_TEMPLATE
     tokenizer = build_tokenizer(spec.vocab_size, spec.seed, PIXTRAL_SPECIAL_TOKENS, template,
                                 {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"})
@@ -223,13 +222,28 @@ def ensure_tiny_model(cache_dir: str | Path, spec: TinySpec | TinyPixtralSpec = 
     return path
 
 
+def _build_dir(out_dir: Path) -> Path:
+    """This process's own folder to build in: two processes building the same model at once never share one."""
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
 def _save_built(model, processor, spec, tmp: Path, out_dir: Path) -> Path:
-    """Write a built tiny model into tmp, then rename it into place: the cache never holds half a model."""
+    """Write a built tiny model into tmp, then rename it into place: the cache never holds half a model. When
+    another process put the same model (the build is deterministic) there first, its copy is kept."""
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     (tmp / "rlkit_tiny.json").write_text(json.dumps(asdict(spec), indent=1))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    try:
+        tmp.rename(out_dir)  # atomic; refused while out_dir holds files
+    except OSError:
+        try:
+            check_model_folder(out_dir, "tiny model cache")
+            shutil.rmtree(tmp)
+        except ConfigError:  # a damaged copy: replaced
+            shutil.rmtree(out_dir, ignore_errors=True)
+            tmp.rename(out_dir)
     n = sum(p.numel() for p in model.parameters())
     log.info("built %s (%.2fM parameters) in %s", spec.name, n / 1e6, out_dir)
     return out_dir

@@ -10,7 +10,7 @@ import yaml
 
 from rlkit.config import ConfigError
 from rlkit.evaluate import MEDIAN, summarize
-from rlkit.sweep import RESULT_COLUMNS, load_sweep, run_sweep
+from rlkit.sweep import RESULT_COLUMNS, SWEEP_TIME, load_sweep, run_sweep
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "analysis"))
@@ -54,9 +54,13 @@ def test_sweep_runs_missing_arms_only_and_writes_a_tidy_table(tmp_path):
     assert sorted(calls) == [("direct", 0, 3), ("direct", 1, 3), ("unify_focal", 0, 3), ("unify_focal", 1, 3)]
     table = pd.read_csv(path)
     assert list(table.columns) == RESULT_COLUMNS
-    # 4 runs x 2 methods x 2 datasets x 2 metrics + 4 seconds_per_sample rows
-    assert len(table) == 4 * 2 * 2 * 2 + 4
-    assert set(table["arm"]) == {"direct", "unify"} and set(table["seed"]) == {0, 1}
+    # 4 runs x 2 methods x 2 datasets x 2 metrics + 4 seconds_per_sample rows + the sweep's wall time from scratch
+    assert len(table) == 4 * 2 * 2 * 2 + 4 + 3
+    timed = table[table["method"] == SWEEP_TIME].set_index("metric")["value"]
+    assert timed["jobs"] == 1 and timed["cpus"] >= 1 and 0 <= timed["minutes"] < 5
+    assert plot_ablation.time_text(table).startswith("Wall time of the whole sweep from scratch: ")
+    runs = table[table["method"] != SWEEP_TIME]
+    assert set(runs["arm"]) == {"direct", "unify"} and set(runs["seed"]) == {0, 1}
     sps = table[table["metric"] == "seconds_per_sample"]["value"]
     assert (sps == 0.1).all()
 
@@ -73,6 +77,8 @@ def test_sweep_runs_missing_arms_only_and_writes_a_tidy_table(tmp_path):
     calls.clear()
     run_sweep(sweep, "mini", runner, arms=["unify"], seeds=[1])
     assert calls == [("unify_focal", 1, 3)]
+    # resumed or partial sweeps are not from scratch: the first measurement stays
+    assert pd.read_csv(path).set_index(["method", "metric"]).loc[(SWEEP_TIME, "minutes"), "value"] == timed["minutes"]
     with pytest.raises(ConfigError, match="unknown arm 'unifi'; did you mean 'unify'"):
         run_sweep(sweep, "mini", runner, arms=["unifi"])
 
@@ -88,6 +94,7 @@ def test_x_can_be_the_samples_a_run_trained_on(tmp_path):
         (out / "metrics.json").write_text(json.dumps(m))
 
     table = pd.read_csv(run_sweep(sweep, "mini", runner))
+    table = table[table["method"] != SWEEP_TIME]
     assert table.groupby("arm")["x"].unique().to_dict() == {"long": [384], "short": [96]}
     assert set(table["series"]) == {"camera"}  # no series given: one line named after the sweep
     with pytest.raises(ConfigError, match="arm 'bad': x must be a number or 'train_samples'"):
@@ -193,7 +200,7 @@ def test_a_sweep_with_another_constant_finds_its_baseline(tmp_path):
         (out / "metrics.json").write_text(json.dumps({"metrics": summarize(frame, 3.0)}))
 
     table = pd.read_csv(run_sweep(sweep, "mini", runner))
-    assert set(table["method"]) == {"model", "constant 3 m"}
+    assert set(table["method"]) == {"model", "constant 3 m", SWEEP_TIME}
     out = tmp_path / "fig"
     assert plot_ablation.main(["--runs", str(tmp_path / "runs"), "--out", str(out)]) == 0
     # by hand: 3 m is within 1.25x of 3.0 and 3.5, not of 1.0 and 8.0
