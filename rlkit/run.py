@@ -164,50 +164,52 @@ def global_batch(trainer) -> str:
 
 
 def check_experiment(exp: Experiment, training: bool = True, sections: tuple[str, ...] = ("train", "eval")) -> None:
-    """What can fail on the user's input, checked before any scene is rendered or step trained: the
-    trainer arguments, the reward plugins (imported only by commands that train with them), the base
-    stage's model and the data files of ``sections`` (those data.synth renders excepted; ``eval`` reads
-    the training labels only where they exist)."""
+    """What can fail on the user's input, checked before any scene is rendered or step trained: the base
+    stage and the model folder, the data files of ``sections`` (those data.synth renders excepted; ``eval`` reads
+    the training labels only where they exist), the reward plugins (imported only by commands that train with
+    them), then what needs TRL, transformers and peft (seconds to import): the trainer arguments and LoRA."""
     if training:
         if not exp.data.train:
             raise ConfigError(f"{exp.source}: data.train is empty (list jsonl files, or set data.synth)")
-        check_trainer_fields(exp)
-        args = exp.trl_config()
-        if exp.method == "grpo":
-            from rlkit.grpo import reward_functions
-            from rlkit.rewards import RewardLoadError
-
-            try:
-                reward_functions(exp)
-            except RewardLoadError as e:
-                raise ConfigError(f"{exp.source}: rewards: {e}") from None
         check_base_chain(exp)
         if exp.base and exp.model != ModelConfig() and exp.model != base_experiment(exp).model:
             raise ConfigError(f"{exp.source}: model.* differs from that of base {exp.base}, whose final checkpoint "
                               "this run starts from; set the model in the base experiment (or in base_overrides)")
-        if args.max_steps < 1:  # the train stream is endless: only max_steps ends training
-            raise ConfigError(f"{exp.source}: train.max_steps must be >= 1 (the training stream has no end), got "
-                              f"{args.max_steps}")
-        if args.per_device_train_batch_size < 1:
-            raise ConfigError(f"{exp.source}: train.per_device_train_batch_size must be >= 1, got "
-                              f"{args.per_device_train_batch_size}")
-        weights = exp.train.get("reward_weights")
-        if exp.method == "grpo" and weights is not None and len(weights) != len(exp.rewards):
-            raise ConfigError(f"{exp.source}: train.reward_weights has {len(weights)} values for "
-                              f"{len(exp.rewards)} rewards {exp.rewards}")
         if not exp.base:  # a base stage's final/ does not exist yet
             try:
                 check_model_folder(exp.model.name, "model.name")
             except ConfigError as e:
                 raise ConfigError(f"{exp.source}: {e}") from None
-        try:
-            peft_config(exp.model)
-        except ConfigError as e:
-            raise ConfigError(f"{exp.source}: {e}") from None
     for section in sections:
         missing = missing_data_file(exp, section)
         if missing:
             raise ConfigError(f"{exp.source}: {missing}")
+    if not training:
+        return
+    if exp.method == "grpo":
+        from rlkit.rewards import RewardLoadError, checked_reward, load_reward
+
+        try:
+            for ref in exp.rewards:
+                checked_reward(load_reward(ref, exp.reward_kwargs.get(ref)), ref)
+        except RewardLoadError as e:
+            raise ConfigError(f"{exp.source}: rewards: {e}") from None
+    check_trainer_fields(exp)
+    args = exp.trl_config()
+    if args.max_steps < 1:  # the train stream is endless: only max_steps ends training
+        raise ConfigError(f"{exp.source}: train.max_steps must be >= 1 (the training stream has no end), got "
+                          f"{args.max_steps}")
+    if args.per_device_train_batch_size < 1:
+        raise ConfigError(f"{exp.source}: train.per_device_train_batch_size must be >= 1, got "
+                          f"{args.per_device_train_batch_size}")
+    weights = exp.train.get("reward_weights")
+    if exp.method == "grpo" and weights is not None and len(weights) != len(exp.rewards):
+        raise ConfigError(f"{exp.source}: train.reward_weights has {len(weights)} values for "
+                          f"{len(exp.rewards)} rewards {exp.rewards}")
+    try:
+        peft_config(exp.model)
+    except ConfigError as e:
+        raise ConfigError(f"{exp.source}: {e}") from None
 
 
 def check_base_chain(exp: Experiment) -> None:
@@ -225,8 +227,8 @@ def check_base_chain(exp: Experiment) -> None:
 def run_experiment(exp: Experiment) -> dict:
     """Every step of the plan, in order; a finished run dir (metrics.json) is not run again."""
     out = Path(exp.output_dir)
-    check_experiment(exp)
     eval_changed = check_run_dir(exp, out)
+    check_experiment(exp)
     if (out / "metrics.json").exists() and not eval_changed:
         log.info("%s is finished (metrics.json exists); delete it to run again", out)
         return json.loads((out / "metrics.json").read_text())

@@ -77,3 +77,30 @@ def test_a_damaged_tiny_model_cache_entry_is_built_again(tiny, tmp_path, caplog)
     weights.write_bytes(whole[: len(whole) // 3])
     assert ensure_tiny_model(cache, TinySpec()) == built and "building it again" in caplog.text
     assert weights.read_bytes() == whole  # built deterministically from its spec
+
+
+def test_a_tiny_model_built_by_two_processes_at_once_lands_whole(tiny, tmp_path):
+    """Each process builds in its own folder and renames it into place: the one that finishes second keeps the
+    first one's (identical) copy, and replaces a damaged one; no build folder is left behind."""
+    from rlkit.tiny import _build_dir, _save_built
+
+    class Saved:  # what a built model and processor write: here the files of an already built one
+        def save_pretrained(self, folder):
+            shutil.copytree(tiny, folder, dirs_exist_ok=True)
+
+        def parameters(self):
+            return []
+
+    out = tmp_path / "models" / tiny.name
+    out.parent.mkdir()
+    for before in (None, "whole", "damaged"):
+        shutil.rmtree(out, ignore_errors=True)
+        if before:
+            shutil.copytree(tiny, out)
+            if before == "damaged":
+                (out / "config.json").unlink()
+        tmp = _build_dir(out)
+        assert tmp != out and tmp.parent == out.parent
+        assert _save_built(Saved(), Saved(), TinySpec(), tmp, out) == out
+        check_model_folder(out, "tiny model cache")
+        assert sorted(p.name for p in out.parent.iterdir()) == [out.name], before

@@ -33,7 +33,10 @@ def test_data_synth_and_preview(tmp_path):
 
 
 def test_bad_experiment_fails_with_a_named_key(tmp_path):
-    (tmp_path / "e.yaml").write_text("method: sft\ndata: {train: [{path: x.jsonl}], eval: [{path: x.jsonl}]}\ntrain: {lerning_rate: 1}\n")
+    data = tmp_path / "x.jsonl"
+    data.write_text("")  # the data files are checked before the trainer's fields
+    (tmp_path / "e.yaml").write_text(f"method: sft\ndata: {{train: [{{path: {data}}}], eval: [{{path: {data}}}]}}\n"
+                                     "train: {lerning_rate: 1}\n")
     r = subprocess.run([sys.executable, "-m", "rlkit", str(tmp_path / "e.yaml")], cwd=ROOT, capture_output=True,
                        text=True)
     assert r.returncode != 0

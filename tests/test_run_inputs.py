@@ -34,6 +34,28 @@ def test_a_missing_eval_file_stops_before_training_with_one_line(tmp_path, synth
     assert "Traceback" not in r.stderr
 
 
+def test_errors_that_need_no_library_come_before_trl_and_transformers_load(tmp_path, synth_dir):
+    """A missing model folder, data file or base stage, a bad output_dir or reward plugin is said in about a second:
+    the plan checks them before it imports TRL, transformers and peft (several seconds), which only the trainer's
+    fields and LoRA need."""
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({"method": "sft", "output_dir": str(tmp_path / "run"),
+                                   "data": {"train": [{"path": str(synth_dir / "indoor_train.jsonl")}],
+                                            "eval": [{"path": str(synth_dir / "indoor_eval.jsonl")}]}}))
+    (tmp_path / "a_file").write_text("x")
+    probe = ("import sys\nfrom rlkit.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print('loaded:', sorted(m for m in ('trl', 'transformers.training_args', 'peft') if m in sys.modules))")
+    for over, said in (("model.name=./no-such-model", "model.name ./no-such-model: folder not found"),
+                       ("data.eval=[{path: gone.jsonl}]", "data.eval[0].path: file not found: gone.jsonl"),
+                       (f"output_dir={tmp_path / 'a_file'}", "is a file, not a folder"),
+                       (f"base={tmp_path / 'no_base.yaml'}", "no_base.yaml"),
+                       ("method=grpo", None)):
+        args = [str(exp), over] + (["rewards=[tests/fixtures/exiting_reward.py:reward]"] if said is None else [])
+        r = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert (said or "exiting_reward.py") in r.stderr, r.stderr[-2000:]
+        assert r.stdout.strip().splitlines()[-1] == "loaded: []", (over, r.stdout)
+
+
 def test_bad_trainer_arguments_stop_before_any_scene_is_rendered(tmp_path):
     exp = {"method": "sft", "output_dir": str(tmp_path / "run"),
            "data": {"synth": {"out": str(tmp_path / "synth"), "train_images": 2, "eval_images": 1},
