@@ -259,11 +259,16 @@ def provenance_text(df: pd.DataFrame, name: str) -> str:
 
 def time_text(df: pd.DataFrame) -> str:
     """The sweep's wall time from scratch (results.csv's SWEEP_TIME rows), when it was measured."""
-    t = df[df["method"] == SWEEP_TIME].set_index("metric")["value"]
-    if not len(t):
-        return ""
-    return (f"Wall time of the whole sweep from scratch: {float(t['minutes']):.1f} min ({int(t['jobs'])} runs side by "
-            f"side on {int(t['cpus'])} CPUs; scene rendering, base stage and every evaluation included).")
+    groups = list(df[df["method"] == SWEEP_TIME].groupby(["sweep", "scale"], sort=False))
+    lines = []
+    for (sweep, scale), g in groups:
+        t = g.drop_duplicates("metric").set_index("metric")["value"].astype(float)
+        side = f"{int(t['jobs'])} runs side by side" if t["jobs"] > 1 else "one run at a time"
+        scenes = {1: "scenes rendered in it, ", 0: "scenes already on disk, "}.get(int(t.get("scenes_rendered", -1)), "")
+        name = f" {sweep} ({scale})" if len(groups) > 1 else ""
+        lines.append(f"Wall time of the whole sweep{name} from scratch: {t['minutes']:.1f} min ({side} on "
+                     f"{int(t['cpus'])} CPUs; {scenes}every run and its evaluation included).")
+    return "\n\n".join(lines)
 
 
 def _with_sources(md: str, df: pd.DataFrame, name: str) -> str:

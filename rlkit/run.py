@@ -1,6 +1,6 @@
 """The plan that runs an experiment, one named step after another:
 
-    check_experiment -> render_scenes -> train_base_stage -> load_sources -> ensure_model
+    check_run_dir -> check_experiment -> render_scenes -> train_base_stage -> load_sources -> ensure_model
     -> build_stream / build_evalset / build_curve -> train -> evaluate_run
 
 ``run``, ``eval``, ``data preview``, the benchmarks and the sweeps all take their steps from here. The run
@@ -289,6 +289,7 @@ def train(exp: Experiment, model_path: str, sources: Sources, state, curve=None)
     else:
         from rlkit.grpo import make_trainer
     out = Path(exp.output_dir)
+    code = code_version() if state.is_main_process else None  # what this session trains with, read before it does
     resume = last_checkpoint(out)
     weights = resume_weights(resume)
     stream = build_stream(exp, sources)
@@ -327,7 +328,7 @@ def train(exp: Experiment, model_path: str, sources: Sources, state, curve=None)
     info = {"train_seconds": round(time.time() - t0 - curve_seconds, 1), "train_samples": samples_seen(trainer),
             **({"curve": curve.points, "curve_eval_seconds": round(curve_seconds, 1)} if curve is not None else {}),
             "train_data": load_reports(sources.train), "train_metrics": metrics,
-            "builder_skips": dict(stream.skips), "code": code_version()}
+            "builder_skips": dict(stream.skips), "code": code}
     if exp.method == "grpo":
         from rlkit.grpo import grpo_diagnostics
 

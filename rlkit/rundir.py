@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 def code_version() -> dict:
     """The code a run was trained with, for train_info.json / metrics.json and the sweeps' csvs: the kit's git
-    commit (``dirty`` when tracked files differ from it), or only the package version outside a git checkout."""
+    commit (``dirty`` when tracked files differ from it), or only the package version where the kit is not a git
+    checkout of its own (an installed wheel, or a folder inside another repository)."""
+    import os
     import subprocess
     from importlib.metadata import PackageNotFoundError, version
 
@@ -34,12 +36,19 @@ def code_version() -> dict:
     except PackageNotFoundError:
         kit = None
     root = Path(__file__).resolve().parent.parent
+    # no index.lock taken beside the user's own git, and never another repository named by the environment
+    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE")} | {"GIT_OPTIONAL_LOCKS": "0"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=30, check=True,
+                              env=env).stdout.decode("utf-8", "replace").strip()
+
     try:
-        git = lambda *args: subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,  # noqa: E731
-                                           timeout=30, check=True).stdout.strip()
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            raise ValueError("the kit is not this repository's top")
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
                 "version": kit}
-    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout (an installed wheel)
+    except (OSError, ValueError, subprocess.SubprocessError):  # no git, or not a checkout of the kit
         return {"commit": None, "dirty": None, "version": kit}
 
 

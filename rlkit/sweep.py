@@ -179,7 +179,13 @@ def arm_experiment(sweep: Sweep, scale: str, arm: str, seed: int, shared: bool =
 
 def sweep_command(sweep: Sweep, scale: str) -> str:
     """The command that (re)makes a sweep's table: finished runs are kept, missing ones trained."""
-    return f"./run.sh sweeps --only {sweep.name}" + (f" --scale {scale}" if scale != "mini" else "")
+    shipped = Path(sweep.source).resolve().parent == (Path(__file__).resolve().parent.parent / "experiments" / "ablations")
+    words = ["./run.sh", "sweeps", "--only", sweep.name] if shipped else ["./run.sh", str(sweep.source)]
+    if scale != "mini":
+        words += ["--scale", scale]
+    if Path(sweep.root) != Path("runs/sweeps"):
+        words += ["--sweeps-dir", str(sweep.root)]
+    return " ".join(words)
 
 
 def run_commit(metrics: dict) -> str | None:
@@ -274,7 +280,8 @@ def time_rows(sweep: Sweep, scale: str) -> list[dict]:
     t = json.loads(path.read_text())
     return [{"sweep": sweep.name, "figure": sweep.figure, "scale": scale, "arm": "_sweep", "series": "_sweep",
              "x": None, "seed": None, "dataset": "all", "method": SWEEP_TIME, "metric": key, "value": t[key],
-             "commit": t.get("commit"), "command": sweep_command(sweep, scale)} for key in ("minutes", "jobs", "cpus")]
+             "commit": t.get("commit"), "command": sweep_command(sweep, scale)}
+            for key in ("minutes", "jobs", "cpus", "scenes_rendered") if key in t]
 
 
 def write_results(sweep: Sweep, scale: str) -> Path:
@@ -381,6 +388,14 @@ def _run_side_by_side(sweep: Sweep, scale: str, jobs, n_jobs: int) -> None:
                            "their sweep.log files say why; re-running the sweep retries only those")
 
 
+def scenes_on_disk(sweep: Sweep, scale: str) -> bool:
+    """Whether every procedural scene file the sweep's arms train and evaluate on exists already."""
+    synths = [exp.data.synth for exp in (arm_experiment(sweep, scale, arm, sweep.seeds[0], shared=False)
+                                          for arm in sweep.arms) if exp.data.synth is not None]
+    return all(s.jsonl(family, split).exists() for s in synths for family in s.families
+               for split in ("train", "eval"))
+
+
 def run_sweep(sweep: Sweep, scale: str = "mini", runner=None, arms=None, seeds=None, jobs: int = 1) -> Path:
     """Run every arm x seed without a finished result (or only the given arms/seeds), then write
     the results table. jobs > 1 runs that many side by side in separate processes."""
@@ -393,9 +408,17 @@ def run_sweep(sweep: Sweep, scale: str = "mini", runner=None, arms=None, seeds=N
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     # from scratch: nothing of this sweep at this scale exists yet, and every arm and seed runs now
     from_scratch = arms is None and seeds is None and not (sweep.root / sweep.name / scale).exists()
-    start = time.monotonic()
+    start, code, scenes = time.monotonic(), None, None
+    if from_scratch:
+        from rlkit.rundir import code_version
+
+        code = run_commit({"code": code_version()})
+        scenes = scenes_on_disk(sweep, scale)
     todo = pending_jobs(sweep, scale, arms, seeds)
-    if jobs > 1 and len(todo) > 1:
+    if todo and not from_scratch:  # runs are added or redone: the measured time no longer describes the table
+        sweep.time_path(scale).unlink(missing_ok=True)
+    side_by_side = jobs > 1 and len(todo) > 1
+    if side_by_side:
         _run_side_by_side(sweep, scale, todo, jobs)
     else:
         if runner is None:
@@ -404,13 +427,11 @@ def run_sweep(sweep: Sweep, scale: str = "mini", runner=None, arms=None, seeds=N
             log.info("sweep %s: arm %s seed %d", sweep.name, arm, seed)
             runner(arm_experiment(sweep, scale, arm, seed))
             write_results(sweep, scale)  # after each run, so a killed sweep still has its table
-    if from_scratch:  # the budget a figure's md reports: rendering, base stage, every run and its evaluation
-        from rlkit.rundir import code_version
-
+    if from_scratch:  # the budget a figure's md reports: base stage, every run and its evaluation
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         atomic_write_text(sweep.time_path(scale), json.dumps({
-            "minutes": round((time.monotonic() - start) / 60, 1), "jobs": jobs, "cpus": cpus,
-            "commit": run_commit({"code": code_version()})}, indent=1))
+            "minutes": round((time.monotonic() - start) / 60, 1), "jobs": jobs if side_by_side else 1, "cpus": cpus,
+            "scenes_rendered": int(not scenes), "commit": code}, indent=1))
     path = write_results(sweep, scale)
     log.info("results: %s", path)
     return path

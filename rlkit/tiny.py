@@ -12,10 +12,10 @@ each family's chat and vision special tokens, and digits always split one per to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -223,27 +223,38 @@ def ensure_tiny_model(cache_dir: str | Path, spec: TinySpec | TinyPixtralSpec = 
 
 
 def _build_dir(out_dir: Path) -> Path:
-    """This process's own folder to build in: two processes building the same model at once never share one."""
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    return tmp
+    """A folder of this build's own beside the cache entry (two builders of one model never share one); build
+    folders left by a killed builder more than an hour ago are removed."""
+    import tempfile
+    import time
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.parent.glob(f"{out_dir.name}.tmp*"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.tmp", dir=out_dir.parent))
 
 
 def _save_built(model, processor, spec, tmp: Path, out_dir: Path) -> Path:
     """Write a built tiny model into tmp, then rename it into place: the cache never holds half a model. When
-    another process put the same model (the build is deterministic) there first, its copy is kept."""
+    another builder put the same model (the build is deterministic) there first, its copy is kept."""
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     (tmp / "rlkit_tiny.json").write_text(json.dumps(asdict(spec), indent=1))
-    try:
-        tmp.rename(out_dir)  # atomic; refused while out_dir holds files
-    except OSError:
+    for _ in range(3):
         try:
-            check_model_folder(out_dir, "tiny model cache")
-            shutil.rmtree(tmp)
-        except ConfigError:  # a damaged copy: replaced
-            shutil.rmtree(out_dir, ignore_errors=True)
-            tmp.rename(out_dir)
+            tmp.rename(out_dir)  # atomic; refused while out_dir holds files
+            break
+        except OSError:
+            try:
+                check_model_folder(out_dir, "tiny model cache")
+                shutil.rmtree(tmp, ignore_errors=True)  # another builder's whole copy is there
+                break
+            except ConfigError:  # a damaged copy: replaced (unless another builder replaces it first)
+                shutil.rmtree(out_dir, ignore_errors=True)
+    else:
+        raise OSError(f"could not put the built tiny model {tmp} in place at {out_dir}")
     n = sum(p.numel() for p in model.parameters())
     log.info("built %s (%.2fM parameters) in %s", spec.name, n / 1e6, out_dir)
     return out_dir

@@ -55,9 +55,9 @@ def test_sweep_runs_missing_arms_only_and_writes_a_tidy_table(tmp_path):
     table = pd.read_csv(path)
     assert list(table.columns) == RESULT_COLUMNS
     # 4 runs x 2 methods x 2 datasets x 2 metrics + 4 seconds_per_sample rows + the sweep's wall time from scratch
-    assert len(table) == 4 * 2 * 2 * 2 + 4 + 3
+    assert len(table) == 4 * 2 * 2 * 2 + 4 + 4
     timed = table[table["method"] == SWEEP_TIME].set_index("metric")["value"]
-    assert timed["jobs"] == 1 and timed["cpus"] >= 1 and 0 <= timed["minutes"] < 5
+    assert timed["jobs"] == 1 and timed["cpus"] >= 1 and 0 <= timed["minutes"] < 5 and timed["scenes_rendered"] == 0
     assert plot_ablation.time_text(table).startswith("Wall time of the whole sweep from scratch: ")
     runs = table[table["method"] != SWEEP_TIME]
     assert set(runs["arm"]) == {"direct", "unify"} and set(runs["seed"]) == {0, 1}
@@ -77,8 +77,8 @@ def test_sweep_runs_missing_arms_only_and_writes_a_tidy_table(tmp_path):
     calls.clear()
     run_sweep(sweep, "mini", runner, arms=["unify"], seeds=[1])
     assert calls == [("unify_focal", 1, 3)]
-    # resumed or partial sweeps are not from scratch: the first measurement stays
-    assert pd.read_csv(path).set_index(["method", "metric"]).loc[(SWEEP_TIME, "minutes"), "value"] == timed["minutes"]
+    # a run redone later: the sweep's time from scratch no longer describes its table, and is dropped
+    assert SWEEP_TIME not in set(pd.read_csv(path)["method"]) and not sweep.time_path("mini").exists()
     with pytest.raises(ConfigError, match="unknown arm 'unifi'; did you mean 'unify'"):
         run_sweep(sweep, "mini", runner, arms=["unifi"])
 
@@ -377,20 +377,25 @@ def test_each_row_names_the_commit_its_run_trained_at_and_the_command(tmp_path):
     from rlkit.rundir import code_version
     from rlkit.sweep import result_rows
 
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert code_version()["commit"] == head.strip()
-    sweep = load_sweep(_sweep_files(tmp_path), root=tmp_path / "runs")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    # a checkout of the kit names its commit; where git cannot say (no git, an unowned clone) it says nothing
+    assert code_version()["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    path = _sweep_files(tmp_path)
+    sweep = load_sweep(path, root=tmp_path / "runs")
     runs = {("direct", 0): {"commit": "a" * 40, "dirty": False}, ("direct", 1): {"commit": "a" * 40, "dirty": False},
             ("unify", 0): {"commit": "b" * 40, "dirty": True}, ("unify", 1): None}
     rows = [r for (arm, seed), code in runs.items()
             for r in result_rows(sweep, "mini", arm, seed, {**_fake_metrics(0.3 + seed / 10),
                                                             **({"code": code} if code else {})})]
     table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    assert set(table["command"]) == {"./run.sh sweeps --only camera"}
+    assert set(table["command"]) == {f"./run.sh {path} --sweeps-dir {tmp_path / 'runs'}"}
     assert table.fillna({"commit": "-"}).groupby(["arm", "seed"])["commit"].unique().map(list).to_dict() == {
         ("direct", 0): ["a" * 40], ("direct", 1): ["a" * 40], ("unify", 0): ["b" * 40 + "+dirty"], ("unify", 1): ["-"]}
     assert result_rows(sweep, "paper", "direct", 0, _fake_metrics(0.3))[0]["command"] == \
-        "./run.sh sweeps --only camera --scale paper"
+        f"./run.sh {path} --scale paper --sweeps-dir {tmp_path / 'runs'}"
+    shipped = load_sweep(ROOT / "experiments" / "ablations" / "focal_length.yaml")  # the default sweeps dir
+    assert result_rows(shipped, "mini", "f50", 0, _fake_metrics(0.3))[0]["command"] == \
+        "./run.sh sweeps --only focal_length"
     text = plot_ablation.provenance_text(table, "camera_ambiguity")
-    assert text == ("Rows: `camera_ambiguity.csv`, made by `./run.sh sweeps --only camera`; 4 runs, trained at "
-                    "aaaaaaaaaaaa (2), bbbbbbbbbbbb+dirty (1), unknown (1).")
+    assert text == (f"Rows: `camera_ambiguity.csv`, made by `./run.sh {path} --sweeps-dir {tmp_path / 'runs'}`; 4 "
+                    "runs, trained at aaaaaaaaaaaa (2), bbbbbbbbbbbb+dirty (1), unknown (1).")
