@@ -289,6 +289,22 @@ def test_the_committed_learning_curve_figure_is_redrawn_from_its_csvs(tmp_path):
     assert (float(cells[1]), float(cells[2]), int(cells[3])) == (round(diff.mean(), 3), round(se, 3), len(diff))
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "analysis" / "figures").glob("*.csv")
+                                         if not p.stem.endswith("_curves")))
+def test_every_committed_figure_md_is_redrawn_from_its_csv_alone(tmp_path, name):
+    """Each figure whose per-seed rows are committed: its md, every number in it, comes back from NAME.csv (and
+    NAME_curves.csv) with no runs present."""
+    import shutil
+
+    figures = ROOT / "analysis" / "figures"
+    for path in figures.glob(f"{name}*.csv"):
+        shutil.copy(path, tmp_path / path.name)
+    r = subprocess.run([sys.executable, "analysis/plot_ablation.py", "--runs", str(tmp_path / "no_runs"), "--out",
+                        str(tmp_path), "--figure", name], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / f"{name}.md").read_text() == (figures / f"{name}.md").read_text()
+
+
 def test_finished_runs_of_another_base_or_config_are_not_reused(tmp_path):
     from rlkit.config import load_experiment, save_resolved
     from rlkit.run import base_experiment
