@@ -48,6 +48,7 @@ class Figure:
 
 FIGURES = {
     "pixel_reference": Figure("Fig. 2 — pixel reference: text coordinates vs markers", "bar", by_dataset=True),
+    "pixel_reference_tuning": Figure("Fig. 2, tuning — marker settings scored on validation scenes", "bar"),
     "grpo_reward": Figure("Fig. 3a — GRPO reward functions (fixed sample budget)", "bar"),
     "sft_vs_grpo": Figure("Fig. 3b — SFT vs GRPO learning curves from the same start", "curve", "training samples",
                           time_panel=True),

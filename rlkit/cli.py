@@ -36,7 +36,7 @@ def cmd_data_synth(a) -> None:
 
     try:
         cfg = SynthConfig(out=a.out, families=a.families, train_images=a.train_images, eval_images=a.eval_images,
-                          points=a.points, seed=a.seed, width=list(a.width), hfov=list(a.hfov),
+                          val_images=a.val_images, points=a.points, seed=a.seed, width=list(a.width), hfov=list(a.hfov),
                           indoor_lamp=a.indoor_lamp, indoor_color_jitter=a.indoor_color_jitter, pairs=a.pairs)
     except ValueError as e:
         raise ConfigError(f"data synth: {e}") from None
@@ -292,8 +292,10 @@ def _add_data_commands(sub) -> None:
     s.add_argument("--families", nargs="+", default=d.families, help="scene families")
     s.add_argument("--train-images", type=int, default=d.train_images, help="train images per family")
     s.add_argument("--eval-images", type=int, default=d.eval_images, help="eval images per family")
+    s.add_argument("--val-images", type=int, default=d.val_images,
+                   help="validation images per family ({family}_val.jsonl: for tuning, never the eval scenes)")
     s.add_argument("--points", type=int, default=d.points, help="labeled pixels per image")
-    s.add_argument("--seed", type=int, default=d.seed, help="base seed (train and eval scenes never share a seed)")
+    s.add_argument("--seed", type=int, default=d.seed, help="base seed (train, eval and validation scenes never share a seed)")
     s.add_argument("--width", type=_pair(int), default=d.width, help="image width range 'MIN,MAX' in pixels")
     s.add_argument("--hfov", type=_pair(float), default=d.hfov, help="horizontal field of view range, degrees")
     s.add_argument("--indoor-lamp", type=float, default=d.indoor_lamp,

@@ -44,7 +44,7 @@ def render_synth(s: SynthConfig) -> list[Path]:
     rooms = Rooms(lamp=s.indoor_lamp, color_jitter=s.indoor_color_jitter)
     written = []
     for family in s.families:
-        for split, n in (("train", s.train_images), ("eval", s.eval_images)):
+        for split, n in (("train", s.train_images), ("eval", s.eval_images), ("val", s.val_images)):
             jsonl = s.jsonl(family, split)
             manifest = jsonl.with_suffix(".synth.json")
             wanted = {"family": family, "split": split, "images": n, "seed": s.seed, "points": s.points,
@@ -94,10 +94,13 @@ class Sources:
 def missing_data_file(exp: Experiment, section: str) -> str | None:
     """The first data.<section> file that does not exist (those data.synth renders excepted), said as
     ``data.train[0].path: file not found: PATH``; None when every one exists."""
-    synth_out = Path(exp.data.synth.out).resolve() if exp.data.synth is not None else None
+    s = exp.data.synth
+    rendered = set() if s is None else {s.jsonl(family, split).resolve() for family in s.families for split, n in
+                                        (("train", s.train_images), ("eval", s.eval_images), ("val", s.val_images))
+                                        if n > 0}
     for i, spec in enumerate(getattr(exp.data, section)):
         path = Path(spec.path)
-        if not path.is_file() and not (synth_out is not None and path.resolve().parent == synth_out):
+        if not path.is_file() and path.resolve() not in rendered:
             return f"data.{section}[{i}].path: file not found: {path}"
     return None
 

@@ -155,6 +155,9 @@ class SynthConfig:
     families: list = field(default_factory=lambda: ["indoor", "outdoor"])
     train_images: int = 2000
     eval_images: int = 200
+    # validation scenes (OUT/{family}_val.jsonl): their own random stream, for choosing settings without looking
+    # at the eval scenes (name them in data.eval of the tuning runs); 0: none
+    val_images: int = 0
     points: int = 16
     seed: int = 0
     width: list = field(default_factory=lambda: [160, 320])
@@ -171,7 +174,7 @@ class SynthConfig:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"{key} must be {what}, got {v!r}")
-        for key in ("train_images", "eval_images", "points"):
+        for key in ("train_images", "eval_images", "val_images", "points"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{key} must be a whole number >= 0, got {v!r}")

@@ -79,11 +79,14 @@ def test_generate_is_deterministic_and_splits_never_share_scenes(tmp_path):
     a = generate_split(tmp_path / "a", "outdoor", "train", 3, seed=5, points_per_image=4, camera=cam, progress=False)
     b = generate_split(tmp_path / "b", "outdoor", "train", 3, seed=5, points_per_image=4, camera=cam, progress=False)
     e = generate_split(tmp_path / "a", "outdoor", "eval", 3, seed=5, points_per_image=4, camera=cam, progress=False)
+    v = generate_split(tmp_path / "a", "outdoor", "val", 3, seed=5, points_per_image=4, camera=cam, progress=False)
     assert a.read_text() == b.read_text()
     assert (tmp_path / "a/rgb/outdoor_train/000002.png").read_bytes() == \
         (tmp_path / "b/rgb/outdoor_train/000002.png").read_bytes()
     scenes = lambda p: {json.loads(line)["scene"] for line in p.read_text().splitlines()}  # noqa: E731
-    assert not scenes(a) & scenes(e)
+    assert not scenes(a) & scenes(e) and not scenes(v) & (scenes(a) | scenes(e))  # validation: never an eval scene
+    assert (tmp_path / "a/rgb/outdoor_val/000000.png").read_bytes() != \
+        (tmp_path / "a/rgb/outdoor_eval/000000.png").read_bytes()
     recs, _ = load_records(a)  # the official format, loadable by the same reader
     assert all(r.num_labels == 4 and (r.depth <= 80).all() for r in recs)
     assert all((r.extras["axis_depth"] <= r.depth + 1e-3).all() for r in recs)
@@ -123,3 +126,18 @@ def test_render_scenes_renders_once_and_again_when_the_rooms_change(tmp_path):
     assert outdoor_again == outdoor  # the lamp lights rooms only
     manifest, narrow, outdoor_again = run(4, 0.25)
     assert manifest["indoor_color_jitter"] == 0.25 and narrow not in (lit, unlit) and outdoor_again == outdoor
+
+
+def test_validation_scenes_render_only_when_asked(tmp_path):
+    from rlkit.run import render_synth
+    from rlkit.schema import SynthConfig
+
+    cfg = dict(out=str(tmp_path), families=["outdoor"], train_images=2, eval_images=1, points=2, width=[48, 64])
+    assert [p.name for p in render_synth(SynthConfig(**cfg))] == ["outdoor_train.jsonl", "outdoor_eval.jsonl"]
+    assert not (tmp_path / "outdoor_val.jsonl").exists()
+    eval_bytes = (tmp_path / "outdoor_eval.jsonl").read_bytes()
+    paths = render_synth(SynthConfig(**cfg, val_images=2))
+    assert [p.name for p in paths] == ["outdoor_train.jsonl", "outdoor_eval.jsonl", "outdoor_val.jsonl"]
+    assert json.loads((tmp_path / "outdoor_val.synth.json").read_text())["images"] == 2
+    assert (tmp_path / "outdoor_eval.jsonl").read_bytes() == eval_bytes  # the eval scenes are not touched
+    assert len((tmp_path / "outdoor_val.jsonl").read_text().splitlines()) == 2

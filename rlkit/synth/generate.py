@@ -18,7 +18,7 @@ from rlkit.synth.render import Scene, camera_to_world, render
 from rlkit.synth.scenes import FAMILIES, CameraRange, Rooms, sample_scene
 
 log = logging.getLogger(__name__)
-SPLITS = {"train": 0, "eval": 1}
+SPLITS = {"train": 0, "eval": 1, "val": 2}  # each split its own random stream: no scene is in two
 MAX_DEPTH = {"indoor": 20.0, "outdoor": 80.0}
 # camera_motion pairs: how far the second view's camera moves (meters), mostly level, as a walking camera
 PAIR_MOTION = {"indoor": (0.2, 1.5), "outdoor": (0.5, 6.0)}
