@@ -236,9 +236,11 @@ def selection_text(df: pd.DataFrame) -> str:
     d = df[df["method"] == EVAL_SELECTION]
     if not len(d):
         return ""
+    def per_run(t: pd.DataFrame) -> str:  # the distinct per-run totals
+        return " / ".join(map(str, sorted({int(v) for v in t.groupby("seed")["value"].sum()})))
+
     rows = []
     for arm, t in d.groupby("arm", sort=False):
-        per_run = lambda rows: " / ".join(map(str, sorted({int(v) for v in rows.groupby("seed")["value"].sum()})))  # noqa: E731
         left = t[t["metric"].str.startswith("skipped: ")]
         rows.append({"arm": arm, "runs": t["seed"].nunique(), "pixels scored per run": per_run(t[t["metric"] == "pixels"]),
                      "labels left out per run": "; ".join(f"{k.removeprefix('skipped: ')} {per_run(g)}"

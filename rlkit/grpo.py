@@ -13,7 +13,7 @@ import math
 from rlkit.builder import ANSWER_COLUMNS, TrainStream, train_dataset
 from rlkit.config import ConfigError, Experiment
 from rlkit.models import checkpoint_switches, load_model, load_processor, peft_config
-from rlkit.rewards import checked_reward, load_reward
+from rlkit.rewards import load_rewards
 from rlkit.rewards.common import predicted_values
 
 GRPO_COLUMNS = ("images", "prompt", *ANSWER_COLUMNS)
@@ -48,7 +48,7 @@ def check_vllm(exp: Experiment) -> None:
 
 
 def reward_functions(exp: Experiment) -> list:
-    funcs = [checked_reward(load_reward(ref, exp.reward_kwargs.get(ref)), ref) for ref in exp.rewards]
+    funcs = load_rewards(exp.rewards, exp.reward_kwargs)
     funcs[0] = with_answer_diagnostics(funcs[0], exp.completions_per_sample())
     return funcs
 

@@ -44,7 +44,7 @@ def render_synth(s: SynthConfig) -> list[Path]:
     rooms = Rooms(lamp=s.indoor_lamp, color_jitter=s.indoor_color_jitter)
     written = []
     for family in s.families:
-        for split, n in (("train", s.train_images), ("eval", s.eval_images), ("val", s.val_images)):
+        for split, n in s.splits():
             jsonl = s.jsonl(family, split)
             manifest = jsonl.with_suffix(".synth.json")
             wanted = {"family": family, "split": split, "images": n, "seed": s.seed, "points": s.points,
@@ -95,9 +95,8 @@ def missing_data_file(exp: Experiment, section: str) -> str | None:
     """The first data.<section> file that does not exist (those data.synth renders excepted), said as
     ``data.train[0].path: file not found: PATH``; None when every one exists."""
     s = exp.data.synth
-    rendered = set() if s is None else {s.jsonl(family, split).resolve() for family in s.families for split, n in
-                                        (("train", s.train_images), ("eval", s.eval_images), ("val", s.val_images))
-                                        if n > 0}
+    rendered = set() if s is None else {s.jsonl(family, split).resolve() for family in s.families
+                                        for split, _ in s.splits()}
     for i, spec in enumerate(getattr(exp.data, section)):
         path = Path(spec.path)
         if not path.is_file() and path.resolve() not in rendered:
@@ -190,11 +189,10 @@ def check_experiment(exp: Experiment, training: bool = True, sections: tuple[str
     if not training:
         return
     if exp.method == "grpo":
-        from rlkit.rewards import RewardLoadError, checked_reward, load_reward
+        from rlkit.rewards import RewardLoadError, load_rewards
 
         try:
-            for ref in exp.rewards:
-                checked_reward(load_reward(ref, exp.reward_kwargs.get(ref)), ref)
+            load_rewards(exp.rewards, exp.reward_kwargs)
         except RewardLoadError as e:
             raise ConfigError(f"{exp.source}: rewards: {e}") from None
     check_trainer_fields(exp)

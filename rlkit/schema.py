@@ -188,6 +188,11 @@ class SynthConfig:
     def jsonl(self, family: str, split: str) -> Path:
         return Path(self.out) / f"{family}_{split}.jsonl"
 
+    def splits(self) -> list[tuple[str, int]]:
+        """(split, images per family) of every split this renders."""
+        sizes = (("train", self.train_images), ("eval", self.eval_images), ("val", self.val_images))
+        return [(split, n) for split, n in sizes if n > 0]
+
 
 @dataclass
 class DataConfig:

@@ -32,7 +32,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -345,6 +347,11 @@ def prepare(sweep: Sweep, scale: str, jobs) -> None:
         ensure_model(exp)
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _run_side_by_side(sweep: Sweep, scale: str, jobs, n_jobs: int) -> None:
     """Each arm x seed in its own process (``rlkit run SWEEP --arms A --seeds K``), n_jobs at a
     time, each with an equal share of the CPU threads; its output goes to RUN_DIR/sweep.log."""
@@ -356,8 +363,7 @@ def _run_side_by_side(sweep: Sweep, scale: str, jobs, n_jobs: int) -> None:
     from tqdm import tqdm
 
     prepare(sweep, scale, jobs)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = str(max(1, cpus // n_jobs))
+    threads = str(max(1, _cpus() // n_jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
     def run_one(arm: str, seed: int) -> int:
@@ -392,17 +398,13 @@ def scenes_on_disk(sweep: Sweep, scale: str) -> bool:
     """Whether every procedural scene file the sweep's arms train and evaluate on exists already."""
     synths = [exp.data.synth for exp in (arm_experiment(sweep, scale, arm, sweep.seeds[0], shared=False)
                                           for arm in sweep.arms) if exp.data.synth is not None]
-    return all(s.jsonl(family, split).exists() for s in synths for family in s.families
-               for split in ("train", "eval"))
+    return all(s.jsonl(family, split).exists() for s in synths for family in s.families for split, _ in s.splits())
 
 
 def run_sweep(sweep: Sweep, scale: str = "mini", runner=None, arms=None, seeds=None, jobs: int = 1) -> Path:
     """Run every arm x seed without a finished result (or only the given arms/seeds), then write
     the results table. jobs > 1 runs that many side by side in separate processes."""
     from tqdm import tqdm
-
-    import os
-    import time
 
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
@@ -428,9 +430,8 @@ def run_sweep(sweep: Sweep, scale: str = "mini", runner=None, arms=None, seeds=N
             runner(arm_experiment(sweep, scale, arm, seed))
             write_results(sweep, scale)  # after each run, so a killed sweep still has its table
     if from_scratch:  # the budget a figure's md reports: base stage, every run and its evaluation
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         atomic_write_text(sweep.time_path(scale), json.dumps({
-            "minutes": round((time.monotonic() - start) / 60, 1), "jobs": jobs if side_by_side else 1, "cpus": cpus,
+            "minutes": round((time.monotonic() - start) / 60, 1), "jobs": jobs if side_by_side else 1, "cpus": _cpus(),
             "scenes_rendered": int(not scenes), "commit": code}, indent=1))
     path = write_results(sweep, scale)
     log.info("results: %s", path)

@@ -125,6 +125,11 @@ def _named(fn, name: str):
     return reward
 
 
+def load_rewards(refs: list[str], kwargs: dict | None = None) -> list:
+    """Every reward of an experiment's ``rewards`` list (``kwargs``: its reward_kwargs), each checked per call."""
+    return [checked_reward(load_reward(ref, (kwargs or {}).get(ref)), ref) for ref in refs]
+
+
 def load_reward(ref: str, kwargs: dict | None = None):
     """Resolve a reward reference (registry name, a plugin name in rewards/, module:function or
     file.py:function); a registry reward comes back under its registry name, with or without kwargs."""
