@@ -7,11 +7,12 @@ Reads every results.csv (and curves.csv: learning curves) under --runs (written 
 ``./run.sh experiments/ablations/NAME.yaml``) and writes, per figure, NAME.png, NAME.pdf and NAME.md: the
 numbers behind it (mean ± std over seeds, n = seeds), then paired comparisons over the same seeds (the best
 arm against every other arm, the median-label baseline of its own runs and a base stage; mean difference ±
-standard error). The no-model baselines (the constant answer, the median training label) and, for sweeps that
+standard error), and the same comparisons pixel by pixel over the eval pixels every arm scored (pixels.csv: δ1 per
+pixel). The no-model baselines (the constant answer, the median training label) and, for sweeps that
 start from a base stage, that stage's own accuracy are drawn as dashed reference lines.
 
-Each figure drawn from runs also writes the per-seed rows it was drawn from, NAME.csv (and NAME_curves.csv),
-to be committed beside it: a figure whose runs are absent is drawn again from those files (the rows of
+Each figure drawn from runs also writes the per-seed rows it was drawn from, NAME.csv (and NAME_curves.csv,
+NAME_pixels.csv), to be committed beside it: a figure whose runs are absent is drawn again from those files (the rows of
 --scale), so every number in its md can be re-derived from the repository.
 """
 
@@ -30,7 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from rlkit.evaluate import MEDIAN, MODEL, is_constant  # noqa: E402
-from rlkit.metrics import LOWER_IS_BETTER  # noqa: E402
+from rlkit.metrics import LOWER_IS_BETTER, delta_hits  # noqa: E402
 from rlkit.sweep import BASE_STAGE, EVAL_SELECTION, SWEEP_TIME  # noqa: E402
 
 METRIC_LABEL = {"delta1": "δ1 (share within 1.25× of truth)", "abs_rel": "AbsRel", "rmse": "RMSE (m)"}
@@ -73,6 +74,14 @@ def load_results(runs: Path, scale: str | None) -> pd.DataFrame:
 
 def load_curves(runs: Path, scale: str | None) -> pd.DataFrame:
     frames = [f for f in (pd.read_csv(p) for p in sorted(runs.glob("*/*/curves.csv"))) if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["figure"])
+    df = pd.concat(frames, ignore_index=True)
+    return df[df["scale"] == scale] if scale else df
+
+
+def load_pixels(runs: Path, scale: str | None) -> pd.DataFrame:
+    frames = [f for f in (pd.read_csv(p) for p in sorted(runs.glob("*/*/pixels.csv"))) if len(f)]
     if not frames:
         return pd.DataFrame(columns=["figure"])
     df = pd.concat(frames, ignore_index=True)
@@ -138,7 +147,7 @@ def paired(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     if model.empty:
         return pd.DataFrame()
     sign = -1.0 if metric in LOWER_IS_BETTER | {"seconds_per_sample"} else 1.0
-    best = (sign * model.mean()).idxmax()
+    best = best_arm(df, metric)
     rows = [_diff_row(f"{best} − {arm}", sign * (model[best] - model[arm])) for arm in model if arm != best]
     median = _per_seed(df[df["arm"] == best], metric, MEDIAN)
     if not median.empty:
@@ -147,6 +156,55 @@ def paired(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     if len(base):  # one shared base stage: where every arm started
         rows.append(_diff_row(f"{best} − base stage", sign * (model[best] - float(base.mean()))))
     return pd.DataFrame(rows)
+
+
+def best_arm(df: pd.DataFrame, metric: str) -> str | None:
+    """The arm with the best mean over seeds of the metric averaged over eval datasets."""
+    model = _per_seed(df, metric, MODEL)
+    if model.empty:
+        return None
+    sign = -1.0 if metric in LOWER_IS_BETTER | {"seconds_per_sample"} else 1.0
+    return (sign * model.mean()).idxmax()
+
+
+PIXEL_KEY = ["task", "dataset", "image", "x", "y"]
+
+
+def pixel_paired(pixels: pd.DataFrame, best: str) -> pd.DataFrame:
+    """The best arm minus each other arm pixel by pixel, over the pixels both scored and the seeds both ran: per
+    pixel the share of seeds whose answer is within 1.25x of the truth (δ1), the difference between the arms, then
+    its mean and standard error over pixels, per eval dataset and averaged over them (as the per-seed tables)."""
+    hits = pixels.assign(hit=delta_hits(pixels["pred"], pixels["gt"]).astype(float))
+    rows = []
+    for arm in dict.fromkeys(hits["arm"]):
+        if arm == best:
+            continue
+        seeds = set(hits.loc[hits["arm"] == best, "seed"]) & set(hits.loc[hits["arm"] == arm, "seed"])
+        pair = hits[hits["arm"].isin([best, arm]) & hits["seed"].isin(seeds)]
+        rate = pair.pivot_table(index=PIXEL_KEY, columns="arm", values="hit", aggfunc="mean")
+        if arm not in rate or best not in rate:
+            continue
+        d = (rate[best] - rate[arm]).dropna()
+        per = d.groupby(level="dataset", sort=False)
+        means, ses = per.mean(), per.agg(_se)
+        rows.append({"comparison": f"{best} − {arm}", "mean difference": float(means.mean()),
+                     "standard error": float(np.sqrt((ses ** 2).sum()) / len(ses)), "pixels": len(d),
+                     "seeds": len(seeds), "pixels ahead / behind": f"{int((d > 0).sum())} / {int((d < 0).sum())}"})
+    return pd.DataFrame(rows)
+
+
+def pixel_text(pixels: pd.DataFrame, df: pd.DataFrame, metric: str) -> str:
+    """The md paragraph of the per-pixel paired comparisons (δ1 only: a per-pixel hit)."""
+    best = best_arm(df, metric)
+    if metric != "delta1" or pixels is None or not len(pixels) or best is None:
+        return ""
+    table = pixel_paired(pixels, best)
+    if not len(table):
+        return ""
+    return ("Paired over pixels (the same eval pixels for every arm; per pixel the share of seeds within 1.25x of the "
+            "truth, best arm minus the other, mean ± standard error over pixels, averaged over eval datasets; this "
+            "error is the eval sample's, the per-seed one above also holds the training's; rows: "
+            f"`{df['figure'].iloc[0]}_pixels.csv`):\n\n" + table.to_markdown(index=False, floatfmt=".3f"))
 
 
 def _se(v: pd.Series) -> float:
@@ -192,7 +250,8 @@ def curve_tables(curves: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.Da
     return table, pd.DataFrame(rows)
 
 
-def draw_curves(name: str, curves: pd.DataFrame, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list[Path]:
+def draw_curves(name: str, curves: pd.DataFrame, df: pd.DataFrame, out: Path, metric: str = "delta1",
+                pixels: pd.DataFrame | None = None) -> list[Path]:
     """Learning curves: the metric against training samples and against training seconds, a line per series
     (mean over seeds, band ± one standard error), the no-model baselines dashed."""
     fig_spec = FIGURES[name]
@@ -227,6 +286,7 @@ def draw_curves(name: str, curves: pd.DataFrame, df: pd.DataFrame, out: Path, me
         final_pairs = paired(df, metric)
         if len(final_pairs):
             md += "\n\nPaired over seeds, final evaluation:\n\n" + final_pairs.to_markdown(index=False, floatfmt=".3f")
+        md = "\n\n".join(filter(None, [md, pixel_text(pixels, df, metric)]))
     return _save(fig, name, fig_spec, _with_sources(md, df, name), out)
 
 
@@ -289,7 +349,7 @@ def _save(fig, name: str, fig_spec: Figure, md: str, out: Path) -> list[Path]:
     return paths
 
 
-def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list[Path]:
+def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1", pixels: pd.DataFrame | None = None) -> list[Path]:
     fig_spec = FIGURES[name]
     table = summarize(df, fig_spec, metric)
     bases = {kind: baseline(df, metric, kind) for kind in BASELINES}
@@ -340,6 +400,7 @@ def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1") -> list
     if len(pairs):
         md += (f"\n\nPaired over seeds ({metric} averaged over eval datasets; mean difference ± standard "
                "error of the per-seed differences):\n\n" + pairs.to_markdown(index=False, floatfmt=".3f"))
+    md = "\n\n".join(filter(None, [md, pixel_text(pixels, df, metric)]))
     return _save(fig, name, fig_spec, _with_sources(md, df, name), out)
 
 
@@ -351,23 +412,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", default="mini", help="which scale's results (mini, paper, ...)")
     p.add_argument("--metric", default="delta1", help="metric on the y axis (delta1, abs_rel, rmse, ...)")
     a = p.parse_args(argv)
-    df, curves = load_results(Path(a.runs), a.scale), load_curves(Path(a.runs), a.scale)
+    df, curves, pixels = (load(Path(a.runs), a.scale) for load in (load_results, load_curves, load_pixels))
     out = Path(a.out)
     names = [a.figure] if a.figure else list(FIGURES)
     missing = []
     for name in names:
         d = df[df["figure"] == name] if len(df) else df
         c = curves[curves["figure"] == name] if len(curves) else curves
-        if len(d):  # from the runs: keep the per-seed rows beside the figure
+        px = pixels[pixels["figure"] == name] if len(pixels) else pixels
+        if len(d):  # from the runs: keep the per-seed rows (and per-pixel, per-point ones) beside the figure
             out.mkdir(parents=True, exist_ok=True)
             d.to_csv(out / f"{name}.csv", index=False)
-            if len(c):
-                c.to_csv(out / f"{name}_curves.csv", index=False)
+            for suffix, rows in (("curves", c), ("pixels", px)):
+                if len(rows):
+                    rows.to_csv(out / f"{name}_{suffix}.csv", index=False)
         elif (out / f"{name}.csv").exists():  # the runs are gone: the committed rows, of this scale
             d = pd.read_csv(out / f"{name}.csv")
             d = d[d["scale"] == a.scale] if a.scale else d
             c = pd.read_csv(out / f"{name}_curves.csv") if (out / f"{name}_curves.csv").exists() else c
             c = c[c["scale"] == a.scale] if a.scale and len(c) else c
+            px = pd.read_csv(out / f"{name}_pixels.csv") if (out / f"{name}_pixels.csv").exists() else px
+            px = px[px["scale"] == a.scale] if a.scale and len(px) else px
         if not len(d):
             missing.append(name)
             continue
@@ -376,9 +441,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"missing: {name} has no learning curves (eval.during_training) in {a.runs}", file=sys.stderr)
                 missing.append(name)
                 continue
-            paths = draw_curves(name, c, d, out, a.metric)
+            paths = draw_curves(name, c, d, out, a.metric, px)
         else:
-            paths = draw(name, d, out, a.metric)
+            paths = draw(name, d, out, a.metric, px)
         for path in paths:
             print(path)
     for name in missing:

@@ -261,6 +261,32 @@ def finished_runs(sweep: Sweep, scale: str):
                 yield arm, seed, json.loads(m.read_text())
 
 
+PIXEL_COLUMNS = ["figure", "scale", "arm", "seed", "task", "dataset", "image", "x", "y", "gt", "pred"]
+
+
+def pixel_rows(sweep: Sweep, scale: str, arm: str, seed: int) -> pd.DataFrame:
+    """The run's final evaluation pixel by pixel (its predictions.csv: truth and parsed answer), for paired
+    comparisons over the pixels that every arm scored."""
+    path = sweep.run_dir(scale, arm, seed) / "predictions.csv"
+    if not path.exists():
+        return pd.DataFrame(columns=PIXEL_COLUMNS)
+    t = pd.read_csv(path, usecols=lambda c: c in PIXEL_COLUMNS)
+    if "task" not in t:
+        t["task"] = "depth"
+    # images named relative to the working folder where they lie under it: the committed rows hold no machine's paths
+    here = Path.cwd().resolve()
+    images = [Path(i).resolve() for i in t["image"].astype(str)]
+    t["image"] = [i.relative_to(here).as_posix() if i.is_relative_to(here) else str(i) for i in images]
+    t = t.assign(figure=sweep.figure, scale=scale, arm=arm, seed=seed)
+    return t[PIXEL_COLUMNS]
+
+
+def collect_pixels(sweep: Sweep, scale: str) -> pd.DataFrame:
+    frames = [pixel_rows(sweep, scale, arm, seed) for arm, seed, _ in finished_runs(sweep, scale)]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PIXEL_COLUMNS)
+
+
 def collect_curves(sweep: Sweep, scale: str) -> pd.DataFrame:
     rows = [r for arm, seed, m in finished_runs(sweep, scale) for r in curve_rows(sweep, scale, arm, seed, m)]
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
@@ -287,14 +313,15 @@ def time_rows(sweep: Sweep, scale: str) -> list[dict]:
 
 
 def write_results(sweep: Sweep, scale: str) -> Path:
-    """results.csv, and curves.csv beside it when runs have learning curves (eval.during_training)."""
+    """results.csv; beside it pixels.csv (every run's eval pixel by pixel) and curves.csv when runs have
+    learning curves (eval.during_training)."""
     table = collect(sweep, scale)
     path = sweep.results_path(scale)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, table.to_csv(index=False))
-    curves = collect_curves(sweep, scale)
-    if len(curves):
-        atomic_write_text(path.with_name("curves.csv"), curves.to_csv(index=False))
+    for name, extra in (("pixels.csv", collect_pixels(sweep, scale)), ("curves.csv", collect_curves(sweep, scale))):
+        if len(extra):
+            atomic_write_text(path.with_name(name), extra.to_csv(index=False))
     return path
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from rlkit.config import ConfigError
 from rlkit.evaluate import MEDIAN, summarize
-from rlkit.sweep import RESULT_COLUMNS, SWEEP_TIME, load_sweep, run_sweep
+from rlkit.sweep import PIXEL_COLUMNS, RESULT_COLUMNS, SWEEP_TIME, load_sweep, run_sweep
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "analysis"))
@@ -49,6 +49,9 @@ def test_sweep_runs_missing_arms_only_and_writes_a_tidy_table(tmp_path):
         out = Path(exp.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(_fake_metrics(0.1 * len(calls))))
+        pd.DataFrame({"task": ["depth"] * 2, "dataset": ["indoor"] * 2, "image": ["a.png", "b.png"], "x": [1, 2],
+                      "y": [3, 4], "gt": [2.0, 3.0], "pred": [2.1, None], "text": ["2.10", "?"]}).to_csv(
+            out / "predictions.csv", index=False)
 
     path = run_sweep(sweep, "mini", runner)
     assert sorted(calls) == [("direct", 0, 3), ("direct", 1, 3), ("unify_focal", 0, 3), ("unify_focal", 1, 3)]
@@ -63,6 +66,10 @@ def test_sweep_runs_missing_arms_only_and_writes_a_tidy_table(tmp_path):
     assert set(runs["arm"]) == {"direct", "unify"} and set(runs["seed"]) == {0, 1}
     sps = table[table["metric"] == "seconds_per_sample"]["value"]
     assert (sps == 0.1).all()
+    pixels = pd.read_csv(path.with_name("pixels.csv"))  # every run's eval pixel by pixel, beside the table
+    assert list(pixels.columns) == PIXEL_COLUMNS and len(pixels) == 4 * 2
+    assert set(zip(pixels["arm"], pixels["seed"])) == {(a, s) for a in ("direct", "unify") for s in (0, 1)}
+    assert pixels["pred"].isna().sum() == 4 and set(pixels["image"]) == {"a.png", "b.png"}
 
     # resume: only the run without metrics.json runs again
     (sweep.run_dir("mini", "unify", 1) / "metrics.json").unlink()
@@ -290,7 +297,7 @@ def test_the_committed_learning_curve_figure_is_redrawn_from_its_csvs(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "analysis" / "figures").glob("*.csv")
-                                         if not p.stem.endswith("_curves")))
+                                         if not p.stem.endswith(("_curves", "_pixels"))))
 def test_every_committed_figure_md_is_redrawn_from_its_csv_alone(tmp_path, name):
     """Each figure whose per-seed rows are committed: its md, every number in it, comes back from NAME.csv (and
     NAME_curves.csv) with no runs present."""
@@ -303,6 +310,50 @@ def test_every_committed_figure_md_is_redrawn_from_its_csv_alone(tmp_path, name)
                         str(tmp_path), "--figure", name], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / f"{name}.md").read_text() == (figures / f"{name}.md").read_text()
+
+
+def test_paired_over_pixels_by_hand(tmp_path):
+    """Two arms, two seeds, two pixels per dataset: per pixel the share of seeds within 1.25x, the best arm minus
+    the other, mean and SE over pixels per dataset, then averaged over datasets; and the md gets the table."""
+    rows = []
+    hits = {("a", 0): [1, 1, 1, 0], ("a", 1): [1, 0, 1, 0], ("b", 0): [0, 0, 1, 0], ("b", 1): [1, 0, 0, 0]}
+    for (arm, seed), h in hits.items():
+        for k, hit in enumerate(h):
+            rows.append({"figure": "camera_ambiguity", "scale": "mini", "arm": arm, "seed": seed, "task": "depth",
+                         "dataset": ["indoor", "outdoor"][k // 2], "image": f"i{k}.png", "x": k, "y": 0, "gt": 2.0,
+                         "pred": 2.1 if hit else (float("nan") if k == 3 else 9.0)})
+    pixels = pd.DataFrame(rows)
+    table = plot_ablation.pixel_paired(pixels, "a").set_index("comparison")
+    # per pixel a - b: indoor (1 - .5, .5 - 0) = (.5, .5); outdoor (1 - .5, 0 - 0) = (.5, 0)
+    # means .5 and .25 -> .375; SEs 0 and .25 -> sqrt(0 + .0625) / 2 = .125
+    assert table.loc["a − b", "mean difference"] == pytest.approx(0.375)
+    assert table.loc["a − b", "standard error"] == pytest.approx(0.125)
+    assert (table.loc["a − b", "pixels"], table.loc["a − b", "pixels ahead / behind"]) == (4, "3 / 0")
+    results = _table([["s", "camera_ambiguity", "mini", arm, arm, None, seed, "avg", "model", "delta1", np.mean(h)]
+                      for (arm, seed), h in hits.items()])
+    text = _cells(plot_ablation.pixel_text(pixels, results, "delta1"))
+    assert "| a − b | 0.375 | 0.125 | 4 | 2 | 3 / 0 |" in text
+    assert plot_ablation.pixel_text(pixels, results, "abs_rel") == ""  # a per-pixel hit is δ1's only
+
+
+@pytest.mark.parametrize("name", sorted(p.stem.removesuffix("_pixels")
+                                         for p in (ROOT / "analysis" / "figures").glob("*_pixels.csv")))
+def test_committed_pixels_give_back_each_runs_delta1(name):
+    """NAME_pixels.csv holds every run's eval pixel by pixel: its hits give each run's δ1 per eval dataset in
+    NAME.csv, and every arm was scored on the same pixels."""
+    from rlkit.evaluate import MODEL
+    from rlkit.metrics import delta_hits
+
+    figures = ROOT / "analysis" / "figures"
+    pixels, results = pd.read_csv(figures / f"{name}_pixels.csv"), pd.read_csv(figures / f"{name}.csv")
+    got = pixels.assign(hit=delta_hits(pixels["pred"], pixels["gt"])).groupby(["arm", "seed", "dataset"])["hit"].mean()
+    want = results[(results["method"] == MODEL) & (results["metric"] == "delta1") & (results["dataset"] != "avg")]
+    want = want.set_index(["arm", "seed", "dataset"])["value"]
+    assert len(got) == len(want) > 0
+    assert np.allclose(got.sort_index(), want.sort_index(), atol=1e-12)
+    keys = pixels.groupby(["arm", "seed"]).apply(lambda t: frozenset(map(tuple, t[plot_ablation.PIXEL_KEY].values)),
+                                                 include_groups=False)
+    assert len(set(keys)) == 1
 
 
 def test_finished_runs_of_another_base_or_config_are_not_reused(tmp_path):
