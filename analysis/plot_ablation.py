@@ -12,7 +12,7 @@ pixel). The no-model baselines (the constant answer, the median training label) 
 start from a base stage, that stage's own accuracy are drawn as dashed reference lines.
 
 Each figure drawn from runs also writes the per-seed rows it was drawn from, NAME.csv (and NAME_curves.csv,
-NAME_pixels.csv), to be committed beside it: a figure whose runs are absent is drawn again from those files (the rows of
+NAME_pixels.csv.gz), to be committed beside it: a figure whose runs are absent is drawn again from those files (the rows of
 --scale), so every number in its md can be re-derived from the repository.
 """
 
@@ -168,6 +168,8 @@ def best_arm(df: pd.DataFrame, metric: str) -> str | None:
 
 
 PIXEL_KEY = ["task", "dataset", "image", "x", "y"]
+PIXELS_SUFFIX = "_pixels.csv.gz"  # a row per run and eval pixel: about 1 MB per figure as plain text
+PIXELS_GZIP = {"method": "gzip", "mtime": 0}  # no timestamp: the same rows give the same bytes
 
 
 def pixel_paired(pixels: pd.DataFrame, best: str) -> pd.DataFrame:
@@ -204,7 +206,7 @@ def pixel_text(pixels: pd.DataFrame, df: pd.DataFrame, metric: str) -> str:
     return ("Paired over pixels (the same eval pixels for every arm; per pixel the share of seeds within 1.25x of the "
             "truth, best arm minus the other, mean ± standard error over pixels, averaged over eval datasets; this "
             "error is the eval sample's, the per-seed one above also holds the training's; rows: "
-            f"`{df['figure'].iloc[0]}_pixels.csv`):\n\n" + table.to_markdown(index=False, floatfmt=".3f"))
+            f"`{df['figure'].iloc[0]}{PIXELS_SUFFIX}`):\n\n" + table.to_markdown(index=False, floatfmt=".3f"))
 
 
 def _se(v: pd.Series) -> float:
@@ -423,15 +425,16 @@ def main(argv: list[str] | None = None) -> int:
         if len(d):  # from the runs: keep the per-seed rows (and per-pixel, per-point ones) beside the figure
             out.mkdir(parents=True, exist_ok=True)
             d.to_csv(out / f"{name}.csv", index=False)
-            for suffix, rows in (("curves", c), ("pixels", px)):
-                if len(rows):
-                    rows.to_csv(out / f"{name}_{suffix}.csv", index=False)
+            if len(c):
+                c.to_csv(out / f"{name}_curves.csv", index=False)
+            if len(px):
+                px.to_csv(out / f"{name}{PIXELS_SUFFIX}", index=False, compression=PIXELS_GZIP)
         elif (out / f"{name}.csv").exists():  # the runs are gone: the committed rows, of this scale
             d = pd.read_csv(out / f"{name}.csv")
             d = d[d["scale"] == a.scale] if a.scale else d
             c = pd.read_csv(out / f"{name}_curves.csv") if (out / f"{name}_curves.csv").exists() else c
             c = c[c["scale"] == a.scale] if a.scale and len(c) else c
-            px = pd.read_csv(out / f"{name}_pixels.csv") if (out / f"{name}_pixels.csv").exists() else px
+            px = pd.read_csv(out / f"{name}{PIXELS_SUFFIX}") if (out / f"{name}{PIXELS_SUFFIX}").exists() else px
             px = px[px["scale"] == a.scale] if a.scale and len(px) else px
         if not len(d):
             missing.append(name)

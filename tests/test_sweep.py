@@ -297,15 +297,16 @@ def test_the_committed_learning_curve_figure_is_redrawn_from_its_csvs(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "analysis" / "figures").glob("*.csv")
-                                         if not p.stem.endswith(("_curves", "_pixels"))))
+                                         if not p.stem.endswith("_curves")))
 def test_every_committed_figure_md_is_redrawn_from_its_csv_alone(tmp_path, name):
     """Each figure whose per-seed rows are committed: its md, every number in it, comes back from NAME.csv (and
     NAME_curves.csv) with no runs present."""
     import shutil
 
     figures = ROOT / "analysis" / "figures"
-    for path in figures.glob(f"{name}*.csv"):
-        shutil.copy(path, tmp_path / path.name)
+    for file in (f"{name}.csv", f"{name}_curves.csv", f"{name}{plot_ablation.PIXELS_SUFFIX}"):  # not NAME_tuning's
+        if (figures / file).exists():
+            shutil.copy(figures / file, tmp_path / file)
     r = subprocess.run([sys.executable, "analysis/plot_ablation.py", "--runs", str(tmp_path / "no_runs"), "--out",
                         str(tmp_path), "--figure", name], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -336,16 +337,17 @@ def test_paired_over_pixels_by_hand(tmp_path):
     assert plot_ablation.pixel_text(pixels, results, "abs_rel") == ""  # a per-pixel hit is δ1's only
 
 
-@pytest.mark.parametrize("name", sorted(p.stem.removesuffix("_pixels")
-                                         for p in (ROOT / "analysis" / "figures").glob("*_pixels.csv")))
+@pytest.mark.parametrize("name", sorted(p.name.removesuffix(plot_ablation.PIXELS_SUFFIX) for p in
+                                         (ROOT / "analysis" / "figures").glob(f"*{plot_ablation.PIXELS_SUFFIX}")))
 def test_committed_pixels_give_back_each_runs_delta1(name):
-    """NAME_pixels.csv holds every run's eval pixel by pixel: its hits give each run's δ1 per eval dataset in
+    """NAME_pixels.csv.gz holds every run's eval pixel by pixel: its hits give each run's δ1 per eval dataset in
     NAME.csv, and every arm was scored on the same pixels."""
     from rlkit.evaluate import MODEL
     from rlkit.metrics import delta_hits
 
     figures = ROOT / "analysis" / "figures"
-    pixels, results = pd.read_csv(figures / f"{name}_pixels.csv"), pd.read_csv(figures / f"{name}.csv")
+    pixels = pd.read_csv(figures / f"{name}{plot_ablation.PIXELS_SUFFIX}")
+    results = pd.read_csv(figures / f"{name}.csv")
     got = pixels.assign(hit=delta_hits(pixels["pred"], pixels["gt"])).groupby(["arm", "seed", "dataset"])["hit"].mean()
     want = results[(results["method"] == MODEL) & (results["metric"] == "delta1") & (results["dataset"] != "avg")]
     want = want.set_index(["arm", "seed", "dataset"])["value"]
