@@ -62,26 +62,9 @@ FIGURES = {
 }
 
 
-def load_results(runs: Path, scale: str | None) -> pd.DataFrame:
-    paths = sorted(runs.glob("*/*/results.csv"))
-    frames = [pd.read_csv(p) for p in paths]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame(columns=["figure"])
-    df = pd.concat(frames, ignore_index=True)
-    return df[df["scale"] == scale] if scale else df
-
-
-def load_curves(runs: Path, scale: str | None) -> pd.DataFrame:
-    frames = [f for f in (pd.read_csv(p) for p in sorted(runs.glob("*/*/curves.csv"))) if len(f)]
-    if not frames:
-        return pd.DataFrame(columns=["figure"])
-    df = pd.concat(frames, ignore_index=True)
-    return df[df["scale"] == scale] if scale else df
-
-
-def load_pixels(runs: Path, scale: str | None) -> pd.DataFrame:
-    frames = [f for f in (pd.read_csv(p) for p in sorted(runs.glob("*/*/pixels.csv"))) if len(f)]
+def load_tables(runs: Path, scale: str | None, file: str = "results.csv") -> pd.DataFrame:
+    """Every sweep's FILE under --runs (results.csv, curves.csv or pixels.csv) in one frame, the rows of ``scale``."""
+    frames = [f for f in (pd.read_csv(p) for p in sorted(runs.glob(f"*/*/{file}"))) if len(f)]
     if not frames:
         return pd.DataFrame(columns=["figure"])
     df = pd.concat(frames, ignore_index=True)
@@ -414,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", default="mini", help="which scale's results (mini, paper, ...)")
     p.add_argument("--metric", default="delta1", help="metric on the y axis (delta1, abs_rel, rmse, ...)")
     a = p.parse_args(argv)
-    df, curves, pixels = (load(Path(a.runs), a.scale) for load in (load_results, load_curves, load_pixels))
+    df, curves, pixels = (load_tables(Path(a.runs), a.scale, f) for f in ("results.csv", "curves.csv", "pixels.csv"))
     out = Path(a.out)
     names = [a.figure] if a.figure else list(FIGURES)
     missing = []
