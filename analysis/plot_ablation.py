@@ -155,26 +155,42 @@ PIXELS_SUFFIX = "_pixels.csv.gz"  # a row per run and eval pixel: about 1 MB per
 PIXELS_GZIP = {"method": "gzip", "mtime": 0}  # no timestamp: the same rows give the same bytes
 
 
+def _clustered_se(diffs: pd.Series, clusters: pd.Series) -> float:
+    """The standard error of the mean of ``diffs`` when values of one cluster (one image) may move together: the
+    cluster-robust (sandwich) estimate; with one value per cluster it is the usual std / sqrt(n)."""
+    sums = (diffs - diffs.mean()).groupby(clusters.to_numpy()).sum()
+    g, n = len(sums), len(diffs)
+    return float(np.sqrt(g / (g - 1) * (sums ** 2).sum()) / n) if g > 1 else float("nan")
+
+
 def pixel_paired(pixels: pd.DataFrame, best: str) -> pd.DataFrame:
     """The best arm minus each other arm pixel by pixel, over the pixels both scored and the seeds both ran: per
     pixel the share of seeds whose answer is within 1.25x of the truth (δ1), the difference between the arms, then
-    its mean and standard error over pixels, per eval dataset and averaged over them (as the per-seed tables)."""
+    its mean and standard error over pixels (clustered by image: the pixels of one image are not independent),
+    per eval dataset and averaged over the datasets both arms scored (as the per-seed tables)."""
     hits = pixels.assign(hit=delta_hits(pixels["pred"], pixels["gt"]).astype(float))
+    # a question asked twice of one pixel in a run (other tasks' second points, repeated records) pairs in order
+    hits["repeat"] = hits.groupby(["arm", "seed", *PIXEL_KEY], sort=False).cumcount()
+    key = [*PIXEL_KEY, "repeat"]
     rows = []
     for arm in dict.fromkeys(hits["arm"]):
         if arm == best:
             continue
         seeds = set(hits.loc[hits["arm"] == best, "seed"]) & set(hits.loc[hits["arm"] == arm, "seed"])
         pair = hits[hits["arm"].isin([best, arm]) & hits["seed"].isin(seeds)]
-        rate = pair.pivot_table(index=PIXEL_KEY, columns="arm", values="hit", aggfunc="mean")
+        rate = pair.pivot_table(index=key, columns="arm", values="hit", aggfunc="mean")
         if arm not in rate or best not in rate:
             continue
-        d = (rate[best] - rate[arm]).dropna()
-        per = d.groupby(level="dataset", sort=False)
-        means, ses = per.mean(), per.agg(_se)
+        d = (rate[best] - rate[arm]).dropna().rename("diff").reset_index()
+        if not len(d):
+            continue
+        diff = d["diff"]
+        per = [(t["diff"].mean(), _clustered_se(t["diff"], t["image"])) for _, t in d.groupby("dataset", sort=False)]
+        means, ses = np.array(per).T
         rows.append({"comparison": f"{best} − {arm}", "mean difference": float(means.mean()),
                      "standard error": float(np.sqrt((ses ** 2).sum()) / len(ses)), "pixels": len(d),
-                     "seeds": len(seeds), "pixels ahead / behind": f"{int((d > 0).sum())} / {int((d < 0).sum())}"})
+                     "only one arm scored": int(len(rate) - len(d)), "seeds": len(seeds),
+                     "pixels ahead / behind": f"{int((diff > 0).sum())} / {int((diff < 0).sum())}"})
     return pd.DataFrame(rows)
 
 
@@ -186,9 +202,9 @@ def pixel_text(pixels: pd.DataFrame, df: pd.DataFrame, metric: str) -> str:
     table = pixel_paired(pixels, best)
     if not len(table):
         return ""
-    return ("Paired over pixels (the same eval pixels for every arm; per pixel the share of seeds within 1.25x of the "
-            "truth, best arm minus the other, mean ± standard error over pixels, averaged over eval datasets; this "
-            "error is the eval sample's, the per-seed one above also holds the training's; rows: "
+    return ("Paired over pixels (the pixels both arms scored; per pixel the share of seeds within 1.25x of the truth, "
+            "best arm minus the other, mean ± standard error over pixels clustered by image, averaged over eval "
+            "datasets; this error is the eval sample's, the per-seed one above also holds the training's; rows: "
             f"`{df['figure'].iloc[0]}{PIXELS_SUFFIX}`):\n\n" + table.to_markdown(index=False, floatfmt=".3f"))
 
 
@@ -408,10 +424,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(d):  # from the runs: keep the per-seed rows (and per-pixel, per-point ones) beside the figure
             out.mkdir(parents=True, exist_ok=True)
             d.to_csv(out / f"{name}.csv", index=False)
-            if len(c):
-                c.to_csv(out / f"{name}_curves.csv", index=False)
-            if len(px):
-                px.to_csv(out / f"{name}{PIXELS_SUFFIX}", index=False, compression=PIXELS_GZIP)
+            for rows, file, kw in ((c, f"{name}_curves.csv", {}),
+                                   (px, f"{name}{PIXELS_SUFFIX}", {"compression": PIXELS_GZIP})):
+                if len(rows):
+                    rows.to_csv(out / file, index=False, **kw)
+                else:  # the runs have none: an older file would describe other runs
+                    (out / file).unlink(missing_ok=True)
         elif (out / f"{name}.csv").exists():  # the runs are gone: the committed rows, of this scale
             d = pd.read_csv(out / f"{name}.csv")
             d = d[d["scale"] == a.scale] if a.scale else d

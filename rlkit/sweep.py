@@ -271,12 +271,15 @@ def pixel_rows(sweep: Sweep, scale: str, arm: str, seed: int) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=PIXEL_COLUMNS)
     t = pd.read_csv(path, usecols=lambda c: c in PIXEL_COLUMNS)
+    if "pred" not in t:  # an evaluation of the baselines only
+        return pd.DataFrame(columns=PIXEL_COLUMNS)
     if "task" not in t:
         t["task"] = "depth"
-    # images named relative to the working folder where they lie under it: the committed rows hold no machine's paths
-    here = Path.cwd().resolve()
-    images = [Path(i).resolve() for i in t["image"].astype(str)]
-    t["image"] = [i.relative_to(here).as_posix() if i.is_relative_to(here) else str(i) for i in images]
+    # images named relative to the working folder where they lie under it (links kept as they are named): the
+    # committed rows hold no machine's paths
+    here = os.path.abspath(os.getcwd())
+    images = [os.path.abspath(i) for i in t["image"].astype(str)]
+    t["image"] = [Path(os.path.relpath(i, here)).as_posix() if i.startswith(here + os.sep) else i for i in images]
     t = t.assign(figure=sweep.figure, scale=scale, arm=arm, seed=seed)
     return t[PIXEL_COLUMNS]
 
@@ -322,6 +325,8 @@ def write_results(sweep: Sweep, scale: str) -> Path:
     for name, extra in (("pixels.csv", collect_pixels(sweep, scale)), ("curves.csv", collect_curves(sweep, scale))):
         if len(extra):
             atomic_write_text(path.with_name(name), extra.to_csv(index=False))
+        else:  # none of the runs has them now: an older file would describe other runs
+            path.with_name(name).unlink(missing_ok=True)
     return path
 
 

@@ -49,7 +49,8 @@ def test_sweep_runs_missing_arms_only_and_writes_a_tidy_table(tmp_path):
         out = Path(exp.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(_fake_metrics(0.1 * len(calls))))
-        pd.DataFrame({"task": ["depth"] * 2, "dataset": ["indoor"] * 2, "image": ["a.png", "b.png"], "x": [1, 2],
+        images = [str(Path.cwd() / "data" / "a.png"), "/elsewhere/b.png"]  # under the working folder, and not
+        pd.DataFrame({"task": ["depth"] * 2, "dataset": ["indoor"] * 2, "image": images, "x": [1, 2],
                       "y": [3, 4], "gt": [2.0, 3.0], "pred": [2.1, None], "text": ["2.10", "?"]}).to_csv(
             out / "predictions.csv", index=False)
 
@@ -69,7 +70,7 @@ def test_sweep_runs_missing_arms_only_and_writes_a_tidy_table(tmp_path):
     pixels = pd.read_csv(path.with_name("pixels.csv"))  # every run's eval pixel by pixel, beside the table
     assert list(pixels.columns) == PIXEL_COLUMNS and len(pixels) == 4 * 2
     assert set(zip(pixels["arm"], pixels["seed"])) == {(a, s) for a in ("direct", "unify") for s in (0, 1)}
-    assert pixels["pred"].isna().sum() == 4 and set(pixels["image"]) == {"a.png", "b.png"}
+    assert pixels["pred"].isna().sum() == 4 and set(pixels["image"]) == {"data/a.png", "/elsewhere/b.png"}
 
     # resume: only the run without metrics.json runs again
     (sweep.run_dir("mini", "unify", 1) / "metrics.json").unlink()
@@ -333,8 +334,18 @@ def test_paired_over_pixels_by_hand(tmp_path):
     results = _table([["s", "camera_ambiguity", "mini", arm, arm, None, seed, "avg", "model", "delta1", np.mean(h)]
                       for (arm, seed), h in hits.items()])
     text = _cells(plot_ablation.pixel_text(pixels, results, "delta1"))
-    assert "| a − b | 0.375 | 0.125 | 4 | 2 | 3 / 0 |" in text
+    assert "| a − b | 0.375 | 0.125 | 4 | 0 | 2 | 3 / 0 |" in text
     assert plot_ablation.pixel_text(pixels, results, "abs_rel") == ""  # a per-pixel hit is δ1's only
+    # pixels of one image move together: the clustered SE of (1, 1, 0, 0) over images (A, A, B, B) is
+    # sqrt(2 / 1 * (1 + 1)) / 4 = 0.5, not std / sqrt(4) = 0.289
+    assert plot_ablation._clustered_se(pd.Series([1.0, 1, 0, 0]), pd.Series(list("AABB"))) == pytest.approx(0.5)
+    assert plot_ablation._clustered_se(pd.Series([1.0, 1, 0, 0]), pd.Series(list("ABCD"))) == pytest.approx(
+        np.std([1, 1, 0, 0], ddof=1) / 2)
+    # a question asked twice of one pixel pairs in order; a pixel only one arm scored is counted, not paired
+    twice = pd.concat([pixels, pixels[pixels["x"] == 0].assign(pred=9.0),
+                       pixels[(pixels["arm"] == "b") & (pixels["x"] == 1)].assign(x=7)], ignore_index=True)
+    row = plot_ablation.pixel_paired(twice, "a").iloc[0]
+    assert (row["pixels"], row["only one arm scored"]) == (5, 1)
 
 
 @pytest.mark.parametrize("name", sorted(p.name.removesuffix(plot_ablation.PIXELS_SUFFIX) for p in
@@ -351,8 +362,11 @@ def test_committed_pixels_give_back_each_runs_delta1(name):
     got = pixels.assign(hit=delta_hits(pixels["pred"], pixels["gt"])).groupby(["arm", "seed", "dataset"])["hit"].mean()
     want = results[(results["method"] == MODEL) & (results["metric"] == "delta1") & (results["dataset"] != "avg")]
     want = want.set_index(["arm", "seed", "dataset"])["value"]
-    assert len(got) == len(want) > 0
-    assert np.allclose(got.sort_index(), want.sort_index(), atol=1e-12)
+    want.index = want.index.set_levels(want.index.levels[1].astype(int), level="seed")
+    got.index = got.index.set_levels(got.index.levels[1].astype(int), level="seed")
+    assert len(got) == len(want) > 0 and set(got.index) == set(want.index)
+    assert np.allclose(got.reindex(want.index), want, atol=1e-12)
+    assert not pixels.duplicated(["arm", "seed", *plot_ablation.PIXEL_KEY]).any()
     keys = pixels.groupby(["arm", "seed"]).apply(lambda t: frozenset(map(tuple, t[plot_ablation.PIXEL_KEY].values)),
                                                  include_groups=False)
     assert len(set(keys)) == 1
