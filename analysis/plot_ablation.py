@@ -7,13 +7,13 @@ Reads every results.csv (and curves.csv: learning curves) under --runs (written 
 ``./run.sh experiments/ablations/NAME.yaml``) and writes, per figure, NAME.png, NAME.pdf and NAME.md: the
 numbers behind it (mean ± std over seeds, n = seeds), then paired comparisons over the same seeds (the best
 arm against every other arm, the median-label baseline of its own runs and a base stage; mean difference ±
-standard error), and the same comparisons pixel by pixel over the eval pixels every arm scored (pixels.csv: δ1 per
-pixel). The no-model baselines (the constant answer, the median training label) and, for sweeps that
+standard error), and the best arm against every other arm pixel by pixel over the pixels both scored (pixels.csv:
+δ1 per pixel). The no-model baselines (the constant answer, the median training label) and, for sweeps that
 start from a base stage, that stage's own accuracy are drawn as dashed reference lines.
 
-Each figure drawn from runs also writes the per-seed rows it was drawn from, NAME.csv (and NAME_curves.csv,
-NAME_pixels.csv.gz), to be committed beside it: a figure whose runs are absent is drawn again from those files (the rows of
---scale), so every number in its md can be re-derived from the repository.
+Each figure drawn from runs also writes the rows it was drawn from, NAME.csv (and NAME_curves.csv,
+NAME_pixels.csv.gz), to be committed beside it: a figure whose runs are absent is drawn again from those files
+(the rows of --scale), so every number in its md can be re-derived from the repository.
 """
 
 from __future__ import annotations
@@ -350,7 +350,8 @@ def _save(fig, name: str, fig_spec: Figure, md: str, out: Path) -> list[Path]:
     return paths
 
 
-def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1", pixels: pd.DataFrame | None = None) -> list[Path]:
+def draw(name: str, df: pd.DataFrame, out: Path, metric: str = "delta1",
+         pixels: pd.DataFrame | None = None) -> list[Path]:
     fig_spec = FIGURES[name]
     table = summarize(df, fig_spec, metric)
     bases = {kind: baseline(df, metric, kind) for kind in BASELINES}
