@@ -238,7 +238,7 @@ def cmd_scale(a) -> None:
     """A sweep's winning arm as a paper experiment (rlkit.scale)."""
     from rlkit.scale import scale_winner
 
-    scale_winner(a.sweep, a.model, a.out, a.results, a.sweeps_dir)
+    scale_winner(a.sweep, a.model, a.out, a.results, a.sweeps_dir, a.arm)
 
 
 def cmd_serve(a) -> None:
@@ -446,6 +446,8 @@ def _add_outputs_and_tools(sub) -> None:
     v.add_argument("--out", help="where the experiment goes (default experiments/paper/winner_<sweep>.yaml)")
     v.add_argument("--results", help="the per-seed rows (default: the sweep's results.csv under --sweeps-dir, else "
                                      "analysis/figures/<figure>.csv)")
+    v.add_argument("--arm", help="scale this arm whatever the paired comparison says (e.g. when no arm wins "
+                                 "beyond 2 standard errors); the comparison is written in the file's header")
     v.add_argument("--sweeps-dir", default="runs/sweeps")
     v.set_defaults(func=cmd_scale)
 

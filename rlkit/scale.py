@@ -1,8 +1,9 @@
 """``./run.sh scale SWEEP.yaml --model qwen2.5-vl-3b``: take a sweep's winning arm to the paper's full run.
 
 The winner is the arm with the best mean held-out δ1 (average over eval datasets) at the mini scale, and it wins
-only if it is ahead of every other arm by more than two standard errors of the seed-paired difference. Its
-settings are translated to paper scale over the paper recipe of the chosen model:
+only if it is ahead of every other arm by more than two standard errors of the seed-paired difference; when none
+is, nothing is written unless ``--arm`` names the arm to take anyway. The arm's settings are translated to paper
+scale over the paper recipe of the chosen model:
 
 - ``camera.f_uni`` and the crop ranges scale with the recipe's values over the sweep experiment's own
   (the miniature's f_uni 50 stands for the paper's 1000, its crops 100-140 for 1000-1400);
@@ -121,18 +122,26 @@ def _write_validated(out: Path, header: list[str], kept: list[str], body: dict):
 
 
 def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str | Path | None = None,
-                 csv: str | Path | None = None, sweeps_dir: str | Path = "runs/sweeps") -> Path | None:
-    """Write the paper experiment of the sweep's winning arm; None (and a message) when no arm wins."""
+                 csv: str | Path | None = None, sweeps_dir: str | Path = "runs/sweeps",
+                 arm: str | None = None) -> Path | None:
+    """Write the paper experiment of the sweep's winning arm; None (and a message) when no arm wins.
+    ``arm``: write that arm's experiment whatever the comparison says (the paired table goes in its header)."""
     if model not in MODELS:
         raise ConfigError(f"--model {model!r} is not one of {sorted(MODELS)}")
     sweep = load_sweep(sweep_path, sweeps_dir)
+    if arm is not None and arm not in sweep.arms:
+        raise ConfigError(f"--arm {arm!r} is not an arm of {sweep.source}; choose from {list(sweep.arms)}")
     best, table, clear = paired_winner(results(sweep, "mini", csv))
     lines = [f"  {best} − {r.arm}: {r.difference:+.3f} ± {r.se:.3f} (SE, {r.seeds} seeds)"
              for r in table.itertuples()]
-    if not clear:
+    if not clear and arm is None:
         print(f"{sweep.name}: no arm wins beyond 2 standard errors (best mean: {best}); nothing written.\n"
-              + "\n".join(lines))
+              + "\n".join(lines) + f"\nto scale an arm anyway: ./run.sh scale {sweep_path} --model {model} --arm {best}")
         return None
+    verdict = (f"'{best}' wins" if clear else f"no arm wins beyond 2 standard errors (best mean: {best})")
+    if arm is not None and (arm != best or not clear):
+        verdict += f"; '{arm}' chosen with --arm"
+    best = arm or best
     sft_recipe, accel = MODELS[model]
     method = sweep.arms[best].get("method", load_experiment(sweep.experiment).method)
     recipe = PAPER / (GRPO_RECIPE if method == "grpo" else sft_recipe)
@@ -142,8 +151,8 @@ def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str 
         paper_model = load_experiment(PAPER / sft_recipe).model
         settings |= {"model.name": paper_model.name, "model.max_pixels": paper_model.max_pixels}
     out = Path(out or PAPER / f"winner_{sweep.name}.yaml")
-    header = [f"# {sweep.name}'s winning arm '{best}' at paper scale ({model}), written by",
-              f"#   ./run.sh scale {sweep_path} --model {model}",
+    header = [f"# {sweep.name}'s arm '{best}' at paper scale ({model}): {verdict}; written by",
+              f"#   ./run.sh scale {sweep_path} --model {model}" + (f" --arm {arm}" if arm else ""),
               "# Paired over seeds at the mini scale (held-out δ1, average over eval datasets):",
               *[f"#{x}" for x in lines]]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +167,7 @@ def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str 
                     f"in place of the official code's, which refuse this arm: {str(e).split(': ', 1)[-1]}")
         body = {"extends": body["extends"], **deep_merge(kit, nested(settings))}
         exp = _write_validated(out, header, kept, body)
-    print(f"{sweep.name}: '{best}' wins\n" + "\n".join(lines))
+    print(f"{sweep.name}: {verdict}\n" + "\n".join(lines))
     print(f"wrote {out} (extends {recipe}; f_uni {exp.camera.f_uni:g}, crops {list(exp.camera.crop_width)} x "
           f"{list(exp.camera.crop_height)}, marker {exp.prompt.marker.shape})")
     if kept:

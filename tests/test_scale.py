@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rlkit.config import load_experiment
+from rlkit.config import ConfigError, load_experiment
 from rlkit.scale import scale_winner
 from rlkit.sweep import paired_winner
 
@@ -65,6 +65,20 @@ def test_a_sweep_without_a_clear_winner_says_so_and_exits_0(tmp_path):
     assert "no arm wins beyond 2 standard errors" in r.stdout and not (tmp_path / "w.yaml").exists()
 
 
+def test_arm_scales_a_named_arm_when_none_wins(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    csv = _results(tmp_path / "focal.csv", "focal_length", {"f25": 0.45, "f50": 0.505, "f75": 0.502, "f100": 0.47}, 0.02)
+    assert scale_winner(ABLATIONS / "focal_length.yaml", "qwen2.5-vl-3b", tmp_path / "none.yaml", csv) is None
+    assert "to scale an arm anyway: " in capsys.readouterr().out and not (tmp_path / "none.yaml").exists()
+    out = scale_winner(ABLATIONS / "focal_length.yaml", "qwen2.5-vl-3b", tmp_path / "f50.yaml", csv, arm="f50")
+    assert load_experiment(out).camera.f_uni == 1000  # the miniature's 50 is the paper's 1000
+    head = out.read_text().splitlines()[0]
+    assert "no arm wins beyond 2 standard errors (best mean: f50); 'f50' chosen with --arm" in head
+    assert "f50 − f75: +0.003" in out.read_text() and "--arm f50" in out.read_text()
+    with pytest.raises(ConfigError, match="--arm 'f60' is not an arm of .*choose from"):
+        scale_winner(ABLATIONS / "focal_length.yaml", "qwen2.5-vl-3b", tmp_path / "x.yaml", csv, arm="f60")
+
+
 def test_grpo_winner_uses_the_grpo_recipe_and_copies_its_rewards(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     csv = _results(tmp_path / "reward.csv", "grpo_reward",
@@ -76,8 +90,6 @@ def test_grpo_winner_uses_the_grpo_recipe_and_copies_its_rewards(tmp_path, monke
 
 
 def test_unknown_model_is_refused():
-    from rlkit.config import ConfigError
-
     with pytest.raises(ConfigError, match="--model 'llava' is not one of"):
         scale_winner(ABLATIONS / "focal_length.yaml", "llava")
 
