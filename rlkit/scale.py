@@ -11,8 +11,9 @@ scale over the paper recipe of the chosen model:
 - camera strategy, resize and crop rule, prompt wording, method, rewards and reward arguments are copied;
 - everything else (training lengths and rates, data, model sizes) keeps the recipe's value and is listed.
 
-The result, ``experiments/paper/winner_<sweep>.yaml``, extends the recipe; it is loaded and validated here
-without a GPU, and the launch commands are printed.
+The result, ``experiments/paper/winner_<sweep>.yaml`` (``arm_<sweep>_<arm>.yaml`` for an arm taken with ``--arm``
+that is not the winner), extends the recipe; it is loaded and validated here without a GPU, and the launch commands
+are printed.
 """
 
 from __future__ import annotations
@@ -134,12 +135,14 @@ def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str 
     best, table, clear = paired_winner(results(sweep, "mini", csv))
     lines = [f"  {best} − {r.arm}: {r.difference:+.3f} ± {r.se:.3f} (SE, {r.seeds} seeds)"
              for r in table.itertuples()]
+    verdict = f"'{best}' wins" if clear else f"no arm wins beyond 2 standard errors (best mean: {best})"
     if not clear and arm is None:
-        print(f"{sweep.name}: no arm wins beyond 2 standard errors (best mean: {best}); nothing written.\n"
-              + "\n".join(lines) + f"\nto scale an arm anyway: ./run.sh scale {sweep_path} --model {model} --arm {best}")
+        source = f" --results {csv}" if csv else ""
+        print(f"{sweep.name}: {verdict}; nothing written.\n" + "\n".join(lines)
+              + f"\nto scale an arm anyway: ./run.sh scale {sweep_path} --model {model}{source} --arm {best}")
         return None
-    verdict = (f"'{best}' wins" if clear else f"no arm wins beyond 2 standard errors (best mean: {best})")
-    if arm is not None and (arm != best or not clear):
+    chosen = arm is not None and (arm != best or not clear)
+    if chosen:
         verdict += f"; '{arm}' chosen with --arm"
     best = arm or best
     sft_recipe, accel = MODELS[model]
@@ -150,7 +153,8 @@ def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str 
     if method == "grpo":
         paper_model = load_experiment(PAPER / sft_recipe).model
         settings |= {"model.name": paper_model.name, "model.max_pixels": paper_model.max_pixels}
-    out = Path(out or PAPER / f"winner_{sweep.name}.yaml")
+    # an arm taken with --arm is not the winner: its own file, never over a winner's
+    out = Path(out or PAPER / (f"arm_{sweep.name}_{best}.yaml" if chosen else f"winner_{sweep.name}.yaml"))
     header = [f"# {sweep.name}'s arm '{best}' at paper scale ({model}): {verdict}; written by",
               f"#   ./run.sh scale {sweep_path} --model {model}" + (f" --arm {arm}" if arm else ""),
               "# Paired over seeds at the mini scale (held-out δ1, average over eval datasets):",
@@ -161,7 +165,7 @@ def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str 
         exp = _write_validated(out, header, kept, body)
     except ConfigError as e:  # e.g. text coordinates or another camera strategy: the official template refuses them
         if "'official'" not in str(e):
-            raise ConfigError(f"the winning arm '{best}' at paper scale does not validate: {e}") from None
+            raise ConfigError(f"the arm '{best}' at paper scale does not validate: {e}") from None
         kit = _kit_conventions(method)
         kept.append(f"the kit's conventions ({'_paper_kit_grpo.yaml' if method == 'grpo' else '_paper_kit.yaml'}) "
                     f"in place of the official code's, which refuse this arm: {str(e).split(': ', 1)[-1]}")

@@ -69,7 +69,9 @@ def test_arm_scales_a_named_arm_when_none_wins(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     csv = _results(tmp_path / "focal.csv", "focal_length", {"f25": 0.45, "f50": 0.505, "f75": 0.502, "f100": 0.47}, 0.02)
     assert scale_winner(ABLATIONS / "focal_length.yaml", "qwen2.5-vl-3b", tmp_path / "none.yaml", csv) is None
-    assert "to scale an arm anyway: " in capsys.readouterr().out and not (tmp_path / "none.yaml").exists()
+    hint = capsys.readouterr().out.splitlines()[-1]
+    assert hint == f"to scale an arm anyway: ./run.sh scale {ABLATIONS / 'focal_length.yaml'} --model qwen2.5-vl-3b " \
+                   f"--results {csv} --arm f50" and not (tmp_path / "none.yaml").exists()
     out = scale_winner(ABLATIONS / "focal_length.yaml", "qwen2.5-vl-3b", tmp_path / "f50.yaml", csv, arm="f50")
     assert load_experiment(out).camera.f_uni == 1000  # the miniature's 50 is the paper's 1000
     head = out.read_text().splitlines()[0]
