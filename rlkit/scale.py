@@ -7,7 +7,8 @@ scale over the paper recipe of the chosen model:
 
 - ``camera.f_uni`` and the crop ranges scale with the recipe's values over the sweep experiment's own
   (the miniature's f_uni 50 stands for the paper's 1000, its crops 100-140 for 1000-1400);
-- a marker of the recipe's shape becomes the recipe's marker; another shape keeps its miniature size, listed;
+- a marker of the recipe's shape becomes the recipe's marker (listed when the miniature's size or outline
+  differed); another shape keeps its miniature size, listed;
 - camera strategy, resize and crop rule, prompt wording, method, rewards and reward arguments are copied;
 - everything else (training lengths and rates, data, model sizes) keeps the recipe's value and is listed.
 
@@ -75,7 +76,11 @@ def translate(sweep: Sweep, arm: str, recipe: Path) -> tuple[dict, list[str]]:
             out[key] = _scaled_range(value, getattr(plain.camera, name), getattr(paper.camera, name))
         elif key == "prompt.marker":
             if _kind(mini.prompt.marker.shape) == _kind(paper.prompt.marker.shape):
-                continue  # the recipe's own marker of that kind (the kit's arrow or the official one)
+                # the recipe's own marker of that kind (the kit's arrow or the official one), sized for its images
+                if value != {"shape": paper.prompt.marker.shape, "size": paper.prompt.marker.size}:
+                    kept.append(f"{key}: the recipe's {paper.prompt.marker.shape} (size {paper.prompt.marker.size}) "
+                                f"in place of the miniature's {value}")
+                continue
             out[key] = value
             kept.append(f"{key}: {value} (a miniature marker size: check it at paper image sizes)")
         elif key in COPIED:

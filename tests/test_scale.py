@@ -98,8 +98,7 @@ def test_unknown_model_is_refused():
 
 def test_a_winner_the_official_template_refuses_goes_over_the_kits_conventions(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
-    csv = _results(tmp_path / "ref.csv", "pixel_reference", {"text": 0.60, "arrow": 0.30, "square_outlined": 0.45,
-                                                             "text_f100": 0.40, "square_outlined_f100": 0.41}, 0.005)
+    csv = _results(tmp_path / "ref.csv", "pixel_reference", {"text": 0.60, "arrow": 0.30, "square": 0.45}, 0.005)
     out = scale_winner(ABLATIONS / "pixel_reference.yaml", "qwen2.5-vl-3b", tmp_path / "ref.yaml", csv)
     exp = load_experiment(out)
     assert (exp.prompt.reference, exp.prompt.template, exp.camera.resize) == ("text", "sft", "exact")
@@ -109,8 +108,17 @@ def test_a_winner_the_official_template_refuses_goes_over_the_kits_conventions(t
 
 def test_a_square_marker_winner_is_listed_as_not_translated(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    csv = _results(tmp_path / "ref.csv", "pixel_reference", {"text": 0.30, "arrow": 0.31, "square_outlined": 0.60,
-                                                             "text_f100": 0.40, "square_outlined_f100": 0.41}, 0.005)
+    csv = _results(tmp_path / "ref.csv", "pixel_reference", {"text": 0.30, "arrow": 0.31, "square": 0.60}, 0.005)
     out = scale_winner(ABLATIONS / "pixel_reference.yaml", "qwen2.5-vl-3b", tmp_path / "sq.yaml", csv)
     assert load_experiment(out).prompt.marker.shape == "square"
     assert "a miniature marker size: check it at paper image sizes" in out.read_text()
+
+
+def test_an_arrow_winner_takes_the_recipes_arrow_and_says_what_it_replaced(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    csv = _results(tmp_path / "ref.csv", "pixel_reference", {"text": 0.30, "arrow": 0.60, "square": 0.31}, 0.005)
+    out = scale_winner(ABLATIONS / "pixel_reference.yaml", "qwen2.5-vl-3b", tmp_path / "ar.yaml", csv)
+    paper = load_experiment(ROOT / "experiments/paper/qwen2_5_vl_3b_sft.yaml").prompt.marker
+    assert load_experiment(out).prompt.marker == paper
+    assert (f"prompt.marker: the recipe's {paper.shape} (size {paper.size}) in place of the miniature's "
+            "{'shape': 'arrow', 'size': 9, 'outline': [255, 255, 255]}") in out.read_text()
