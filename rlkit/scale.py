@@ -77,7 +77,8 @@ def translate(sweep: Sweep, arm: str, recipe: Path) -> tuple[dict, list[str]]:
         elif key == "prompt.marker":
             if _kind(mini.prompt.marker.shape) == _kind(paper.prompt.marker.shape):
                 # the recipe's own marker of that kind (the kit's arrow or the official one), sized for its images
-                if value != {"shape": paper.prompt.marker.shape, "size": paper.prompt.marker.size}:
+                m, r = mini.prompt.marker, paper.prompt.marker
+                if (m.size, m.outline) != (r.size, r.outline):
                     kept.append(f"{key}: the recipe's {paper.prompt.marker.shape} (size {paper.prompt.marker.size}) "
                                 f"in place of the miniature's {value}")
                 continue

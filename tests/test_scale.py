@@ -122,3 +122,11 @@ def test_an_arrow_winner_takes_the_recipes_arrow_and_says_what_it_replaced(tmp_p
     assert load_experiment(out).prompt.marker == paper
     assert (f"prompt.marker: the recipe's {paper.shape} (size {paper.size}) in place of the miniature's "
             "{'shape': 'arrow', 'size': 9, 'outline': [255, 255, 255]}") in out.read_text()
+
+
+def test_an_arrow_of_the_recipes_size_replaces_nothing_worth_listing(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    csv = _results(tmp_path / "t.csv", "pixel_reference_tuning", {"arrow_5": 0.60, "arrow_9_outlined": 0.30,
+                                                                  "square_5": 0.31, "square_9_outlined": 0.32}, 0.005)
+    out = scale_winner(ABLATIONS / "pixel_reference_tuning.yaml", "qwen2.5-vl-3b", tmp_path / "a5.yaml", csv)
+    assert "'arrow_5' wins" in out.read_text() and "in place of the miniature's" not in out.read_text()
