@@ -446,9 +446,9 @@ def _add_outputs_and_tools(sub) -> None:
     v.add_argument("--out", help="where the experiment goes (default experiments/paper/winner_<sweep>.yaml)")
     v.add_argument("--results", help="the per-seed rows (default: the sweep's results.csv under --sweeps-dir, else "
                                      "analysis/figures/<figure>.csv)")
-    v.add_argument("--arm", help="scale this arm whatever the paired comparison says (e.g. when no arm wins "
-                                 "beyond 2 standard errors; written as arm_<sweep>_<arm>.yaml unless it is the winner); the comparison goes "
-                                 "in the file's header")
+    v.add_argument("--arm", help="scale this arm whatever the paired comparison says (e.g. when no arm wins beyond "
+                                 "2 standard errors): written as arm_<sweep>_<arm>.yaml unless it is the winner, the "
+                                 "comparison in the file's header")
     v.add_argument("--sweeps-dir", default="runs/sweeps")
     v.set_defaults(func=cmd_scale)
 

@@ -79,8 +79,7 @@ def translate(sweep: Sweep, arm: str, recipe: Path) -> tuple[dict, list[str]]:
                 # the recipe's own marker of that kind (the kit's arrow or the official one), sized for its images
                 m, r = mini.prompt.marker, paper.prompt.marker
                 if (m.size, m.outline) != (r.size, r.outline):
-                    kept.append(f"{key}: the recipe's {paper.prompt.marker.shape} (size {paper.prompt.marker.size}) "
-                                f"in place of the miniature's {value}")
+                    kept.append(f"{key}: the recipe's {r.shape} (size {r.size}) in place of the miniature's {value}")
                 continue
             out[key] = value
             kept.append(f"{key}: {value} (a miniature marker size: check it at paper image sizes)")
@@ -147,21 +146,21 @@ def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str 
         print(f"{sweep.name}: {verdict}; nothing written.\n" + "\n".join(lines)
               + f"\nto scale an arm anyway: ./run.sh scale {sweep_path} --model {model}{source} --arm {best}")
         return None
-    chosen = arm is not None and (arm != best or not clear)
+    pick = arm or best
+    chosen = pick != best or not clear  # taken with --arm, not won
     if chosen:
-        verdict += f"; '{arm}' chosen with --arm"
-    best = arm or best
+        verdict += f"; '{pick}' chosen with --arm"
     sft_recipe, accel = MODELS[model]
-    method = sweep.arms[best].get("method", load_experiment(sweep.experiment).method)
+    method = sweep.arms[pick].get("method", load_experiment(sweep.experiment).method)
     recipe = PAPER / (GRPO_RECIPE if method == "grpo" else sft_recipe)
     accel = "ddp.yaml" if method == "grpo" else accel  # as the GRPO recipe launches (vLLM colocated or a server)
-    settings, kept = translate(sweep, best, recipe)
+    settings, kept = translate(sweep, pick, recipe)
     if method == "grpo":
         paper_model = load_experiment(PAPER / sft_recipe).model
         settings |= {"model.name": paper_model.name, "model.max_pixels": paper_model.max_pixels}
     # an arm taken with --arm is not the winner: its own file, never over a winner's
-    out = Path(out or PAPER / (f"arm_{sweep.name}_{best}.yaml" if chosen else f"winner_{sweep.name}.yaml"))
-    header = [f"# {sweep.name}'s arm '{best}' at paper scale ({model}): {verdict}; written by",
+    out = Path(out or PAPER / (f"arm_{sweep.name}_{pick}.yaml" if chosen else f"winner_{sweep.name}.yaml"))
+    header = [f"# {sweep.name}'s arm '{pick}' at paper scale ({model}): {verdict}; written by",
               f"#   ./run.sh scale {sweep_path} --model {model}" + (f" --arm {arm}" if arm else ""),
               "# Paired over seeds at the mini scale (held-out δ1, average over eval datasets):",
               *[f"#{x}" for x in lines]]
@@ -171,7 +170,7 @@ def scale_winner(sweep_path: str | Path, model: str = "qwen2.5-vl-3b", out: str 
         exp = _write_validated(out, header, kept, body)
     except ConfigError as e:  # e.g. text coordinates or another camera strategy: the official template refuses them
         if "'official'" not in str(e):
-            raise ConfigError(f"the arm '{best}' at paper scale does not validate: {e}") from None
+            raise ConfigError(f"the arm '{pick}' at paper scale does not validate: {e}") from None
         kit = _kit_conventions(method)
         kept.append(f"the kit's conventions ({'_paper_kit_grpo.yaml' if method == 'grpo' else '_paper_kit.yaml'}) "
                     f"in place of the official code's, which refuse this arm: {str(e).split(': ', 1)[-1]}")
